@@ -1,0 +1,46 @@
+//! The command-line grammar: global flags and one subcommand per stage.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands::{augment_preview, bench, extract, finetune, quantize, train_head};
+
+/// Strong image classifiers from a few hundred photos per class, by transfer learning from VGG16.
+#[derive(Debug, Parser)]
+#[command(name = "bottleneck", version, about, long_about = None,
+    after_help = "Example:\n  bottleneck extract --data data/ --model vgg16 --run runs/demo\n  bottleneck train-head --run runs/demo")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand understands.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Print a machine-readable JSON summary on stdout instead of the human one.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Only print errors (no progress bars, no summary unless --json).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the frozen VGG16 conv base over every image and cache the features (stage 2a).
+    Extract(extract::ExtractArgs),
+    /// Train the dense classifier on cached features (stage 2b).
+    TrainHead(train_head::TrainHeadArgs),
+    /// Fine-tune the top conv block together with the trained head on augmented images (stage 3).
+    Finetune(finetune::FinetuneArgs),
+    /// Write randomly augmented copies of one image and a contact sheet.
+    AugmentPreview(augment_preview::AugmentPreviewArgs),
+    /// Measure raw ONNX Runtime against the extraction pipeline on the same images.
+    Bench(bench::BenchArgs),
+    /// Quantize the backbone to int8 with calibration images.
+    Quantize(quantize::QuantizeArgs),
+}

@@ -1,0 +1,166 @@
+//! `bottleneck extract`: run the frozen backbone over a data folder and cache the features.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use features::extract::{self, Event, ExtractConfig};
+use features::manifest::HubOptions;
+use features::preprocess::{Preprocess, Resize};
+use features::runtime::Device;
+
+use crate::args::Global;
+use crate::progress;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bottleneck extract --data data/ --model vgg16 --run runs/demo\n  \
+bottleneck extract --data ../shared/data/dogs_vs_cats --model ../shared/models/vgg16_keras_notop.onnx --preprocess caffe --run runs/dvc"
+)]
+pub struct ExtractArgs {
+    /// Data folder: DIR/<split>/<class>/*.jpg or DIR/<class>/*.jpg.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A model name from models/ (e.g. vgg16) or a local .onnx file.
+    #[arg(long, default_value = "vgg16")]
+    pub model: String,
+    /// Run folder; features go to RUN/features/<split>.safetensors.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Preprocessing: caffe, torch or unit (default: the model's manifest).
+    #[arg(long)]
+    pub preprocess: Option<Preprocess>,
+    /// Side of the square network input in pixels.
+    #[arg(long, default_value_t = 150)]
+    pub size: u32,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// cpu, cuda (error if CUDA cannot start) or auto (CUDA if it starts, else CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (default: all physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Resize filter: nearest (Keras load_img), bilinear, bicubic, lanczos.
+    #[arg(long, default_value = "nearest")]
+    pub resize: Resize,
+    /// Fail on the first unreadable image instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// The library configuration these flags describe.
+pub fn config(args: &ExtractArgs) -> ExtractConfig {
+    let mut hub = HubOptions::from_env();
+    hub.offline |= args.offline;
+    ExtractConfig {
+        data: args.data.clone(),
+        model: args.model.clone(),
+        run: args.run.clone(),
+        preprocess: args.preprocess,
+        size: args.size,
+        batch: args.batch,
+        device: args.device,
+        threads: args.threads,
+        resize: args.resize,
+        strict: args.strict,
+        hub,
+    }
+}
+
+pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
+    let cfg = config(args);
+    let mut bar = None;
+    let summary = extract::extract(&cfg, &mut |ev| match ev {
+        Event::Ready {
+            device,
+            model,
+            preprocess,
+            output,
+        } => progress::note(
+            global,
+            format!(
+                "model {model} → {output}, preprocessing {}, running on {device}",
+                preprocess.name()
+            ),
+        ),
+        Event::SplitStart { split, total } => {
+            bar = Some(progress::bar(global, total as u64, split, "img"))
+        }
+        Event::Progress { done, .. } => {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        }
+        Event::UpToDate { split, rows } => progress::note(
+            global,
+            format!("{split}: features up to date ({rows} rows), nothing to do"),
+        ),
+        Event::Skipped {
+            split,
+            file,
+            reason,
+        } => {
+            let msg = format!("{split}: skipped {file}: {reason}");
+            match &bar {
+                Some(b) if !global.quiet && !global.json => b.println(msg),
+                _ => progress::note(global, msg),
+            }
+        }
+        Event::SplitDone { .. } => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+    })
+    .with_context(|| format!("extracting features from {}", args.data.display()))?;
+
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    println!(
+        "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",
+        summary.model,
+        &summary.model_sha256[..12],
+        summary.output_tensor,
+        summary.preprocess.name(),
+        summary.image_size,
+        summary.image_size,
+        summary.resize.name(),
+        summary.device
+    );
+    for s in &summary.splits {
+        let counts: Vec<String> = summary
+            .classes
+            .iter()
+            .zip(&s.class_counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let how = if s.up_to_date {
+            "up to date".to_string()
+        } else {
+            format!("{:.1} s, {:.1} img/s", s.seconds, s.images_per_second)
+        };
+        println!(
+            "{:>12}: {:?} ({}) → {} [{how}]",
+            s.split,
+            s.shape,
+            counts.join(", "),
+            s.path.display()
+        );
+        if !s.skipped.is_empty() {
+            println!("{:>12}  {} skipped:", "", s.skipped.len());
+            for k in &s.skipped {
+                println!("{:>12}    {}: {}", "", k.file, k.reason);
+            }
+        }
+    }
+    Ok(())
+}

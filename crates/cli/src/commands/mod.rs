@@ -1,0 +1,22 @@
+//! Dispatch from a parsed command line to the library call of each subcommand.
+
+pub mod augment_preview;
+pub mod bench;
+pub mod extract;
+pub mod finetune;
+pub mod quantize;
+pub mod train_head;
+
+use crate::args::{Cli, Command};
+
+/// Runs the subcommand the user asked for.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Extract(a) => extract::run(&a, &cli.global),
+        Command::TrainHead(a) => train_head::run(&a, &cli.global),
+        Command::Finetune(a) => finetune::run(&a, &cli.global),
+        Command::AugmentPreview(a) => augment_preview::run(&a, &cli.global),
+        Command::Bench(a) => bench::run(&a, &cli.global),
+        Command::Quantize(a) => quantize::run(&a, &cli.global),
+    }
+}

@@ -1,0 +1,193 @@
+//! Scanning a data folder: `DIR/<split>/<class>/*` or `DIR/<class>/*` (one split named `all`), class names in
+//! sorted order, the same classes in every split, and every file tied to its label.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// File extensions treated as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// One image file and its label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub path: PathBuf,
+    /// Path relative to the data folder, with `/` separators (what feature files record).
+    pub rel: String,
+    pub label: usize,
+}
+
+/// A named split (train, validation, test, or `all`).
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub name: String,
+    pub items: Vec<Item>,
+}
+
+/// A scanned data folder.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub root: PathBuf,
+    /// Class names; label `i` is `classes[i]`.
+    pub classes: Vec<String>,
+    pub splits: Vec<Split>,
+}
+
+impl Dataset {
+    /// The split called `name`.
+    pub fn split(&self, name: &str) -> Option<&Split> {
+        self.splits.iter().find(|s| s.name == name)
+    }
+
+    /// Number of files of each class in a split.
+    pub fn counts(&self, split: &Split) -> Vec<usize> {
+        let mut c = vec![0; self.classes.len()];
+        for it in &split.items {
+            c[it.label] += 1;
+        }
+        c
+    }
+}
+
+/// True when the file name has an image extension.
+pub fn is_image_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        .unwrap_or(false)
+}
+
+fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        out.push(e.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Scans `root`. Every non-hidden file inside a class folder is listed (a non-image among them is reported
+/// when it fails to decode); sub-folders below class folders are not descended into.
+pub fn scan(root: &Path) -> Result<Dataset> {
+    if !root.is_dir() {
+        return Err(Error::Dataset(format!(
+            "data folder {} does not exist or is not a folder: pass --data DIR with DIR/<split>/<class>/*.jpg or DIR/<class>/*.jpg",
+            root.display()
+        )));
+    }
+    let subdirs: Vec<PathBuf> = visible_entries(root)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    if subdirs.is_empty() {
+        return Err(Error::Dataset(format!(
+            "{} has no sub-folders: put each class in its own folder (DIR/cats/*.jpg, DIR/dogs/*.jpg), optionally under split folders (DIR/train/cats/…)",
+            root.display()
+        )));
+    }
+    let mut split_dirs = Vec::new();
+    let mut class_dirs = Vec::new();
+    for d in &subdirs {
+        let has_subdirs = visible_entries(d)?.iter().any(|p| p.is_dir());
+        if has_subdirs {
+            split_dirs.push(d.clone());
+        } else {
+            class_dirs.push(d.clone());
+        }
+    }
+    let layout: Vec<(String, PathBuf)> = if split_dirs.is_empty() {
+        vec![("all".to_string(), root.to_path_buf())]
+    } else {
+        if !class_dirs.is_empty() {
+            return Err(Error::Dataset(format!(
+                "{} mixes split folders ({}) with folders that hold files directly ({}): use either DIR/<split>/<class>/ or DIR/<class>/",
+                root.display(),
+                split_dirs.iter().map(|p| name_of(p)).collect::<Vec<_>>().join(", "),
+                class_dirs.iter().map(|p| name_of(p)).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        split_dirs.iter().map(|d| (name_of(d), d.clone())).collect()
+    };
+
+    let mut classes: Option<(String, Vec<String>)> = None;
+    let mut splits = Vec::new();
+    for (split_name, dir) in layout {
+        let class_paths: Vec<PathBuf> = visible_entries(&dir)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .collect();
+        let names: Vec<String> = class_paths.iter().map(|p| name_of(p)).collect();
+        if names.len() < 2 {
+            return Err(Error::Dataset(format!(
+                "{} has {} class folder{} ({}): a classifier needs at least two, e.g. {}/cats and {}/dogs",
+                dir.display(),
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", "),
+                dir.display(),
+                dir.display()
+            )));
+        }
+        match &classes {
+            None => classes = Some((split_name.clone(), names.clone())),
+            Some((first, known)) if *known != names => {
+                let a: BTreeSet<_> = known.iter().collect();
+                let b: BTreeSet<_> = names.iter().collect();
+                let missing: Vec<_> = a.difference(&b).map(|s| s.as_str()).collect();
+                let extra: Vec<_> = b.difference(&a).map(|s| s.as_str()).collect();
+                return Err(Error::Dataset(format!(
+                    "split '{split_name}' has different classes from split '{first}': missing [{}], extra [{}]; every split needs the same class folders",
+                    missing.join(", "),
+                    extra.join(", ")
+                )));
+            }
+            Some(_) => {}
+        }
+        let mut items = Vec::new();
+        for (label, cdir) in class_paths.iter().enumerate() {
+            let files: Vec<PathBuf> = visible_entries(cdir)?
+                .into_iter()
+                .filter(|p| p.is_file())
+                .collect();
+            if files.is_empty() {
+                return Err(Error::Dataset(format!(
+                    "class folder {} is empty: add images of class '{}' or remove the folder",
+                    cdir.display(),
+                    names[label]
+                )));
+            }
+            for path in files {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                items.push(Item { path, rel, label });
+            }
+        }
+        splits.push(Split {
+            name: split_name,
+            items,
+        });
+    }
+    let classes = classes.map(|(_, c)| c).unwrap_or_default();
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        classes,
+        splits,
+    })
+}

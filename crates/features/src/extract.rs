@@ -1,0 +1,516 @@
+//! Stage 2a: images → bottleneck features. Decodes and preprocesses batches on worker threads while ONNX
+//! Runtime runs the previous batch, streams rows into the feature cache, and skips the work when the cache is
+//! up to date.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{self, Dataset, Item, Split};
+use crate::manifest::{self, HubOptions, ResolvedModel};
+use crate::onnx::{self, CutModel, Layout};
+use crate::preprocess::{self, Preprocess, Resize, PREPROCESS_CHOICES};
+use crate::runtime::{self, Device, Runner, SessionOptions};
+use crate::store::{self, FeatureMeta, FeatureWriter, Skipped};
+use crate::{Error, Result};
+
+/// Everything `bottleneck extract` needs.
+#[derive(Debug, Clone)]
+pub struct ExtractConfig {
+    pub data: PathBuf,
+    pub model: String,
+    pub run: PathBuf,
+    /// Overrides the manifest's preprocessing; required for a model without manifest.
+    pub preprocess: Option<Preprocess>,
+    /// Side of the square network input (the tutorial: 150).
+    pub size: u32,
+    pub batch: usize,
+    pub device: Device,
+    pub threads: Option<usize>,
+    pub resize: Resize,
+    /// Turn a skipped image into an error.
+    pub strict: bool,
+    pub hub: HubOptions,
+}
+
+impl ExtractConfig {
+    /// The defaults of the command line for `data`, `model`, `run`.
+    pub fn new(
+        data: impl Into<PathBuf>,
+        model: impl Into<String>,
+        run: impl Into<PathBuf>,
+    ) -> Self {
+        ExtractConfig {
+            data: data.into(),
+            model: model.into(),
+            run: run.into(),
+            preprocess: None,
+            size: 150,
+            batch: 16,
+            device: Device::Cpu,
+            threads: None,
+            resize: Resize::Nearest,
+            strict: false,
+            hub: HubOptions::from_env(),
+        }
+    }
+}
+
+/// Progress reports while extracting.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// The model is loaded and the session built.
+    Ready {
+        device: &'a str,
+        model: &'a str,
+        preprocess: Preprocess,
+        output: &'a str,
+    },
+    /// A split starts: `total` images to run.
+    SplitStart { split: &'a str, total: usize },
+    /// `done` of `total` images of the split are processed.
+    Progress {
+        split: &'a str,
+        done: usize,
+        total: usize,
+    },
+    /// The split's feature file is already up to date.
+    UpToDate { split: &'a str, rows: usize },
+    /// An image was skipped.
+    Skipped {
+        split: &'a str,
+        file: &'a str,
+        reason: &'a str,
+    },
+    /// The split is written.
+    SplitDone {
+        split: &'a str,
+        rows: usize,
+        seconds: f64,
+    },
+}
+
+/// What happened to one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitSummary {
+    pub split: String,
+    pub path: PathBuf,
+    pub rows: usize,
+    /// Images per class, in class order.
+    pub class_counts: Vec<usize>,
+    pub shape: Vec<usize>,
+    pub skipped: Vec<Skipped>,
+    /// True when nothing was recomputed.
+    pub up_to_date: bool,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// What `extract` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractSummary {
+    pub model: String,
+    pub model_sha256: String,
+    pub output_tensor: String,
+    pub device: String,
+    pub preprocess: Preprocess,
+    pub resize: Resize,
+    pub image_size: u32,
+    pub classes: Vec<String>,
+    pub splits: Vec<SplitSummary>,
+}
+
+/// A loaded, cut and ready backbone.
+pub struct Backbone {
+    pub model: ResolvedModel,
+    pub cut: CutModel,
+    pub preprocess: Preprocess,
+}
+
+/// Resolves the model, checks the preprocessing choice and cuts the graph at the feature tensor.
+pub fn load_backbone(
+    model: &str,
+    preprocess: Option<Preprocess>,
+    hub: &HubOptions,
+) -> Result<Backbone> {
+    let resolved = manifest::resolve(model, hub)?;
+    let preprocess = match (preprocess, resolved.manifest.as_ref()) {
+        (Some(p), _) => p,
+        (None, Some(m)) => m.preprocess,
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{} has no manifest (sha256 {}), so its preprocessing is unknown: pass --preprocess with one of {PREPROCESS_CHOICES}",
+                resolved.path.display(),
+                &resolved.sha256[..12]
+            )))
+        }
+    };
+    let tensor = resolved
+        .manifest
+        .as_ref()
+        .map(|m| m.features.as_str())
+        .unwrap_or("auto");
+    let cut = if tensor == "auto" {
+        onnx::cut_conv_base(&resolved.bytes)
+    } else {
+        onnx::cut_at(&resolved.bytes, tensor)
+    }
+    .map_err(|e| Error::Model {
+        path: resolved.path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Backbone {
+        model: resolved,
+        cut,
+        preprocess,
+    })
+}
+
+/// Digest of every input of a split's features: model, preprocessing, size, classes, and each file's bytes.
+pub fn cache_key(
+    backbone: &Backbone,
+    cfg: &ExtractConfig,
+    classes: &[String],
+    split: &Split,
+) -> Result<String> {
+    let mut h = Sha256::new();
+    let mut field = |k: &str, v: &[u8]| {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v);
+    };
+    field("format", &store::FORMAT_VERSION.to_le_bytes());
+    field("model", backbone.model.sha256.as_bytes());
+    field("output", backbone.cut.output.as_bytes());
+    field("preprocess", backbone.preprocess.name().as_bytes());
+    field("resize", cfg.resize.name().as_bytes());
+    field("size", &cfg.size.to_le_bytes());
+    field("precision", b"fp32");
+    field("classes", classes.join("\n").as_bytes());
+    for item in &split.items {
+        let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
+        field("file", item.rel.as_bytes());
+        field("label", &(item.label as u64).to_le_bytes());
+        field("content", &Sha256::digest(&bytes));
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Runs the whole extraction: every split of `cfg.data`, reusing up-to-date feature files.
+pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<ExtractSummary> {
+    if cfg.batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    if cfg.size < 32 {
+        return Err(Error::Invalid(format!(
+            "--size {} is too small: VGG16 needs at least 32 pixels",
+            cfg.size
+        )));
+    }
+    let data = dataset::scan(&cfg.data)?;
+    let backbone = load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
+    let mut runner: Option<Runner> = None;
+    let mut device = String::from("none (all splits up to date)");
+    let mut splits = Vec::new();
+    for split in &data.splits {
+        let key = cache_key(&backbone, cfg, &data.classes, split)?;
+        let path = store::feature_path(&cfg.run, &split.name);
+        if let Ok((meta, shape)) = store::read_header(&path) {
+            if meta.cache_key == key {
+                let rows = meta.files.len();
+                on_event(Event::UpToDate {
+                    split: &split.name,
+                    rows,
+                });
+                splits.push(SplitSummary {
+                    split: split.name.clone(),
+                    path,
+                    rows,
+                    class_counts: class_counts(&data, split, &meta.files),
+                    shape,
+                    skipped: meta.skipped,
+                    up_to_date: true,
+                    seconds: 0.0,
+                    images_per_second: 0.0,
+                });
+                continue;
+            }
+        }
+        if runner.is_none() {
+            let r = runtime::session(
+                &backbone.cut.bytes,
+                &SessionOptions {
+                    device: cfg.device,
+                    threads: cfg.threads,
+                },
+            )?;
+            on_event(Event::Ready {
+                device: r.device,
+                model: &backbone.model.name,
+                preprocess: backbone.preprocess,
+                output: &backbone.cut.output,
+            });
+            device = r.device.to_string();
+            runner = Some(r);
+        }
+        let Some(r) = runner.as_mut() else {
+            unreachable!("runner was just created")
+        };
+        let summary = extract_split(r, &backbone, cfg, &data, split, key, on_event)?;
+        splits.push(summary);
+    }
+    Ok(ExtractSummary {
+        model: backbone.model.name.clone(),
+        model_sha256: backbone.model.sha256.clone(),
+        output_tensor: backbone.cut.output.clone(),
+        device,
+        preprocess: backbone.preprocess,
+        resize: cfg.resize,
+        image_size: cfg.size,
+        classes: data.classes.clone(),
+        splits,
+    })
+}
+
+/// Rows per class among `files` (the rows of a feature file of `split`).
+fn class_counts(data: &Dataset, split: &Split, files: &[String]) -> Vec<usize> {
+    let by_file: BTreeMap<&str, usize> = split
+        .items
+        .iter()
+        .map(|i| (i.rel.as_str(), i.label))
+        .collect();
+    let mut counts = vec![0; data.classes.len()];
+    for f in files {
+        if let Some(&l) = by_file.get(f.as_str()) {
+            counts[l] += 1;
+        }
+    }
+    counts
+}
+
+/// One preprocessed batch, or the images of it that failed.
+struct Batch {
+    input: Vec<f32>,
+    items: Vec<Item>,
+    skipped: Vec<Skipped>,
+}
+
+/// Decodes, resizes and normalises one image into `slot`.
+pub fn prepare(
+    item_path: &Path,
+    size: u32,
+    resize: Resize,
+    pre: Preprocess,
+    layout: Layout,
+    slot: &mut [f32],
+) -> Result<()> {
+    let decoded = crate::image_io::load_rgb8(item_path)?;
+    let img = preprocess::resize(&decoded.image, size, size, resize)?;
+    preprocess::write_input(&img, pre, layout, slot)
+}
+
+fn extract_split(
+    runner: &mut Runner,
+    backbone: &Backbone,
+    cfg: &ExtractConfig,
+    data: &Dataset,
+    split: &Split,
+    key: String,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<SplitSummary> {
+    let start = Instant::now();
+    let total = split.items.len();
+    on_event(Event::SplitStart {
+        split: &split.name,
+        total,
+    });
+    let chunks: Vec<&[Item]> = split.items.chunks(cfg.batch).collect();
+    let per_image = 3 * cfg.size as usize * cfg.size as usize;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = crossbeam_channel::bounded::<(usize, Batch)>(workers * 2);
+    let path = store::feature_path(&cfg.run, &split.name);
+    let layout = backbone.cut.input_layout;
+    let (size, resize, pre) = (cfg.size, cfg.resize, backbone.preprocess);
+
+    let result = std::thread::scope(
+        |s| -> Result<(Option<FeatureWriter>, Vec<Skipped>, usize)> {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, stop, chunks) = (&next, &stop, &chunks);
+                s.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= chunks.len() || stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut batch = Batch {
+                        input: Vec::with_capacity(chunks[i].len() * per_image),
+                        items: Vec::new(),
+                        skipped: Vec::new(),
+                    };
+                    for item in chunks[i] {
+                        let at = batch.input.len();
+                        batch.input.resize(at + per_image, 0.0);
+                        match prepare(
+                            &item.path,
+                            size,
+                            resize,
+                            pre,
+                            layout,
+                            &mut batch.input[at..],
+                        ) {
+                            Ok(()) => batch.items.push(item.clone()),
+                            Err(e) => {
+                                batch.input.truncate(at);
+                                let reason = match e {
+                                    Error::Image { reason, .. } => reason,
+                                    other => other.to_string(),
+                                };
+                                batch.skipped.push(Skipped {
+                                    file: item.rel.clone(),
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                    if tx.send((i, batch)).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(tx);
+            let mut run = || -> Result<(Option<FeatureWriter>, Vec<Skipped>, usize)> {
+                let mut pending: BTreeMap<usize, Batch> = BTreeMap::new();
+                let mut want = 0usize;
+                let mut writer: Option<FeatureWriter> = None;
+                let mut skipped = Vec::new();
+                let mut done = 0usize;
+                for (i, batch) in rx.iter() {
+                    pending.insert(i, batch);
+                    while let Some(batch) = pending.remove(&want) {
+                        want += 1;
+                        for sk in &batch.skipped {
+                            if cfg.strict {
+                                return Err(Error::Image {
+                                path: data.root.join(&sk.file),
+                                reason: format!("{} (--strict: remove the file or drop --strict to skip it)", sk.reason),
+                            });
+                            }
+                            on_event(Event::Skipped {
+                                split: &split.name,
+                                file: &sk.file,
+                                reason: &sk.reason,
+                            });
+                        }
+                        done += batch.items.len() + batch.skipped.len();
+                        skipped.extend(batch.skipped);
+                        if !batch.items.is_empty() {
+                            let n = batch.items.len();
+                            let s = size as usize;
+                            let shape = match layout {
+                                Layout::Nchw => [n, 3, s, s],
+                                Layout::Nhwc => [n, s, s, 3],
+                            };
+                            let input =
+                                ort::value::TensorRef::from_array_view((shape, &batch.input[..]))?;
+                            let outputs = runner.session.run(ort::inputs![input])?;
+                            let (oshape, values) = outputs[0].try_extract_tensor::<f32>()?;
+                            let dims: Vec<usize> =
+                                oshape.iter().map(|&d| d.max(0) as usize).collect();
+                            if dims.len() != 4 || dims[0] != n {
+                                return Err(Error::Model {
+                                    path: backbone.model.path.clone(),
+                                    reason: format!(
+                                        "output '{}' has shape {dims:?}, expected [N,C,h,w]",
+                                        backbone.cut.output
+                                    ),
+                                });
+                            }
+                            let w = match writer.as_mut() {
+                                Some(w) => w,
+                                None => writer.insert(FeatureWriter::create(&path, &dims[1..])?),
+                            };
+                            let row = w.row_len();
+                            for (k, item) in batch.items.iter().enumerate() {
+                                w.push(
+                                    &values[k * row..(k + 1) * row],
+                                    item.label as i64,
+                                    &item.rel,
+                                )?;
+                            }
+                        }
+                        on_event(Event::Progress {
+                            split: &split.name,
+                            done,
+                            total,
+                        });
+                    }
+                }
+                Ok((writer, skipped, done))
+            };
+            let r = run();
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
+                // Drain so that workers blocked on a full channel can finish.
+                while rx.recv().is_ok() {}
+            }
+            r
+        },
+    );
+    let (writer, skipped, _done) = result?;
+    let Some(writer) = writer else {
+        return Err(Error::Dataset(format!(
+            "split '{}': none of its {} images could be read (first: {}); fix or remove them",
+            split.name,
+            total,
+            skipped
+                .first()
+                .map(|s| format!("{}: {}", s.file, s.reason))
+                .unwrap_or_default()
+        )));
+    };
+    let rows = writer.rows();
+    let meta = FeatureMeta {
+        format_version: store::FORMAT_VERSION,
+        split: split.name.clone(),
+        classes: data.classes.clone(),
+        model: backbone.model.name.clone(),
+        model_sha256: backbone.model.sha256.clone(),
+        output_tensor: backbone.cut.output.clone(),
+        preprocess: backbone.preprocess.name().to_string(),
+        image_size: cfg.size,
+        resize: cfg.resize.name().to_string(),
+        precision: "fp32".into(),
+        files: Vec::new(),
+        skipped: skipped.clone(),
+        cache_key: key,
+    };
+    let path = writer.finish(meta)?;
+    let seconds = start.elapsed().as_secs_f64();
+    on_event(Event::SplitDone {
+        split: &split.name,
+        rows,
+        seconds,
+    });
+    let (meta, shape) = store::read_header(&path)?;
+    Ok(SplitSummary {
+        split: split.name.clone(),
+        class_counts: class_counts(data, split, &meta.files),
+        shape,
+        path,
+        rows,
+        skipped,
+        up_to_date: false,
+        seconds,
+        images_per_second: rows as f64 / seconds.max(1e-9),
+    })
+}

@@ -1,0 +1,18 @@
+//! Images → VGG16 bottleneck features: dataset scanning, decoding and preprocessing, ONNX graph
+//! surgery, batched ONNX Runtime inference, the safetensors feature cache, and augmentation.
+
+pub mod augment;
+pub mod bench;
+pub mod dataset;
+pub mod error;
+pub mod extract;
+pub mod image_io;
+pub mod manifest;
+pub mod onnx;
+pub mod preprocess;
+pub mod quantize;
+pub mod runtime;
+pub mod store;
+pub mod testdata;
+
+pub use error::{Error, Result};

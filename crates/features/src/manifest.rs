@@ -1,0 +1,253 @@
+//! Backbone manifests (`models/*.toml`, compiled in) and resolving `--model` to ONNX bytes: a manifest name
+//! downloaded through the hf-hub cache (offline aware), or a local `.onnx` file recognised by its sha256.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::preprocess::Preprocess;
+use crate::{Error, Result};
+
+/// The manifests shipped with the binary.
+const BUILTIN: &[&str] = &[
+    include_str!("../../../models/vgg16.toml"),
+    include_str!("../../../models/vgg16-keras.toml"),
+];
+
+/// Where a hub model lives.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct HubSource {
+    pub repo: String,
+    pub file: String,
+    #[serde(default = "main_rev")]
+    pub revision: String,
+}
+
+fn main_rev() -> String {
+    "main".into()
+}
+
+/// One backbone description.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub preprocess: Preprocess,
+    /// Feature tensor, or `auto` for the last MaxPool before the classifier.
+    #[serde(default = "auto")]
+    pub features: String,
+    /// Input of the top block that fine-tuning trains.
+    #[serde(default)]
+    pub trainable_from: Option<String>,
+    /// sha256 of the ONNX file; empty when not pinned.
+    #[serde(default)]
+    pub sha256: String,
+    #[serde(default)]
+    pub hub: Option<HubSource>,
+    /// Paths relative to the workspace root where the file may already be.
+    #[serde(default)]
+    pub local: Vec<String>,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+
+/// Parses the built-in manifests.
+pub fn builtin() -> Result<Vec<Manifest>> {
+    BUILTIN
+        .iter()
+        .map(|s| toml::from_str(s).map_err(|e| Error::Manifest(format!("built-in manifest: {e}"))))
+        .collect()
+}
+
+/// Hugging Face hub settings.
+#[derive(Debug, Clone, Default)]
+pub struct HubOptions {
+    /// Cache folder (default: `$HF_HOME/hub` or `~/.cache/huggingface/hub`).
+    pub cache_dir: Option<PathBuf>,
+    /// Never touch the network (also set by `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// Hub endpoint (default `HF_ENDPOINT` or the public hub).
+    pub endpoint: Option<String>,
+}
+
+impl HubOptions {
+    /// Settings from the environment (`HF_HOME`, `HF_HUB_OFFLINE`, `HF_ENDPOINT`).
+    pub fn from_env() -> Self {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+            .unwrap_or(false);
+        HubOptions {
+            cache_dir: None,
+            offline,
+            endpoint: std::env::var("HF_ENDPOINT").ok(),
+        }
+    }
+
+    fn cache(&self) -> hf_hub::Cache {
+        match &self.cache_dir {
+            Some(d) => hf_hub::Cache::new(d.clone()),
+            None => hf_hub::Cache::from_env(),
+        }
+    }
+}
+
+/// A model ready to use: where it is, its bytes, its checksum and (when known) its manifest.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// What the user passed (manifest name or path).
+    pub name: String,
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+    pub manifest: Option<Manifest>,
+}
+
+/// Hex sha256 of some bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Resolves `--model`: an existing file path, or the name of a built-in manifest.
+pub fn resolve(model: &str, hub: &HubOptions) -> Result<ResolvedModel> {
+    let manifests = builtin()?;
+    let as_path = Path::new(model);
+    if as_path.is_file() {
+        return load_local(model, as_path, &manifests);
+    }
+    if let Some(m) = manifests.iter().find(|m| m.name == model) {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for rel in &m.local {
+            let p = workspace.join(rel);
+            if p.is_file() {
+                return load_local(model, &p, &manifests);
+            }
+        }
+        let Some(src) = &m.hub else {
+            return Err(Error::Manifest(format!(
+                "model '{model}' has no download source and none of its local paths exist ({}): pass --model /path/to/the.onnx",
+                m.local.join(", ")
+            )));
+        };
+        let path = fetch(src, hub)?;
+        let mut r = load_local(model, &path, &manifests)?;
+        if !m.sha256.is_empty() && r.sha256 != m.sha256 {
+            return Err(Error::Manifest(format!(
+                "{} has sha256 {} but manifest '{}' pins {}: the download is corrupt or the repo changed; delete it from the cache and retry",
+                path.display(),
+                r.sha256,
+                m.name,
+                m.sha256
+            )));
+        }
+        r.manifest = Some(m.clone());
+        return Ok(r);
+    }
+    if model.ends_with(".onnx") || model.contains('/') {
+        return Err(Error::Manifest(format!(
+            "model file {model} does not exist"
+        )));
+    }
+    Err(Error::Manifest(format!(
+        "unknown model '{model}': use a local .onnx path or one of: {}",
+        manifests
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+fn load_local(name: &str, path: &Path, manifests: &[Manifest]) -> Result<ResolvedModel> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let sha256 = sha256_hex(&bytes);
+    let manifest = manifests
+        .iter()
+        .find(|m| !m.sha256.is_empty() && m.sha256 == sha256)
+        .cloned();
+    Ok(ResolvedModel {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        bytes,
+        sha256,
+        manifest,
+    })
+}
+
+/// Gets a hub file through the hf-hub cache; offline, only the cache is consulted.
+pub fn fetch(src: &HubSource, hub: &HubOptions) -> Result<PathBuf> {
+    let repo = hf_hub::Repo::with_revision(
+        src.repo.clone(),
+        hf_hub::RepoType::Model,
+        src.revision.clone(),
+    );
+    let cache = hub.cache();
+    if let Some(p) = cache.repo(repo.clone()).get(&src.file) {
+        return Ok(p);
+    }
+    let manual = format!(
+        "download {} from the repo {} (revision {}) yourself and pass --model /path/to/file.onnx, or place it in the Hugging Face cache at {}",
+        src.file,
+        src.repo,
+        src.revision,
+        cache.path().display()
+    );
+    if hub.offline {
+        return Err(Error::Manifest(format!(
+            "offline (HF_HUB_OFFLINE) and {}/{} is not in the Hugging Face cache: {manual}",
+            src.repo, src.file
+        )));
+    }
+    let endpoint = hub
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "https://huggingface.co".into());
+    probe(&endpoint).map_err(|e| {
+        Error::Manifest(format!("cannot reach the Hugging Face hub at {endpoint} ({e}); this machine looks offline: {manual}"))
+    })?;
+    let mut builder = hf_hub::api::sync::ApiBuilder::from_cache(cache)
+        .with_progress(true)
+        .with_retries(1);
+    if let Some(e) = &hub.endpoint {
+        builder = builder.with_endpoint(e.clone());
+    }
+    let api = builder
+        .build()
+        .map_err(|e| Error::Manifest(format!("Hugging Face client: {e}")))?;
+    api.repo(repo).get(&src.file).map_err(|e| {
+        Error::Manifest(format!(
+            "could not download {}/{} from the Hugging Face hub ({e}); if this machine is offline, {manual}",
+            src.repo, src.file
+        ))
+    })
+}
+
+/// Fails fast (5 s at most) when the endpoint's host cannot be resolved or connected to, so that an offline
+/// machine gets a clear message instead of a hanging download.
+fn probe(endpoint: &str) -> std::io::Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let rest = endpoint.split("://").nth(1).unwrap_or(endpoint);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let default_port = if endpoint.starts_with("http://") {
+        80
+    } else {
+        443
+    };
+    let addr = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let mut last = std::io::Error::other("no address");
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

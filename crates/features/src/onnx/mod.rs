@@ -1,0 +1,46 @@
+//! ONNX graph surgery: cutting a VGG-style model at its conv base or at a named tensor, reading
+//! initializers, describing a model, and synthetic VGG-shaped test models.
+
+mod describe;
+mod graph;
+mod surgery;
+pub mod synth;
+mod tensor;
+
+pub use describe::describe;
+pub use graph::{image_input, ImageInput};
+pub use surgery::{cut_at, cut_conv_base};
+pub use tensor::{initializer_f32, initializers_f32};
+
+/// Types generated from the vendored `proto/onnx.proto` (package `onnx`).
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+/// Memory layout of a 4-D image tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[N, C, H, W]`: PyTorch / ONNX-native exports.
+    Nchw,
+    /// `[N, H, W, C]`: TensorFlow / Keras exports (tf2onnx), usually followed by a Transpose to NCHW.
+    Nhwc,
+}
+
+/// A model cut down to a single feature-map output, ready for [`crate::runtime::session`].
+#[derive(Debug, Clone)]
+pub struct CutModel {
+    /// Serialized `ModelProto`.
+    pub bytes: Vec<u8>,
+    /// Name of the image input.
+    pub input: String,
+    /// Name of the single output, always laid out `[N, C, h, w]`.
+    pub output: String,
+    /// Layout of the image input.
+    pub input_layout: Layout,
+    /// Channels of the image input (1 or 3).
+    pub input_channels: usize,
+    /// Channels of the output feature map when known (from the last Conv weight before the output).
+    pub output_channels: Option<usize>,
+}

@@ -1,0 +1,167 @@
+//! Quantization arithmetic shared by the graph rewrite and the tests: activation scales and zero points
+//! from a calibrated range, per-channel symmetric int8 weights, int32 biases, and the element-wise
+//! quantize/dequantize formulas of ONNX `QuantizeLinear`/`DequantizeLinear` (round half to even, saturate).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Integer type of quantized activations (weights are always int8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActType {
+    /// `uint8` activations, `[0, 255]`: ONNX Runtime's x86 default (U8S8 kernels, VNNI `vpdpbusd`).
+    Uint8,
+    /// `int8` activations, `[-128, 127]` (S8S8 kernels).
+    Int8,
+}
+
+impl ActType {
+    /// Name as written in metadata and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActType::Uint8 => "uint8",
+            ActType::Int8 => "int8",
+        }
+    }
+
+    /// Smallest and largest representable value.
+    pub fn range(self) -> (i32, i32) {
+        match self {
+            ActType::Uint8 => (0, 255),
+            ActType::Int8 => (-128, 127),
+        }
+    }
+
+    /// ONNX `TensorProto.DataType` of this type (2 = UINT8, 3 = INT8).
+    pub fn onnx_type(self) -> i32 {
+        match self {
+            ActType::Uint8 => 2,
+            ActType::Int8 => 3,
+        }
+    }
+}
+
+impl std::str::FromStr for ActType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "uint8" | "u8" => Ok(ActType::Uint8),
+            "int8" | "s8" | "i8" => Ok(ActType::Int8),
+            other => Err(Error::Invalid(format!(
+                "unknown activation type '{other}': use uint8 (default, fastest on x86) or int8"
+            ))),
+        }
+    }
+}
+
+/// Scale and zero point of one quantized tensor: `real = scale · (q − zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct QParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// Asymmetric activation parameters for the calibrated range `[min, max]`, as ONNX Runtime's
+/// `compute_scale_zp`: the range is widened to contain 0 (so zero is exact), `scale = (max − min) / (qmax − qmin)`
+/// in f64, `zero_point = round(qmin − min / scale)`; a degenerate range gives scale 1, zero point 0.
+pub fn activation_params(min: f32, max: f32, ty: ActType) -> QParams {
+    let (qmin, qmax) = ty.range();
+    let rmin = f64::from(min.min(0.0));
+    let rmax = f64::from(max.max(0.0));
+    let scale = (rmax - rmin) / f64::from(qmax - qmin);
+    if !scale.is_finite() || scale < f64::from(f32::MIN_POSITIVE) {
+        return QParams {
+            scale: 1.0,
+            zero_point: 0,
+        };
+    }
+    let zp = (f64::from(qmin) - rmin / scale).round_ties_even();
+    QParams {
+        scale: scale as f32,
+        zero_point: (zp as i32).clamp(qmin, qmax),
+    }
+}
+
+/// `QuantizeLinear` of one value: `saturate(round_half_even(x / scale) + zero_point)` to the type's range.
+pub fn quantize(x: f32, p: QParams, ty: ActType) -> i32 {
+    let (qmin, qmax) = ty.range();
+    let v = (x / p.scale).round_ties_even() + p.zero_point as f32;
+    if v.is_nan() {
+        return p.zero_point;
+    }
+    (v.clamp(qmin as f32, qmax as f32)) as i32
+}
+
+/// `DequantizeLinear` of one value: `(q − zero_point) · scale`.
+pub fn dequantize(q: i32, p: QParams) -> f32 {
+    (q - p.zero_point) as f32 * p.scale
+}
+
+/// A weight tensor quantized per output channel (axis 0), symmetric int8 with zero point 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelWeights {
+    /// Same layout as the float weights.
+    pub values: Vec<i8>,
+    /// One scale per output channel: `max |w| / 127` (1 for an all-zero channel).
+    pub scales: Vec<f32>,
+}
+
+/// Quantizes `w` (first dimension = `channels` output channels) per channel: symmetric range
+/// `[−127, 127]`, `scale_c = max_c |w| / 127`, `q = round_half_even(w / scale_c)` — ONNX Runtime's
+/// `per_channel=True, weight_type=QInt8` scheme.
+pub fn quantize_weights(w: &[f32], channels: usize) -> Result<ChannelWeights> {
+    if channels == 0 || w.len() % channels != 0 {
+        return Err(Error::Graph(format!(
+            "cannot split {} weights into {channels} output channels",
+            w.len()
+        )));
+    }
+    let per = w.len() / channels;
+    let mut values = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(channels);
+    for chunk in w.chunks_exact(per) {
+        let absmax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = f64::from(absmax) * 2.0 / 254.0;
+        let scale = if !scale.is_finite() || scale < f64::from(f32::MIN_POSITIVE) {
+            1.0f32
+        } else {
+            scale as f32
+        };
+        scales.push(scale);
+        values.extend(
+            chunk
+                .iter()
+                .map(|&v| (v / scale).round_ties_even().clamp(-128.0, 127.0) as i8),
+        );
+    }
+    Ok(ChannelWeights { values, scales })
+}
+
+/// Quantizes a bias to int32 with zero point 0 and per-channel scale `input_scale · weight_scale_c`
+/// (what integer convolution accumulates in), saturating to the int32 range. Returns `(values, scales)`.
+pub fn quantize_bias(
+    b: &[f32],
+    input_scale: f32,
+    weight_scales: &[f32],
+) -> Result<(Vec<i32>, Vec<f32>)> {
+    if b.len() != weight_scales.len() {
+        return Err(Error::Graph(format!(
+            "the bias has {} values but the weights have {} output channels",
+            b.len(),
+            weight_scales.len()
+        )));
+    }
+    let mut values = Vec::with_capacity(b.len());
+    let mut scales = Vec::with_capacity(b.len());
+    for (&v, &ws) in b.iter().zip(weight_scales) {
+        let mut s = input_scale * ws;
+        if s == 0.0 || !s.is_finite() {
+            s = 1.0;
+        }
+        let q = (f64::from(v) / f64::from(s)).round_ties_even();
+        values.push(q.clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32);
+        scales.push(s);
+    }
+    Ok((values, scales))
+}

@@ -1,0 +1,90 @@
+//! Small builders for the ONNX protos the quantizer adds: nodes, scalar and 1-D initializers, value infos.
+
+use crate::onnx::proto::{
+    attribute_proto::AttributeType, type_proto, AttributeProto, NodeProto, TensorProto, TypeProto,
+    ValueInfoProto,
+};
+
+/// ONNX element types used here.
+pub(crate) const FLOAT: i32 = 1;
+pub(crate) const INT8: i32 = 3;
+pub(crate) const INT32: i32 = 6;
+
+/// A node with one output.
+pub(crate) fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: Some(name.to_string()),
+        op_type: Some(op.to_string()),
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// An `INT` attribute.
+pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+/// A float tensor value with unknown shape.
+pub(crate) fn float_value(name: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.to_string()),
+        r#type: Some(TypeProto {
+            denotation: None,
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(FLOAT),
+                shape: None,
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A raw-data initializer.
+pub(crate) fn tensor(name: &str, data_type: i32, dims: &[usize], raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(data_type),
+        name: Some(name.to_string()),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+/// Float initializer (`dims` empty for a scalar).
+pub(crate) fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
+    tensor(
+        name,
+        FLOAT,
+        dims,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// int32 initializer.
+pub(crate) fn i32_tensor(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
+    tensor(
+        name,
+        INT32,
+        dims,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// int8 (`INT8`) or uint8 (`UINT8`) initializer from values already in range.
+pub(crate) fn byte_tensor(name: &str, data_type: i32, dims: &[usize], v: &[i32]) -> TensorProto {
+    tensor(name, data_type, dims, v.iter().map(|&x| x as u8).collect())
+}

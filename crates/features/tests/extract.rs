@@ -1,0 +1,271 @@
+//! Extraction end to end on a synthetic folder and a tiny VGG-shaped model: shapes, rows ↔ files ↔ labels,
+//! the cache (up to date, invalidated by any change), bad images, and `--strict`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use features::extract::{self, Event, ExtractConfig};
+use features::onnx::synth::{self, VggSpec};
+use features::preprocess::Preprocess;
+use features::store::{self, FeatureFile};
+use features::testdata;
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny.onnx");
+    fs::write(&p, synth::vgg_like(&VggSpec::default())).unwrap();
+    p
+}
+
+fn config(data: &Path, model: &Path, run: &Path) -> ExtractConfig {
+    let mut c = ExtractConfig::new(data, model.to_string_lossy(), run);
+    c.preprocess = Some(Preprocess::Caffe);
+    c.size = 64;
+    c.batch = 3;
+    c.threads = Some(1);
+    c
+}
+
+/// Runs extraction and returns (summary, number of up-to-date events).
+fn run(cfg: &ExtractConfig) -> (extract::ExtractSummary, usize) {
+    let mut up = 0;
+    let s = extract::extract(cfg, &mut |e| {
+        if let Event::UpToDate { .. } = e {
+            up += 1
+        }
+    })
+    .unwrap();
+    (s, up)
+}
+
+#[test]
+fn features_shapes_labels_and_files_line_up() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testdata::write_synthetic(&data, &[("train", 4), ("validation", 2)], 7).unwrap();
+    let model = tiny_model(t.path());
+    let (s, up) = run(&config(&data, &model, &t.path().join("run")));
+    assert_eq!(up, 0);
+    assert_eq!(s.classes, vec!["bright", "dark"]);
+    assert_eq!(s.splits.len(), 2);
+    let f = FeatureFile::read(&store::feature_path(&t.path().join("run"), "train")).unwrap();
+    assert_eq!(f.shape, vec![8, 16, 2, 2]);
+    assert_eq!(s.splits[0].class_counts, vec![4, 4]);
+    for (file, label) in f.meta.files.iter().zip(&f.labels) {
+        let class = file.split('/').nth(1).unwrap();
+        assert_eq!(f.meta.classes[*label as usize], class, "{file}");
+    }
+    assert!(
+        f.features.iter().any(|v| *v != 0.0),
+        "features are not all zero"
+    );
+    assert_eq!(f.meta.preprocess, "caffe");
+    assert_eq!(f.meta.image_size, 64);
+    assert_eq!(f.meta.model_sha256.len(), 64);
+}
+
+#[test]
+fn cache_is_reused_and_invalidated_by_every_input() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testdata::write_synthetic(&data, &[("train", 2), ("validation", 2)], 3).unwrap();
+    let model = tiny_model(t.path());
+    let run_dir = t.path().join("run");
+    let cfg = config(&data, &model, &run_dir);
+    run(&cfg);
+    let (_, up) = run(&cfg);
+    assert_eq!(up, 2, "second identical run does no inference");
+
+    // A changed image re-extracts only its split.
+    let victim = data.join("train/dark/dark.1.jpg");
+    image::RgbImage::from_pixel(50, 50, image::Rgb([1, 2, 3]))
+        .save(&victim)
+        .unwrap();
+    let (_, up) = run(&cfg);
+    assert_eq!(up, 1, "validation reused, train recomputed");
+
+    // An added image.
+    image::RgbImage::from_pixel(50, 50, image::Rgb([9, 9, 9]))
+        .save(data.join("validation/dark/new.png"))
+        .unwrap();
+    let (s, up) = run(&cfg);
+    assert_eq!(up, 1);
+    assert_eq!(s.splits[1].rows, 5);
+
+    // A removed image.
+    fs::remove_file(data.join("validation/dark/new.png")).unwrap();
+    assert_eq!(run(&cfg).1, 1);
+
+    // Size, preprocessing, resize filter and model each invalidate everything.
+    let mut c = cfg.clone();
+    c.size = 96;
+    assert_eq!(run(&c).1, 0);
+    let mut c = cfg.clone();
+    c.preprocess = Some(Preprocess::Unit);
+    assert_eq!(run(&c).1, 0);
+    let mut c = cfg.clone();
+    c.resize = features::preprocess::Resize::Bilinear;
+    assert_eq!(run(&c).1, 0);
+    let other = t.path().join("other.onnx");
+    fs::write(
+        &other,
+        synth::vgg_like(&VggSpec {
+            seed: 99,
+            ..VggSpec::default()
+        }),
+    )
+    .unwrap();
+    let c = config(&data, &other, &run_dir);
+    assert_eq!(run(&c).1, 0);
+}
+
+#[test]
+fn bad_images_are_skipped_and_listed_or_fatal_with_strict() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testdata::write_synthetic(&data, &[("train", 3)], 5).unwrap();
+    let cats = data.join("train/bright");
+    fs::write(cats.join("empty.jpg"), b"").unwrap();
+    fs::write(cats.join("notes.jpg"), b"this is text, not a photo").unwrap();
+    let good = fs::read(cats.join("bright.1.jpg")).unwrap();
+    fs::write(cats.join("truncated.jpg"), &good[..good.len() / 3]).unwrap();
+    // Grayscale, RGBA and 16-bit images are converted, not skipped.
+    image::GrayImage::from_pixel(40, 40, image::Luma([200]))
+        .save(cats.join("gray.png"))
+        .unwrap();
+    image::RgbaImage::from_pixel(40, 40, image::Rgba([200, 10, 10, 0]))
+        .save(cats.join("rgba.png"))
+        .unwrap();
+    image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
+        40,
+        40,
+        image::Rgb([60000, 100, 100]),
+    )
+    .save(cats.join("deep.png"))
+    .unwrap();
+    // A PNG header claiming 100000×100000 pixels.
+    let mut huge = fs::read(cats.join("bright.0.png")).unwrap();
+    huge[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    huge[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&huge[12..29]);
+    huge[29..33].copy_from_slice(&crc.to_be_bytes());
+    fs::write(cats.join("huge.png"), &huge).unwrap();
+
+    let model = tiny_model(t.path());
+    let cfg = config(&data, &model, &t.path().join("run"));
+    let mut events = Vec::new();
+    let s = extract::extract(&cfg, &mut |e| {
+        if let Event::Skipped { file, reason, .. } = e {
+            events.push(format!("{file}: {reason}"))
+        }
+    })
+    .unwrap();
+    let skipped: Vec<&str> = s.splits[0]
+        .skipped
+        .iter()
+        .map(|k| k.file.as_str())
+        .collect();
+    assert_eq!(
+        skipped,
+        vec![
+            "train/bright/empty.jpg",
+            "train/bright/huge.png",
+            "train/bright/notes.jpg",
+            "train/bright/truncated.jpg"
+        ]
+    );
+    let reasons = events.join("\n");
+    assert!(reasons.contains("empty file"), "{reasons}");
+    assert!(reasons.contains("too large"), "{reasons}");
+    assert!(reasons.contains("not an image"), "{reasons}");
+    assert!(reasons.contains("corrupt or truncated"), "{reasons}");
+    assert_eq!(
+        s.splits[0].rows,
+        3 + 3 + 3,
+        "3 bright + 3 converted + 3 dark"
+    );
+    let f = FeatureFile::read(&s.splits[0].path).unwrap();
+    assert_eq!(
+        f.meta.skipped.len(),
+        4,
+        "skips are recorded in the metadata"
+    );
+    assert!(f.meta.files.iter().any(|x| x.ends_with("deep.png")));
+
+    let mut strict = cfg.clone();
+    strict.strict = true;
+    strict.run = t.path().join("run2");
+    let e = extract::extract(&strict, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("empty.jpg") && e.contains("--strict"), "{e}");
+    assert!(
+        !store::feature_path(&strict.run, "train").exists(),
+        "no feature file after a failed run"
+    );
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    // A 40×20 JPEG with an EXIF APP1 segment saying "rotate 90° clockwise" (orientation 6).
+    let img = image::RgbImage::from_fn(40, 20, |x, _| image::Rgb([(x * 6) as u8, 0, 0]));
+    let mut jpeg = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    let tiff: Vec<u8> = [
+        &b"MM\x00\x2a\x00\x00\x00\x08"[..],
+        &[0x00, 0x01],
+        &[
+            0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x00, 0x00,
+        ],
+        &[0, 0, 0, 0],
+    ]
+    .concat();
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let len = (app1.len() + 2) as u16;
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    let d = features::image_io::decode_rgb8(&out, Path::new("rotated.jpg")).unwrap();
+    assert_eq!(d.image.dimensions(), (20, 40), "width and height swap");
+    assert!(
+        d.notes.iter().any(|n| n.contains("orientation")),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[test]
+fn model_without_manifest_needs_preprocess() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testdata::write_synthetic(&data, &[("train", 1)], 1).unwrap();
+    let model = tiny_model(t.path());
+    let mut cfg = config(&data, &model, &t.path().join("run"));
+    cfg.preprocess = None;
+    let e = extract::extract(&cfg, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("--preprocess") && e.contains("caffe") && e.contains("torch"),
+        "{e}"
+    );
+}
+
+/// CRC-32 (PNG chunk checksum).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}

@@ -1,0 +1,320 @@
+//! The trainable conv block (e.g. VGG16 block5: three 3×3 convs + ReLU, then a 2×2 max pool) with
+//! its forward pass, which keeps what the backward pass needs, and its hand-written backward pass.
+//! Weights are held as im2col matrices `[9·in, out]`; the products run as Candle matmuls.
+
+use candle_core::Tensor;
+
+use crate::conv::{self, Nhwc};
+use crate::error::{Error, Result};
+
+/// One 3×3, stride 1, padding 1 convolution (optionally followed by ReLU).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvLayer {
+    /// ONNX node name, e.g. `block5_conv1`.
+    pub node: String,
+    /// ONNX initializer names of the weight `[out, in, 3, 3]` and the bias `[out]`.
+    pub weight_name: String,
+    pub bias_name: String,
+    pub cin: usize,
+    pub cout: usize,
+    pub relu: bool,
+    /// Weights as the im2col matrix `[9·cin, cout]`.
+    pub wm: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl ConvLayer {
+    /// A layer from ONNX weights `[cout, cin, 3, 3]` and bias `[cout]`; `names` are the node and
+    /// the weight and bias initializer names.
+    pub fn from_onnx(
+        names: [&str; 3],
+        w: &[f32],
+        bias: Vec<f32>,
+        (cout, cin): (usize, usize),
+        relu: bool,
+    ) -> Result<Self> {
+        let [node, weight_name, bias_name] = names;
+        if w.len() != cout * cin * 9 || bias.len() != cout {
+            return Err(Error::Block(format!(
+                "{node}: weight of {} values and bias of {} for {cout}×{cin}×3×3",
+                w.len(),
+                bias.len()
+            )));
+        }
+        Ok(ConvLayer {
+            node: node.to_string(),
+            weight_name: weight_name.to_string(),
+            bias_name: bias_name.to_string(),
+            cin,
+            cout,
+            relu,
+            wm: conv::onnx_to_matrix(w, cout, cin),
+            bias,
+        })
+    }
+
+    /// The weights in ONNX layout `[cout, cin, 3, 3]`.
+    pub fn onnx_weight(&self) -> Vec<f32> {
+        conv::matrix_to_onnx(&self.wm, self.cout, self.cin)
+    }
+}
+
+/// One layer of the block.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layer {
+    Conv(ConvLayer),
+    /// 2×2 stride-2 max pooling without padding.
+    MaxPool {
+        node: String,
+    },
+}
+
+/// The block between the frozen part's output and the head's input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    /// Tensor the block reads (the frozen part's output), e.g. `block4_pool`.
+    pub input_tensor: String,
+    /// Tensor the block produces (the head's input), e.g. `block5_pool`.
+    pub output_tensor: String,
+    pub layers: Vec<Layer>,
+}
+
+/// What one layer's forward pass leaves for the backward pass.
+enum Saved {
+    Conv {
+        cols: Tensor,
+        out: Vec<f32>,
+        input: Nhwc,
+    },
+    Pool {
+        arg: Vec<u32>,
+        out: Vec<f32>,
+        input: Nhwc,
+    },
+}
+
+impl Saved {
+    fn out(&self) -> &[f32] {
+        match self {
+            Saved::Conv { out, .. } | Saved::Pool { out, .. } => out,
+        }
+    }
+}
+
+/// A forward pass through the block, ready for [`Block::backward`].
+pub struct Trace {
+    saved: Vec<Saved>,
+    /// Output shape.
+    pub dims: Nhwc,
+}
+
+impl Trace {
+    /// The block output, NHWC.
+    pub fn output(&self) -> &[f32] {
+        self.saved.last().map(Saved::out).unwrap_or(&[])
+    }
+}
+
+/// Gradients of one conv layer: weight matrix `[9·cin, cout]` and bias.
+#[derive(Clone, Debug)]
+pub struct ConvGrad {
+    pub wm: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Block {
+    /// The conv layers in order.
+    pub fn convs(&self) -> impl Iterator<Item = &ConvLayer> {
+        self.layers.iter().filter_map(|l| match l {
+            Layer::Conv(c) => Some(c),
+            Layer::MaxPool { .. } => None,
+        })
+    }
+
+    /// The conv layers in order, mutably.
+    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvLayer> {
+        self.layers.iter_mut().filter_map(|l| match l {
+            Layer::Conv(c) => Some(c),
+            Layer::MaxPool { .. } => None,
+        })
+    }
+
+    /// Channels the block expects at its input.
+    pub fn in_channels(&self) -> Option<usize> {
+        self.convs().next().map(|c| c.cin)
+    }
+
+    /// Output shape for an input of shape `d` (checks the channel chain).
+    pub fn output_dims(&self, d: Nhwc) -> Result<Nhwc> {
+        let mut d = d;
+        for l in &self.layers {
+            d = match l {
+                Layer::Conv(c) => {
+                    if c.cin != d.c {
+                        return Err(Error::Block(format!(
+                            "{} expects {} input channels, gets {}",
+                            c.node, c.cin, d.c
+                        )));
+                    }
+                    d.with_channels(c.cout)
+                }
+                Layer::MaxPool { node } => {
+                    if d.h < 2 || d.w < 2 {
+                        return Err(Error::Block(format!(
+                            "{node} pools a {}×{} map: the input image is too small",
+                            d.h, d.w
+                        )));
+                    }
+                    d.pooled()
+                }
+            };
+        }
+        Ok(d)
+    }
+
+    /// Forward pass over an NHWC batch, keeping what [`Block::backward`] needs.
+    pub fn forward(&self, x: &[f32], d: Nhwc) -> Result<Trace> {
+        if x.len() != d.len() {
+            return Err(Error::Invalid(format!(
+                "block input holds {} values, shape {d:?} needs {}",
+                x.len(),
+                d.len()
+            )));
+        }
+        self.output_dims(d)?;
+        let mut saved: Vec<Saved> = Vec::with_capacity(self.layers.len());
+        let mut dims = d;
+        for l in &self.layers {
+            let input: &[f32] = saved.last().map(Saved::out).unwrap_or(x);
+            let s = match l {
+                Layer::Conv(c) => {
+                    let cols = conv::im2col3x3(input, dims);
+                    let cols = conv::matrix(cols, dims.pixels(), 9 * c.cin)?;
+                    let w = conv::matrix_from(&c.wm, 9 * c.cin, c.cout)?;
+                    let mut out = conv::to_vec(&cols.matmul(&w)?)?;
+                    conv::bias_relu(&mut out, &c.bias, c.relu);
+                    let s = Saved::Conv {
+                        cols,
+                        out,
+                        input: dims,
+                    };
+                    dims = dims.with_channels(c.cout);
+                    s
+                }
+                Layer::MaxPool { .. } => {
+                    let (out, arg) = conv::maxpool2x2(input, dims);
+                    let s = Saved::Pool {
+                        arg,
+                        out,
+                        input: dims,
+                    };
+                    dims = dims.pooled();
+                    s
+                }
+            };
+            saved.push(s);
+        }
+        Ok(Trace { saved, dims })
+    }
+
+    /// Forward pass returning only the output (NHWC) and its shape.
+    pub fn infer(&self, x: &[f32], d: Nhwc) -> Result<(Vec<f32>, Nhwc)> {
+        let mut t = self.forward(x, d)?;
+        let dims = t.dims;
+        let out = match t.saved.pop() {
+            Some(Saved::Conv { out, .. }) | Some(Saved::Pool { out, .. }) => out,
+            None => x.to_vec(),
+        };
+        Ok((out, dims))
+    }
+
+    /// Backward pass: gradients of every conv layer (in order) given the gradient of the block
+    /// output. The input gradient is computed only when `want_input_grad` is set (the frozen part
+    /// below never needs it, which saves a third of the first layer's backward work).
+    pub fn backward(
+        &self,
+        trace: Trace,
+        grad_out: Vec<f32>,
+        want_input_grad: bool,
+    ) -> Result<(Vec<ConvGrad>, Option<Vec<f32>>)> {
+        if grad_out.len() != trace.dims.len() {
+            return Err(Error::Invalid(format!(
+                "output gradient holds {} values, the block output {}",
+                grad_out.len(),
+                trace.dims.len()
+            )));
+        }
+        let mut grads = Vec::new();
+        let mut g = grad_out;
+        let mut saved = trace.saved;
+        let mut layer_index = self.layers.len();
+        while let Some(s) = saved.pop() {
+            layer_index -= 1;
+            let first = saved.is_empty();
+            match (s, &self.layers[layer_index]) {
+                (Saved::Pool { arg, input, .. }, Layer::MaxPool { .. }) => {
+                    g = conv::maxpool2x2_backward(&g, &arg, input.len());
+                }
+                (Saved::Conv { cols, out, input }, Layer::Conv(c)) => {
+                    if c.relu {
+                        conv::relu_backward(&mut g, &out);
+                    }
+                    drop(out);
+                    let bias = conv::column_sums(&g, c.cout);
+                    let dpre = conv::matrix(g, input.pixels(), c.cout)?;
+                    let wm = conv::to_vec(&cols.t()?.matmul(&dpre)?)?;
+                    drop(cols);
+                    grads.push(ConvGrad { wm, bias });
+                    if first && !want_input_grad {
+                        g = Vec::new();
+                    } else {
+                        let w = conv::matrix_from(&c.wm, 9 * c.cin, c.cout)?;
+                        let dcols = dpre.matmul(&w.t()?)?;
+                        g = conv::with_f32(&dcols, |d| conv::col2im3x3(d, input))?;
+                    }
+                }
+                _ => {
+                    return Err(Error::Invalid(
+                        "trace does not match the block's layers".into(),
+                    ))
+                }
+            }
+        }
+        grads.reverse();
+        Ok((grads, want_input_grad.then_some(g)))
+    }
+
+    /// Number of trainable values.
+    pub fn parameter_count(&self) -> usize {
+        self.convs().map(|c| c.wm.len() + c.bias.len()).sum()
+    }
+}
+
+/// NCHW `[n, c, h, w]` values as NHWC.
+pub fn nchw_to_nhwc(x: &[f32], d: Nhwc) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let plane = d.h * d.w;
+    for b in 0..d.n {
+        for c in 0..d.c {
+            let src = &x[(b * d.c + c) * plane..(b * d.c + c + 1) * plane];
+            for (p, &v) in src.iter().enumerate() {
+                out[(b * plane + p) * d.c + c] = v;
+            }
+        }
+    }
+    out
+}
+
+/// NHWC values as NCHW `[n, c, h, w]`.
+pub fn nhwc_to_nchw(x: &[f32], d: Nhwc) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    let plane = d.h * d.w;
+    for b in 0..d.n {
+        for p in 0..plane {
+            for c in 0..d.c {
+                out[(b * d.c + c) * plane + p] = x[(b * plane + p) * d.c + c];
+            }
+        }
+    }
+    out
+}

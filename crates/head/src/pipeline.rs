@@ -1,0 +1,147 @@
+//! `train-head` end to end: refuse to clobber an existing `RUN/head`, load the features, train,
+//! and write `head.safetensors`, `metrics.json`, `confusion.json`, `curves.png` and `curves.svg`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::headfile::{self, HeadMeta, FORMAT_VERSION};
+use crate::metrics::{write_json, ConfusionMatrix, Metrics};
+use crate::plot::write_curves;
+use crate::source::load_run;
+use crate::train::{evaluate, train, Progress, TrainConfig};
+
+/// What `bottleneck train-head` asks for.
+#[derive(Clone, Debug)]
+pub struct TrainHeadOptions {
+    /// The run folder (`RUN/features` in, `RUN/head` out).
+    pub run: PathBuf,
+    pub config: TrainConfig,
+    /// Hold out this stratified fraction of train instead of using a validation split.
+    pub val_split: Option<f64>,
+    /// Overwrite an existing `RUN/head`.
+    pub force: bool,
+}
+
+/// The files of a trained head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeadPaths {
+    pub dir: PathBuf,
+    pub weights: PathBuf,
+    pub metrics: PathBuf,
+    pub confusion: PathBuf,
+    pub curves_png: PathBuf,
+    pub curves_svg: PathBuf,
+}
+
+impl HeadPaths {
+    /// The files under `RUN/head`.
+    pub fn new(run: &Path) -> Self {
+        let dir = run.join("head");
+        HeadPaths {
+            weights: dir.join("head.safetensors"),
+            metrics: dir.join("metrics.json"),
+            confusion: dir.join("confusion.json"),
+            curves_png: dir.join("curves.png"),
+            curves_svg: dir.join("curves.svg"),
+            dir,
+        }
+    }
+}
+
+/// The outcome of [`train_head`].
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    pub paths: HeadPaths,
+    pub metrics: Metrics,
+    /// On the validation samples, with the kept weights.
+    pub confusion: ConfusionMatrix,
+    pub meta: HeadMeta,
+}
+
+/// Fails when `RUN/head` already holds files and `force` is off.
+pub fn check_output(paths: &HeadPaths, force: bool) -> Result<()> {
+    let occupied = match std::fs::read_dir(&paths.dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(&paths.dir, e)),
+    };
+    if occupied && !force {
+        return Err(Error::Exists {
+            path: paths.dir.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Trains the head of `opts.run` and writes every output file.
+pub fn train_head(
+    opts: &TrainHeadOptions,
+    on_progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<TrainReport> {
+    let paths = HeadPaths::new(&opts.run);
+    check_output(&paths, opts.force)?;
+    opts.config.validate()?;
+    let data = load_run(&opts.run, opts.val_split, opts.config.seed)?;
+    let cfg = &opts.config;
+    let trained = train(&data.train, &data.val, data.classes.len(), cfg, on_progress)?;
+    let metrics = Metrics::summarize(
+        trained.history,
+        cfg.keep,
+        trained.diverged,
+        data.train.len(),
+        data.val.len(),
+        data.validation.clone(),
+    )?;
+    let eval = evaluate(&trained.model, &data.val)?;
+    let confusion = ConfusionMatrix::new(&data.classes, data.val.labels(), &eval.predictions)?;
+    let p = &data.provenance;
+    let meta = HeadMeta {
+        format_version: FORMAT_VERSION,
+        classes: data.classes.clone(),
+        feature_shape: data.train.sample_shape().to_vec(),
+        hidden: cfg.hidden,
+        dropout: cfg.dropout,
+        model: p.model.clone(),
+        model_sha256: p.model_sha256.clone(),
+        output_tensor: p.output_tensor.clone(),
+        preprocess: p.preprocess.clone(),
+        image_size: p.image_size,
+        resize: p.resize.clone(),
+        precision: p.precision.clone(),
+        optimizer: cfg.optimizer.clone(),
+        epochs: cfg.epochs,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        keep: cfg.keep,
+        epochs_run: metrics.epochs.len(),
+        kept_epoch: trained.kept_epoch,
+        val_loss: eval.loss,
+        val_accuracy: eval.accuracy,
+        validation: data.validation,
+    };
+    std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
+    headfile::save(&paths.weights, &trained.model, &meta)?;
+    write_json(&paths.metrics, &metrics)?;
+    write_json(&paths.confusion, &confusion)?;
+    let title = format!(
+        "{} head on {} features ({}, lr {})",
+        data.classes.join("/"),
+        p.output_tensor,
+        cfg.optimizer.kind,
+        cfg.optimizer.learning_rate
+    );
+    write_curves(
+        &metrics.epochs,
+        &title,
+        &paths.curves_png,
+        &paths.curves_svg,
+    )?;
+    Ok(TrainReport {
+        paths,
+        metrics,
+        confusion,
+        meta,
+    })
+}

@@ -1,0 +1,145 @@
+//! Learning curves (loss and accuracy panels, train vs validation) as PNG and SVG, drawn with
+//! plotters and the bundled DejaVu Sans font (no system font lookup).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{commit, temp_path, write_atomic};
+use crate::metrics::EpochMetrics;
+
+/// DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`).
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+const SIZE: (u32, u32) = (1200, 460);
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const VAL: RGBColor = RGBColor(255, 127, 14);
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bundled font is a valid TTF; if registration ever failed, text would be skipped
+        // by plotters' ab_glyph backend rather than crash.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+/// Draws `curves.png` and `curves.svg`-style learning curves of `epochs` to both paths.
+/// Each file is written to a temporary sibling first and renamed into place.
+pub fn write_curves(epochs: &[EpochMetrics], title: &str, png: &Path, svg: &Path) -> Result<()> {
+    if epochs.is_empty() {
+        return Err(Error::Plot {
+            path: png.to_path_buf(),
+            reason: "no epochs to plot".into(),
+        });
+    }
+    register_font();
+
+    let tmp = temp_path(png);
+    let drawn = {
+        let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+        draw(&root, epochs, title).and_then(|()| root.present().map_err(|e| e.to_string()))
+    };
+    if let Err(reason) = drawn {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Plot {
+            path: png.to_path_buf(),
+            reason,
+        });
+    }
+    commit(&tmp, png)?;
+
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
+        draw(&root, epochs, title)
+            .and_then(|()| root.present().map_err(|e| e.to_string()))
+            .map_err(|reason| Error::Plot {
+                path: svg.to_path_buf(),
+                reason,
+            })?;
+    }
+    write_atomic(svg, text.as_bytes())
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    epochs: &[EpochMetrics],
+    title: &str,
+) -> std::result::Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, (FAMILY, 24).into_font()).map_err(err)?;
+    let panels = root.split_evenly((1, 2));
+    let loss_max = epochs
+        .iter()
+        .flat_map(|e| [e.loss, e.val_loss])
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let acc_min = epochs
+        .iter()
+        .flat_map(|e| [e.accuracy, e.val_accuracy])
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::min);
+    let panel = |area: &DrawingArea<DB, Shift>,
+                 caption: &str,
+                 y: std::ops::Range<f64>,
+                 pick: &dyn Fn(&EpochMetrics) -> (f64, f64)|
+     -> std::result::Result<(), String> {
+        let n = epochs.len();
+        let x_max = if n == 1 { 2.0 } else { n as f64 };
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, (FAMILY, 20).into_font())
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(1.0f64..x_max, y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .label_style((FAMILY, 14).into_font())
+            .axis_desc_style((FAMILY, 16).into_font())
+            .draw()
+            .map_err(err)?;
+        let train: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, pick(e).0)).collect();
+        let val: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, pick(e).1)).collect();
+        chart
+            .draw_series(LineSeries::new(train.clone(), TRAIN.stroke_width(2)))
+            .map_err(err)?
+            .label("train")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], TRAIN.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(val.clone(), VAL.stroke_width(2)))
+            .map_err(err)?
+            .label("validation")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], VAL.stroke_width(2)));
+        if n <= 60 {
+            chart
+                .draw_series(train.iter().map(|&p| Circle::new(p, 3, TRAIN.filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(val.iter().map(|&p| Circle::new(p, 3, VAL.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 14).into_font())
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    };
+    let loss_top = if loss_max > 0.0 { loss_max * 1.05 } else { 1.0 };
+    panel(&panels[0], "loss", 0.0..loss_top, &|e| (e.loss, e.val_loss))?;
+    let acc_bottom = (acc_min - 0.02).clamp(0.0, 0.98);
+    panel(&panels[1], "accuracy", acc_bottom..1.0, &|e| {
+        (e.accuracy, e.val_accuracy)
+    })?;
+    Ok(())
+}

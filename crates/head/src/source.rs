@@ -1,0 +1,232 @@
+//! Loading a run's cached features for training: picks the training and validation splits,
+//! checks that they come from the same backbone, preprocessing and class list, and holds out a
+//! stratified fraction of `train` when there is no validation split.
+
+use std::path::Path;
+
+use features::store::{self, FeatureFile, FeatureMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Samples;
+use crate::error::{Error, Result};
+
+/// Where the features came from; every split used together must agree on all of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub model: String,
+    pub model_sha256: String,
+    pub output_tensor: String,
+    pub preprocess: String,
+    pub image_size: u32,
+    pub resize: String,
+    pub precision: String,
+}
+
+impl Provenance {
+    /// The provenance part of a feature file's metadata.
+    pub fn of(meta: &FeatureMeta) -> Self {
+        Provenance {
+            model: meta.model.clone(),
+            model_sha256: meta.model_sha256.clone(),
+            output_tensor: meta.output_tensor.clone(),
+            preprocess: meta.preprocess.clone(),
+            image_size: meta.image_size,
+            resize: meta.resize.clone(),
+            precision: meta.precision.clone(),
+        }
+    }
+
+    /// Human-readable differences from `other`, empty when they agree. The model's display name
+    /// is not compared (the same file may be named differently); its sha256 is.
+    pub fn differences(&self, other: &Provenance) -> Vec<String> {
+        let mut d = Vec::new();
+        let mut cmp = |what: &str, a: &dyn std::fmt::Display, b: &dyn std::fmt::Display| {
+            let (a, b) = (a.to_string(), b.to_string());
+            if a != b {
+                d.push(format!("{what} {a} vs {b}"));
+            }
+        };
+        cmp("model sha256", &self.model_sha256, &other.model_sha256);
+        cmp("output tensor", &self.output_tensor, &other.output_tensor);
+        cmp("preprocessing", &self.preprocess, &other.preprocess);
+        cmp("image size", &self.image_size, &other.image_size);
+        cmp("resize filter", &self.resize, &other.resize);
+        cmp("precision", &self.precision, &other.precision);
+        d
+    }
+}
+
+/// One split's features with its metadata.
+#[derive(Clone, Debug)]
+pub struct SplitData {
+    pub name: String,
+    pub samples: Samples,
+    pub classes: Vec<String>,
+    pub provenance: Provenance,
+}
+
+impl SplitData {
+    /// Converts a feature file read by the store.
+    pub fn from_file(file: FeatureFile) -> Result<Self> {
+        let samples = Samples::from_store(
+            &file.shape,
+            file.features,
+            &file.labels,
+            file.meta.classes.len(),
+        )?;
+        Ok(SplitData {
+            name: file.meta.split.clone(),
+            provenance: Provenance::of(&file.meta),
+            classes: file.meta.classes,
+            samples,
+        })
+    }
+}
+
+/// Training and validation samples ready for [`crate::train::train`].
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub train: Samples,
+    pub val: Samples,
+    pub classes: Vec<String>,
+    pub provenance: Provenance,
+    /// `split <name>` or `<fraction> of train (stratified, seed <seed>)`.
+    pub validation: String,
+}
+
+fn missing_features(run: &Path) -> Error {
+    Error::Data(format!(
+        "no cached features in {}; run `bottleneck extract --data DIR --run {}` first",
+        store::features_dir(run).display(),
+        run.display()
+    ))
+}
+
+/// Reads `RUN/features/*` and assembles the training data. With `val_split` a stratified
+/// fraction of `train` is held out (seeded); otherwise the `validation` split (else `test`) is used.
+pub fn load_run(run: &Path, val_split: Option<f64>, seed: u64) -> Result<Dataset> {
+    if !store::features_dir(run).is_dir() {
+        return Err(missing_features(run));
+    }
+    let splits = store::list_splits(run)?;
+    if !splits.iter().any(|s| s == "train") {
+        if splits.is_empty() {
+            return Err(missing_features(run));
+        }
+        return Err(Error::Data(format!(
+            "{} has no train.safetensors (found: {}); extract a `train` folder with \
+             `bottleneck extract --data DIR --run {}`",
+            store::features_dir(run).display(),
+            splits.join(", "),
+            run.display()
+        )));
+    }
+    let read = |name: &str| -> Result<SplitData> {
+        SplitData::from_file(FeatureFile::read(&store::feature_path(run, name))?)
+    };
+    let val_name = ["validation", "test"]
+        .into_iter()
+        .find(|v| splits.iter().any(|s| s == v))
+        .or_else(|| splits.iter().map(String::as_str).find(|s| *s != "train"));
+    let train = read("train")?;
+    let val = match (val_split, val_name) {
+        (Some(_), _) => None,
+        (None, Some(name)) => Some(read(name)?),
+        (None, None) => {
+            return Err(Error::Data(format!(
+                "{} holds only train.safetensors and no validation split; extract a `validation` \
+                 folder too, or pass --val-split 0.2 to hold out 20% of train",
+                store::features_dir(run).display()
+            )))
+        }
+    };
+    combine(train, val, val_split, seed)
+}
+
+/// Checks that the splits fit together and builds the [`Dataset`]; `val = None` requires
+/// `val_split` and holds out that fraction of `train`.
+pub fn combine(
+    train: SplitData,
+    val: Option<SplitData>,
+    val_split: Option<f64>,
+    seed: u64,
+) -> Result<Dataset> {
+    let classes = train.classes.clone();
+    if classes.len() < 2 {
+        return Err(Error::Data(format!(
+            "split {:?} has {} class ({}); a classifier needs at least two class folders",
+            train.name,
+            classes.len(),
+            classes.join(", ")
+        )));
+    }
+    train.samples.check_finite(&train.name)?;
+    let present = train.samples.class_counts(classes.len());
+    if let Some(i) = present.iter().position(|&c| c == 0) {
+        return Err(Error::Data(format!(
+            "split {:?} has no samples of class {:?}; every class needs training images",
+            train.name, classes[i]
+        )));
+    }
+    let (train_samples, val_samples, validation) = match val {
+        Some(val) => {
+            if val.classes != classes {
+                return Err(Error::Data(format!(
+                    "splits {:?} and {:?} have different class lists ({} vs {}); \
+                     use the same class folders in both and re-run `bottleneck extract`",
+                    train.name,
+                    val.name,
+                    classes.join(", "),
+                    val.classes.join(", ")
+                )));
+            }
+            let diff = train.provenance.differences(&val.provenance);
+            if !diff.is_empty() {
+                return Err(Error::Data(format!(
+                    "splits {:?} and {:?} were extracted differently ({}); \
+                     re-run `bottleneck extract --force` so that all splits match",
+                    train.name,
+                    val.name,
+                    diff.join("; ")
+                )));
+            }
+            if val.samples.sample_shape() != train.samples.sample_shape() {
+                return Err(Error::Data(format!(
+                    "splits {:?} and {:?} have feature shapes {:?} and {:?}; re-run `bottleneck extract --force`",
+                    train.name,
+                    val.name,
+                    train.samples.sample_shape(),
+                    val.samples.sample_shape()
+                )));
+            }
+            val.samples.check_finite(&val.name)?;
+            if val.samples.is_empty() {
+                return Err(Error::Data(format!("split {:?} has no samples", val.name)));
+            }
+            let v = format!("split {}", val.name);
+            (train.samples, val.samples, v)
+        }
+        None => {
+            let Some(fraction) = val_split else {
+                return Err(Error::Data(
+                    "no validation split; pass --val-split 0.2 to hold out 20% of train".into(),
+                ));
+            };
+            let (t, v) = train
+                .samples
+                .stratified_split(fraction, classes.len(), seed)?;
+            (
+                t,
+                v,
+                format!("{fraction} of {} (stratified, seed {seed})", train.name),
+            )
+        }
+    };
+    Ok(Dataset {
+        train: train_samples,
+        val: val_samples,
+        classes,
+        provenance: train.provenance,
+        validation,
+    })
+}

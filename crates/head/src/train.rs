@@ -1,0 +1,482 @@
+//! The training loop: seeded shuffling and dropout, a hand-derived backward pass for the two dense
+//! layers (the big products run as Candle matmuls), per-epoch validation, keeping the best or last
+//! epoch, and rolling back to the last good weights when the loss diverges.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Samples;
+use crate::error::{Error, Result};
+use crate::kernels::{tile_product, Rows, Scalars};
+use crate::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
+use crate::metrics::{EpochMetrics, Keep};
+use crate::model::{HeadConfig, HeadModel, Weights};
+use crate::optim::{with_cpu_f32, Grad, Optim, OptimizerConfig};
+
+/// Row blocks of the first kernel in the training forward pass (fixed for reproducibility).
+const FORWARD_BLOCKS: usize = 16;
+
+/// Hyper-parameters of one training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub hidden: usize,
+    pub dropout: f32,
+    pub optimizer: OptimizerConfig,
+    pub seed: u64,
+    pub keep: Keep,
+}
+
+impl Default for TrainConfig {
+    /// The tutorial's settings: 50 epochs, batch 16, 256 hidden units, dropout 0.5, RMSprop.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 50,
+            batch_size: 16,
+            hidden: 256,
+            dropout: 0.5,
+            optimizer: OptimizerConfig::rmsprop(crate::DEFAULT_LEARNING_RATE),
+            seed: 0,
+            keep: Keep::Best,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the numbers that are not checked elsewhere.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Invalid("--epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        self.optimizer.validate()
+    }
+}
+
+/// What the progress callback is told.
+#[derive(Clone, Debug)]
+pub enum Progress<'a> {
+    /// An epoch begins; it has `batches` steps.
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        batches: usize,
+    },
+    /// Step `batch` (1-based) of the epoch is done.
+    Batch { epoch: usize, batch: usize },
+    /// An epoch ended.
+    EpochEnd(&'a EpochMetrics),
+}
+
+/// The result of [`train`].
+#[derive(Debug)]
+pub struct Trained {
+    /// The head with the kept epoch's weights.
+    pub model: HeadModel,
+    /// One entry per completed epoch.
+    pub history: Vec<EpochMetrics>,
+    /// The epoch whose weights `model` holds.
+    pub kept_epoch: usize,
+    /// Set when the loss became NaN/inf and training stopped early.
+    pub diverged: Option<String>,
+}
+
+/// Loss, accuracy and predicted class of every sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub predictions: Vec<u32>,
+}
+
+/// Mean loss, accuracy and predictions of `model` on `samples` (no dropout).
+pub fn evaluate(model: &HeadModel, samples: &Samples) -> Result<Evaluation> {
+    let d = samples.dim();
+    let k = model.config().outputs();
+    let mut probs = vec![0f32; k];
+    let (mut loss, mut correct) = (0f64, 0usize);
+    let mut predictions = Vec::with_capacity(samples.len());
+    let labels = samples.labels();
+    for (c, chunk) in samples.features().chunks(256 * d).enumerate() {
+        let n = chunk.len() / d;
+        let x = Tensor::from_slice(chunk, (n, d), model.device())?;
+        let z = model.logits(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        for i in 0..n {
+            let y = labels[c * 256 + i];
+            let (l, pred) = sample_loss(&z[i * k..(i + 1) * k], y, &mut probs);
+            loss += l as f64;
+            correct += usize::from(pred == y);
+            predictions.push(pred);
+        }
+    }
+    let n = samples.len().max(1) as f64;
+    Ok(Evaluation {
+        loss: loss / n,
+        accuracy: correct as f64 / n,
+        predictions,
+    })
+}
+
+/// Loss and predicted class for one sample's logits; fills `probs` for the softmax case.
+fn sample_loss(z: &[f32], y: u32, probs: &mut [f32]) -> (f32, u32) {
+    if z.len() == 1 {
+        (bce_with_logits(z[0], y as f32), u32::from(z[0] > 0.0))
+    } else {
+        let l = softmax_cross_entropy(z, y as usize, probs);
+        (l, argmax(z))
+    }
+}
+
+fn argmax(z: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in z.iter().enumerate() {
+        if v > z[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Reusable buffers of one training step.
+struct Step {
+    d: usize,
+    h: usize,
+    k: usize,
+    dropout: f32,
+    xb: Vec<f32>,
+    pre: Vec<f32>,
+    act: Vec<f32>,
+    mask: Vec<f32>,
+    z: Vec<f32>,
+    dz: Vec<f32>,
+    probs: Vec<f32>,
+    dpre: Vec<f32>,
+    partials: Vec<f32>,
+}
+
+/// Sums of one step, for the epoch averages.
+struct StepResult {
+    loss_sum: f64,
+    correct: usize,
+}
+
+impl Step {
+    fn new(cfg: &HeadConfig, batch: usize) -> Self {
+        let (d, h, k) = (cfg.input_dim(), cfg.hidden, cfg.outputs());
+        Step {
+            d,
+            h,
+            k,
+            dropout: cfg.dropout,
+            xb: Vec::with_capacity(batch * d),
+            pre: vec![],
+            act: vec![0.0; batch * h],
+            mask: vec![0.0; batch * h],
+            z: vec![0.0; batch * k],
+            dz: vec![0.0; batch * k],
+            probs: vec![0.0; k],
+            dpre: vec![0.0; batch * h],
+            partials: vec![],
+        }
+    }
+
+    /// `pre = xb · W1` for the `b` gathered rows, split over a fixed number of row blocks of W1
+    /// (computed in parallel, summed in block order, so the result does not depend on threads).
+    fn forward_dense1(&mut self, model: &HeadModel, b: usize) -> Result<()> {
+        let (d, h) = (self.d, self.h);
+        let block = d.div_ceil(FORWARD_BLOCKS);
+        let blocks = d.div_ceil(block);
+        self.partials.resize(blocks * b * h, 0.0);
+        let xb = &self.xb[..b * d];
+        let partials = &mut self.partials[..blocks * b * h];
+        with_cpu_f32(model.w1.as_tensor(), |w| {
+            partials
+                .par_chunks_mut(b * h)
+                .enumerate()
+                .for_each(|(k, out)| {
+                    let i0 = k * block;
+                    let depth = block.min(d - i0);
+                    let s = Scalars {
+                        data: &xb[i0..],
+                        rs: d,
+                        ps: 1,
+                    };
+                    let v = Rows {
+                        data: &w[i0 * h..],
+                        ld: h,
+                    };
+                    tile_product(s, v, b, h, depth, out, h);
+                });
+        })?;
+        self.pre.clear();
+        self.pre.resize(b * h, 0.0);
+        for part in partials.chunks(b * h) {
+            for (p, v) in self.pre.iter_mut().zip(part) {
+                *p += v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward with dropout, loss, backward and one optimizer step on the batch `idx`.
+    fn run(
+        &mut self,
+        model: &HeadModel,
+        optim: &mut Optim,
+        data: &Samples,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<StepResult> {
+        let (d, h, k, b) = (self.d, self.h, self.k, idx.len());
+        self.xb.clear();
+        for &i in idx {
+            self.xb.extend_from_slice(data.row(i));
+        }
+        self.forward_dense1(model, b)?;
+        let b1 = model.b1.as_tensor().to_vec1::<f32>()?;
+        let w2 = model.w2.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let b2 = model.b2.as_tensor().to_vec1::<f32>()?;
+
+        // Hidden layer: ReLU, then inverted dropout (kept units scaled by 1/(1-p), like Keras).
+        let (act, mask) = (&mut self.act[..b * h], &mut self.mask[..b * h]);
+        let scale = 1.0 / (1.0 - self.dropout);
+        for r in 0..b {
+            for j in 0..h {
+                let i = r * h + j;
+                let keep = self.dropout == 0.0 || rng.random::<f32>() >= self.dropout;
+                let m = if keep { scale } else { 0.0 };
+                let a = (self.pre[i] + b1[j]).max(0.0);
+                self.pre[i] += b1[j];
+                mask[i] = m;
+                act[i] = a * m;
+            }
+        }
+
+        // Output layer, loss and its gradient (mean over the batch).
+        let (z, dz) = (&mut self.z[..b * k], &mut self.dz[..b * k]);
+        for r in 0..b {
+            for c in 0..k {
+                let mut s = b2[c];
+                for j in 0..h {
+                    s += act[r * h + j] * w2[j * k + c];
+                }
+                z[r * k + c] = s;
+            }
+        }
+        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        let inv_b = 1.0 / b as f32;
+        for (r, &i) in idx.iter().enumerate() {
+            let y = data.labels()[i];
+            let zr = &z[r * k..(r + 1) * k];
+            let (l, pred) = sample_loss(zr, y, &mut self.probs);
+            loss_sum += l as f64;
+            correct += usize::from(pred == y);
+            if k == 1 {
+                dz[r] = (sigmoid(zr[0]) - y as f32) * inv_b;
+            } else {
+                for c in 0..k {
+                    let t = if c == y as usize { 1.0 } else { 0.0 };
+                    dz[r * k + c] = (self.probs[c] - t) * inv_b;
+                }
+            }
+        }
+        if !loss_sum.is_finite() {
+            return Ok(StepResult { loss_sum, correct });
+        }
+
+        // Backward.
+        let mut dw2 = vec![0f32; h * k];
+        let mut db2 = vec![0f32; k];
+        let dpre = &mut self.dpre[..b * h];
+        for r in 0..b {
+            for c in 0..k {
+                let g = dz[r * k + c];
+                db2[c] += g;
+                for j in 0..h {
+                    dw2[j * k + c] += act[r * h + j] * g;
+                }
+            }
+            for j in 0..h {
+                let mut g = 0f32;
+                for c in 0..k {
+                    g += dz[r * k + c] * w2[j * k + c];
+                }
+                let i = r * h + j;
+                dpre[i] = if self.pre[i] > 0.0 { g * mask[i] } else { 0.0 };
+            }
+        }
+        let mut db1 = vec![0f32; h];
+        for r in 0..b {
+            for j in 0..h {
+                db1[j] += dpre[r * h + j];
+            }
+        }
+        // The kernel gradient xᵀ·dpre is produced row block by row block inside the optimizer
+        // update, so the [D, H] gradient never exists as a whole.
+        let (xb, dpre) = (&self.xb[..b * d], &self.dpre[..b * h]);
+        let fill = |first_row: usize, out: &mut [f32]| {
+            let s = Scalars {
+                data: &xb[first_row..],
+                rs: 1,
+                ps: d,
+            };
+            tile_product(s, Rows { data: dpre, ld: h }, out.len() / h, h, b, out, h);
+        };
+        let dev = model.device().clone();
+        let db1 = Tensor::from_vec(db1, h, &dev)?;
+        let dw2 = Tensor::from_vec(dw2, (h, k), &dev)?;
+        let db2 = Tensor::from_vec(db2, k, &dev)?;
+        optim.step_sources(&[
+            Grad::Rows {
+                row_len: h,
+                fill: &fill,
+            },
+            Grad::Tensor(&db1),
+            Grad::Tensor(&dw2),
+            Grad::Tensor(&db2),
+        ])?;
+        Ok(StepResult { loss_sum, correct })
+    }
+}
+
+/// True when every weight is finite.
+fn weights_finite(model: &HeadModel) -> Result<bool> {
+    let mut ok = true;
+    for v in model.vars() {
+        ok &= with_cpu_f32(&v.as_tensor().to_device(&Device::Cpu)?, |s| {
+            s.iter().all(|x| x.is_finite())
+        })?;
+    }
+    Ok(ok)
+}
+
+/// Trains a fresh head on `train`, validating on `val` after every epoch.
+pub fn train(
+    train: &Samples,
+    val: &Samples,
+    num_classes: usize,
+    cfg: &TrainConfig,
+    on_progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Trained> {
+    cfg.validate()?;
+    if train.is_empty() || val.is_empty() {
+        return Err(Error::Data(format!(
+            "need training and validation samples, got {} and {}",
+            train.len(),
+            val.len()
+        )));
+    }
+    if train.sample_shape() != val.sample_shape() {
+        return Err(Error::Data(format!(
+            "training features have shape {:?} but validation features {:?}",
+            train.sample_shape(),
+            val.sample_shape()
+        )));
+    }
+    let head_cfg = HeadConfig {
+        input_shape: train.sample_shape().to_vec(),
+        hidden: cfg.hidden,
+        num_classes,
+        dropout: cfg.dropout,
+    };
+    let model = HeadModel::new(head_cfg.clone(), cfg.seed, &Device::Cpu)?;
+    let mut optim = Optim::new(model.vars(), cfg.optimizer.clone())?;
+    let mut shuffle_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    shuffle_rng.set_stream(1);
+    let mut dropout_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    dropout_rng.set_stream(2);
+
+    let batch = cfg.batch_size.min(train.len());
+    let batches = train.len().div_ceil(batch);
+    let mut step = Step::new(&head_cfg, batch);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut history: Vec<EpochMetrics> = Vec::with_capacity(cfg.epochs);
+    let mut last_good: Option<Weights> = None;
+    let mut best: Option<(f64, usize, Weights)> = None;
+    let mut diverged = None;
+
+    'epochs: for epoch in 1..=cfg.epochs {
+        let started = Instant::now();
+        on_progress(Progress::EpochStart {
+            epoch,
+            epochs: cfg.epochs,
+            batches,
+        });
+        order.shuffle(&mut shuffle_rng);
+        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        for (bi, idx) in order.chunks(batch).enumerate() {
+            let r = step.run(&model, &mut optim, train, idx, &mut dropout_rng)?;
+            if !r.loss_sum.is_finite() {
+                diverged = Some(format!(
+                    "the training loss became {} in epoch {epoch}, batch {}; \
+                     try a smaller --lr (now {})",
+                    r.loss_sum,
+                    bi + 1,
+                    cfg.optimizer.learning_rate
+                ));
+                break 'epochs;
+            }
+            loss_sum += r.loss_sum;
+            correct += r.correct;
+            on_progress(Progress::Batch {
+                epoch,
+                batch: bi + 1,
+            });
+        }
+        let eval = evaluate(&model, val)?;
+        if !eval.loss.is_finite() || !weights_finite(&model)? {
+            diverged = Some(format!(
+                "the validation loss became {} after epoch {epoch}; try a smaller --lr (now {})",
+                eval.loss, cfg.optimizer.learning_rate
+            ));
+            break;
+        }
+        let m = EpochMetrics {
+            epoch,
+            loss: loss_sum / train.len() as f64,
+            accuracy: correct as f64 / train.len() as f64,
+            val_loss: eval.loss,
+            val_accuracy: eval.accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        on_progress(Progress::EpochEnd(&m));
+        let snapshot = model.snapshot()?;
+        if best.as_ref().is_none_or(|(l, _, _)| m.val_loss < *l) {
+            best = Some((m.val_loss, epoch, snapshot.clone()));
+        }
+        last_good = Some(snapshot);
+        history.push(m);
+    }
+
+    let Some(last_weights) = last_good else {
+        return Err(Error::Diverged(format!(
+            "{}; no epoch completed, so nothing was saved",
+            diverged.unwrap_or_else(|| "training produced no epoch".into())
+        )));
+    };
+    let kept_epoch = match (cfg.keep, best) {
+        (Keep::Best, Some((_, epoch, weights))) => {
+            model.restore(&weights)?;
+            epoch
+        }
+        _ => {
+            model.restore(&last_weights)?;
+            history.len()
+        }
+    };
+    Ok(Trained {
+        model,
+        history,
+        kept_epoch,
+        diverged,
+    })
+}
