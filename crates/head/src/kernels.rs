@@ -2,7 +2,7 @@
 //! time on packing and edge tiles: one register-tiled multiply-accumulate (AVX2+FMA with a
 //! portable fallback) used both for the forward product and for the kernel gradient.
 //!
-//! `tile_product` computes `out[r][c] = Σ_p s[r·rs + p·ps] · v[p·ldv + c]` for `r < rows`,
+//! `tile_product` computes `out[r][c] (+)= Σ_p s[r·rs + p·ps] · v[p·ldv + c]` for `r < rows`,
 //! `c < cols`: with `s = x` (rs = D, ps = 1) and `v = W` it is `x·W`; with `s = x` (rs = 1,
 //! ps = D) and `v = dh` it is `xᵀ·dh`. Results depend only on the inputs, never on threads.
 
@@ -21,7 +21,8 @@ pub struct Rows<'a> {
     pub ld: usize,
 }
 
-/// `out[r * ldo + c] = Σ_{p < depth} s(r, p) · v(p, c)` for `r < rows`, `c < cols`.
+/// `out[r * ldo + c] = Σ_{p < depth} s(r, p) · v(p, c)` for `r < rows`, `c < cols`; with
+/// `accumulate` the sum is added to what `out` holds.
 ///
 /// Panics if any index would fall outside the slices.
 pub fn tile_product(
@@ -32,6 +33,7 @@ pub fn tile_product(
     depth: usize,
     out: &mut [f32],
     ldo: usize,
+    accumulate: bool,
 ) {
     if rows == 0 || cols == 0 {
         return;
@@ -45,6 +47,9 @@ pub fn tile_product(
         "tile_product: output too small"
     );
     if depth == 0 {
+        if accumulate {
+            return;
+        }
         for r in 0..rows {
             out[r * ldo..r * ldo + cols].fill(0.0);
         }
@@ -64,13 +69,14 @@ pub fn tile_product(
         {
             // SAFETY: AVX2 and FMA are available (checked above) and every index the kernel
             // touches is within the bounds asserted above.
-            unsafe { avx2::product(s, v, rows, cols, depth, out, ldo) };
+            unsafe { avx2::product(s, v, rows, cols, depth, out, ldo, accumulate) };
             return;
         }
     }
-    portable(s, v, 0..rows, 0..cols, depth, out, ldo);
+    portable(s, v, 0..rows, 0..cols, depth, out, ldo, accumulate);
 }
 
+#[allow(clippy::too_many_arguments)]
 fn portable(
     s: Scalars<'_>,
     v: Rows<'_>,
@@ -79,6 +85,7 @@ fn portable(
     depth: usize,
     out: &mut [f32],
     ldo: usize,
+    accumulate: bool,
 ) {
     let width = cols.len();
     let mut acc = vec![0f32; width];
@@ -91,7 +98,14 @@ fn portable(
                 *a += sv * x;
             }
         }
-        out[r * ldo + cols.start..r * ldo + cols.end].copy_from_slice(&acc);
+        let dst = &mut out[r * ldo + cols.start..r * ldo + cols.end];
+        if accumulate {
+            for (d, a) in dst.iter_mut().zip(&acc) {
+                *d += a;
+            }
+        } else {
+            dst.copy_from_slice(&acc);
+        }
     }
 }
 
@@ -101,6 +115,7 @@ mod avx2 {
 
     use super::{portable, Rows, Scalars};
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn product(
         s: Scalars<'_>,
@@ -110,12 +125,14 @@ mod avx2 {
         depth: usize,
         out: &mut [f32],
         ldo: usize,
+        acc: bool,
     ) {
         // 6 rows × 16 columns: 12 accumulators + 2 row vectors + 1 broadcast fill the 16 AVX
         // registers (measured fastest of 1–6 rows × 8–64 columns for both products).
-        tiles::<6, 2>(s, v, rows, cols, depth, out, ldo)
+        tiles::<6, 2>(s, v, rows, cols, depth, out, ldo, acc)
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     fn tiles<const R: usize, const V: usize>(
         s: Scalars<'_>,
@@ -125,6 +142,7 @@ mod avx2 {
         depth: usize,
         out: &mut [f32],
         ldo: usize,
+        acc: bool,
     ) {
         let tc = 8 * V;
         let full_cols = cols / tc * tc;
@@ -133,26 +151,27 @@ mod avx2 {
         for c0 in (0..full_cols).step_by(tc) {
             for r0 in (0..full_rows).step_by(R) {
                 // SAFETY: bounds were asserted by the caller for all r < rows, c < cols, p < depth.
-                unsafe { tile::<R, V>(s, v, r0, c0, depth, out, ldo) };
+                unsafe { tile::<R, V>(s, v, r0, c0, depth, out, ldo, acc) };
             }
             // SAFETY: as above.
             unsafe {
                 match rows - full_rows {
-                    1 => tile::<1, V>(s, v, full_rows, c0, depth, out, ldo),
-                    2 => tile::<2, V>(s, v, full_rows, c0, depth, out, ldo),
-                    3 => tile::<3, V>(s, v, full_rows, c0, depth, out, ldo),
-                    4 => tile::<4, V>(s, v, full_rows, c0, depth, out, ldo),
-                    5 => tile::<5, V>(s, v, full_rows, c0, depth, out, ldo),
+                    1 => tile::<1, V>(s, v, full_rows, c0, depth, out, ldo, acc),
+                    2 => tile::<2, V>(s, v, full_rows, c0, depth, out, ldo, acc),
+                    3 => tile::<3, V>(s, v, full_rows, c0, depth, out, ldo, acc),
+                    4 => tile::<4, V>(s, v, full_rows, c0, depth, out, ldo, acc),
+                    5 => tile::<5, V>(s, v, full_rows, c0, depth, out, ldo, acc),
                     _ => {}
                 }
             }
         }
         if full_cols < cols {
-            portable(s, v, 0..rows, full_cols..cols, depth, out, ldo);
+            portable(s, v, 0..rows, full_cols..cols, depth, out, ldo, acc);
         }
     }
 
     /// One `R × 8V` tile kept in registers for the whole depth loop.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile<const R: usize, const V: usize>(
         s: Scalars<'_>,
@@ -162,6 +181,7 @@ mod avx2 {
         depth: usize,
         out: &mut [f32],
         ldo: usize,
+        accumulate: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); V]; R];
         let sp = s.data.as_ptr().add(r0 * s.rs);
@@ -183,7 +203,13 @@ mod avx2 {
         let op = out.as_mut_ptr().add(r0 * ldo + c0);
         for (r, a) in acc.iter().enumerate() {
             for (k, x) in a.iter().enumerate() {
-                _mm256_storeu_ps(op.add(r * ldo + 8 * k), *x);
+                let dst = op.add(r * ldo + 8 * k);
+                let x = if accumulate {
+                    _mm256_add_ps(_mm256_loadu_ps(dst), *x)
+                } else {
+                    *x
+                };
+                _mm256_storeu_ps(dst, x);
             }
         }
     }
@@ -209,7 +235,7 @@ mod tests {
             rs: d,
             ps: 1,
         };
-        tile_product(s, Rows { data: &w, ld: h }, b, h, d, &mut out, h);
+        tile_product(s, Rows { data: &w, ld: h }, b, h, d, &mut out, h, false);
         for r in 0..b {
             for c in 0..h {
                 let want: f32 = (0..d).map(|p| x[r * d + p] * w[p * h + c]).sum();
@@ -225,7 +251,7 @@ mod tests {
             rs: 1,
             ps: d,
         };
-        tile_product(s, Rows { data: &dh, ld: h }, n, h, b, &mut g, h);
+        tile_product(s, Rows { data: &dh, ld: h }, n, h, b, &mut g, h, false);
         for r in 0..n {
             for c in 0..h {
                 let want: f32 = (0..b).map(|p| x[p * d + i0 + r] * dh[p * h + c]).sum();

@@ -250,8 +250,22 @@ impl Coefficients {
 
 /// Elements per parallel work item; smaller variables are updated on the calling thread.
 const CHUNK: usize = 1 << 15;
-/// Target elements per work item when gradient rows are produced on demand (fits in L1/L2).
+/// Target elements per piece when gradient rows are produced on demand (fits in L1/L2).
 const ROWS_CHUNK: usize = 1 << 13;
+/// Row-produced gradients are updated in this many fixed groups of consecutive rows (in
+/// parallel); within a group, pieces are processed in row order. See [`Grad::Rows`].
+pub const ROW_GROUPS: usize = 16;
+
+/// Rows per group when a variable of `rows` rows is updated from [`Grad::Rows`]; group `k`
+/// holds rows `k·n .. (k+1)·n`.
+pub fn rows_per_group(rows: usize) -> usize {
+    rows.div_ceil(ROW_GROUPS).max(1)
+}
+
+/// Called after each piece of rows is updated: `(group, first_row, updated_rows)`.
+pub type AfterRows<'a> = &'a (dyn Fn(usize, usize, &[f32]) + Sync);
+/// Writes gradient rows `first_row..` into the buffer: `(first_row, out)`.
+pub type FillRows<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 
 /// A gradient as the update kernels see it.
 #[derive(Clone, Copy)]
@@ -259,40 +273,67 @@ enum GradSlice<'a> {
     Full(&'a [f32]),
     Rows {
         row_len: usize,
-        fill: &'a (dyn Fn(usize, &mut [f32]) + Sync),
+        fill: FillRows<'a>,
+        then: Option<AfterRows<'a>>,
     },
 }
 
 /// Applies one update to `w` given its gradient, with the state slots `s1` and `s2` (empty when
 /// unused). Large variables are split into chunks updated in parallel.
 fn apply(c: &Coefficients, w: &mut [f32], g: GradSlice<'_>, s1: &mut [f32], s2: &mut [f32]) {
-    let chunk = match g {
-        GradSlice::Full(_) => CHUNK,
-        GradSlice::Rows { row_len, .. } => row_len * (ROWS_CHUNK / row_len).max(1),
-    };
-    let run = |k: usize, w: &mut [f32], s1: &mut [f32], s2: &mut [f32], buf: &mut Vec<f32>| {
-        let start = k * chunk;
-        match g {
-            GradSlice::Full(g) => apply_chunk(c, w, &g[start..start + w.len()], s1, s2),
-            GradSlice::Rows { row_len, fill } => {
-                buf.resize(w.len(), 0.0);
-                fill(start / row_len, buf);
-                apply_chunk(c, w, buf, s1, s2);
+    match g {
+        GradSlice::Full(g) => {
+            if w.len() <= CHUNK {
+                apply_chunk(c, w, g, s1, s2);
+                return;
             }
+            let n_chunks = w.len().div_ceil(CHUNK);
+            let mut s1_chunks = split_state(s1, CHUNK, n_chunks);
+            let mut s2_chunks = split_state(s2, CHUNK, n_chunks);
+            w.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(s1_chunks.par_iter_mut())
+                .zip(s2_chunks.par_iter_mut())
+                .for_each(|(((w, g), s1), s2)| apply_chunk(c, w, g, s1, s2));
         }
-    };
-    if w.len() <= chunk {
-        run(0, w, s1, s2, &mut Vec::new());
-        return;
+        GradSlice::Rows {
+            row_len,
+            fill,
+            then,
+        } => {
+            let group_rows = rows_per_group(w.len() / row_len);
+            let group = group_rows * row_len;
+            let piece = row_len * (ROWS_CHUNK / row_len).max(1);
+            let n_groups = w.len().div_ceil(group);
+            let mut s1_groups = split_state(s1, group, n_groups);
+            let mut s2_groups = split_state(s2, group, n_groups);
+            w.par_chunks_mut(group)
+                .zip(s1_groups.par_iter_mut())
+                .zip(s2_groups.par_iter_mut())
+                .enumerate()
+                .for_each(|(k, ((w, s1), s2))| {
+                    let mut buf = vec![0f32; piece.min(w.len())];
+                    for start in (0..w.len()).step_by(piece) {
+                        let end = (start + piece).min(w.len());
+                        let first_row = k * group_rows + start / row_len;
+                        let g = &mut buf[..end - start];
+                        fill(first_row, g);
+                        let part = |s: &mut [f32]| -> std::ops::Range<usize> {
+                            if s.is_empty() {
+                                0..0
+                            } else {
+                                start..end
+                            }
+                        };
+                        let (r1, r2) = (part(s1), part(s2));
+                        apply_chunk(c, &mut w[start..end], g, &mut s1[r1], &mut s2[r2]);
+                        if let Some(then) = then {
+                            then(k, first_row, &w[start..end]);
+                        }
+                    }
+                });
+        }
     }
-    let n_chunks = w.len().div_ceil(chunk);
-    let mut s1_chunks = split_state(s1, chunk, n_chunks);
-    let mut s2_chunks = split_state(s2, chunk, n_chunks);
-    w.par_chunks_mut(chunk)
-        .zip(s1_chunks.par_iter_mut())
-        .zip(s2_chunks.par_iter_mut())
-        .enumerate()
-        .for_each_init(Vec::new, |buf, (k, ((w, s1), s2))| run(k, w, s1, s2, buf));
 }
 
 /// Chunks of a state slot matching the variable's chunks (empty slices when the slot is unused).
@@ -632,7 +673,11 @@ impl Optim {
             match *grad {
                 Grad::None => {}
                 Grad::Tensor(t) => update_var(&coeffs, var, t, state)?,
-                Grad::Rows { row_len, fill } => {
+                Grad::Rows {
+                    row_len,
+                    fill,
+                    then,
+                } => {
                     if row_len == 0 || var.elem_count() % row_len != 0 {
                         candle_core::bail!(
                             "optimizer: row length {row_len} does not divide the {} elements of {:?}",
@@ -640,7 +685,16 @@ impl Optim {
                             var.shape()
                         )
                     }
-                    update_var_with(&coeffs, var, GradSlice::Rows { row_len, fill }, state)?
+                    update_var_with(
+                        &coeffs,
+                        var,
+                        GradSlice::Rows {
+                            row_len,
+                            fill,
+                            then,
+                        },
+                        state,
+                    )?
                 }
             }
         }
@@ -655,12 +709,16 @@ pub enum Grad<'a> {
     None,
     /// A gradient tensor of the variable's shape.
     Tensor(&'a Tensor),
-    /// Gradient rows produced on demand: `fill(first_row, out)` must write rows
-    /// `first_row .. first_row + out.len() / row_len` of the row-major flattened gradient into
-    /// `out`. Called from several threads at once for disjoint rows.
+    /// Gradient rows produced on demand while the update runs: `fill(first_row, out)` must
+    /// write rows `first_row .. first_row + out.len() / row_len` of the row-major flattened
+    /// gradient into `out`. The rows are split into [`ROW_GROUPS`] fixed groups of
+    /// [`rows_per_group`] rows, updated in parallel, each group piece by piece in row order;
+    /// after each piece `then(group, first_row, updated_rows)` is called (e.g. to start the next
+    /// forward pass on weights that are still in cache). Both run on several threads at once.
     Rows {
         row_len: usize,
-        fill: &'a (dyn Fn(usize, &mut [f32]) + Sync),
+        fill: FillRows<'a>,
+        then: Option<AfterRows<'a>>,
     },
 }
 

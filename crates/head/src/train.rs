@@ -2,6 +2,7 @@
 //! layers (the big products run as Candle matmuls), per-epoch validation, keeping the best or last
 //! epoch, and rolling back to the last good weights when the loss diverges.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -17,10 +18,7 @@ use crate::kernels::{tile_product, Rows, Scalars};
 use crate::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
 use crate::metrics::{EpochMetrics, Keep};
 use crate::model::{HeadConfig, HeadModel, Weights};
-use crate::optim::{with_cpu_f32, Grad, Optim, OptimizerConfig};
-
-/// Row blocks of the first kernel in the training forward pass (fixed for reproducibility).
-const FORWARD_BLOCKS: usize = 16;
+use crate::optim::{rows_per_group, with_cpu_f32, AfterRows, Grad, Optim, OptimizerConfig};
 
 /// Hyper-parameters of one training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,20 +145,29 @@ fn argmax(z: &[f32]) -> u32 {
 }
 
 /// Reusable buffers of one training step.
+///
+/// The forward product `x·W1` of the *next* batch is computed inside the optimizer's pass over
+/// W1, right after each block of rows is updated, so W1 streams through memory once per step
+/// instead of twice. Partial products are kept per fixed row group and summed in group order.
 struct Step {
     d: usize,
     h: usize,
     k: usize,
     dropout: f32,
+    /// Rows of the current batch and, during the update, of the next one.
     xb: Vec<f32>,
+    xb_next: Vec<f32>,
+    /// `xb·W1` (before the bias) when `pre_ready`.
     pre: Vec<f32>,
+    pre_ready: bool,
     act: Vec<f32>,
     mask: Vec<f32>,
     z: Vec<f32>,
     dz: Vec<f32>,
     probs: Vec<f32>,
     dpre: Vec<f32>,
-    partials: Vec<f32>,
+    /// One partial `x·W1[group rows]` per row group of W1.
+    partials: Vec<Mutex<Vec<f32>>>,
 }
 
 /// Sums of one step, for the epoch averages.
@@ -172,92 +179,121 @@ struct StepResult {
 impl Step {
     fn new(cfg: &HeadConfig, batch: usize) -> Self {
         let (d, h, k) = (cfg.input_dim(), cfg.hidden, cfg.outputs());
+        let groups = d.div_ceil(rows_per_group(d));
         Step {
             d,
             h,
             k,
             dropout: cfg.dropout,
             xb: Vec::with_capacity(batch * d),
-            pre: vec![],
+            xb_next: Vec::with_capacity(batch * d),
+            pre: vec![0.0; batch * h],
+            pre_ready: false,
             act: vec![0.0; batch * h],
             mask: vec![0.0; batch * h],
             z: vec![0.0; batch * k],
             dz: vec![0.0; batch * k],
             probs: vec![0.0; k],
             dpre: vec![0.0; batch * h],
-            partials: vec![],
+            partials: (0..groups)
+                .map(|_| Mutex::new(vec![0.0; batch * h]))
+                .collect(),
         }
     }
 
-    /// `pre = xb · W1` for the `b` gathered rows, split over a fixed number of row blocks of W1
-    /// (computed in parallel, summed in block order, so the result does not depend on threads).
-    fn forward_dense1(&mut self, model: &HeadModel, b: usize) -> Result<()> {
-        let (d, h) = (self.d, self.h);
-        let block = d.div_ceil(FORWARD_BLOCKS);
-        let blocks = d.div_ceil(block);
-        self.partials.resize(blocks * b * h, 0.0);
-        let xb = &self.xb[..b * d];
-        let partials = &mut self.partials[..blocks * b * h];
-        with_cpu_f32(model.w1.as_tensor(), |w| {
-            partials
-                .par_chunks_mut(b * h)
-                .enumerate()
-                .for_each(|(k, out)| {
-                    let i0 = k * block;
-                    let depth = block.min(d - i0);
-                    let s = Scalars {
-                        data: &xb[i0..],
-                        rs: d,
-                        ps: 1,
-                    };
-                    let v = Rows {
-                        data: &w[i0 * h..],
-                        ld: h,
-                    };
-                    tile_product(s, v, b, h, depth, out, h);
-                });
-        })?;
+    /// Forgets a forward product computed for a batch that will not run.
+    fn invalidate(&mut self) {
+        self.pre_ready = false;
+    }
+
+    /// Zeroes the partial products for a batch of `b` rows.
+    fn clear_partials(&mut self, b: usize) {
+        let len = b * self.h;
+        for p in &mut self.partials {
+            let p = p.get_mut().unwrap_or_else(|e| e.into_inner());
+            p.clear();
+            p.resize(len, 0.0);
+        }
+    }
+
+    /// `pre = Σ_groups partial` in group order.
+    fn sum_partials(&mut self, b: usize) {
+        let len = b * self.h;
         self.pre.clear();
-        self.pre.resize(b * h, 0.0);
-        for part in partials.chunks(b * h) {
-            for (p, v) in self.pre.iter_mut().zip(part) {
+        self.pre.resize(len, 0.0);
+        for part in &mut self.partials {
+            let part = part.get_mut().unwrap_or_else(|e| e.into_inner());
+            for (p, v) in self.pre.iter_mut().zip(part.iter()) {
                 *p += v;
             }
         }
+    }
+
+    /// `pre = xb · W1` for the `b` gathered rows, one row group of W1 per parallel task.
+    fn forward_dense1(&mut self, model: &HeadModel, b: usize) -> Result<()> {
+        let (d, h) = (self.d, self.h);
+        let group_rows = rows_per_group(d);
+        self.clear_partials(b);
+        let xb = &self.xb[..b * d];
+        let partials = &self.partials;
+        with_cpu_f32(model.w1.as_tensor(), |w| {
+            partials.par_iter().enumerate().for_each(|(g, out)| {
+                let i0 = g * group_rows;
+                let depth = group_rows.min(d - i0);
+                let s = Scalars {
+                    data: &xb[i0..],
+                    rs: d,
+                    ps: 1,
+                };
+                let v = Rows {
+                    data: &w[i0 * h..],
+                    ld: h,
+                };
+                let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+                tile_product(s, v, b, h, depth, &mut out, h, false);
+            });
+        })?;
+        self.sum_partials(b);
+        self.pre_ready = true;
         Ok(())
     }
 
-    /// Forward with dropout, loss, backward and one optimizer step on the batch `idx`.
+    /// Forward with dropout, loss, backward and one optimizer step on the batch `idx`; when
+    /// `next` is given, also computes the next batch's first-layer product during the update.
     fn run(
         &mut self,
         model: &HeadModel,
         optim: &mut Optim,
         data: &Samples,
         idx: &[usize],
+        next: Option<&[usize]>,
         rng: &mut ChaCha8Rng,
     ) -> Result<StepResult> {
         let (d, h, k, b) = (self.d, self.h, self.k, idx.len());
-        self.xb.clear();
-        for &i in idx {
-            self.xb.extend_from_slice(data.row(i));
+        if !self.pre_ready {
+            self.xb.clear();
+            for &i in idx {
+                self.xb.extend_from_slice(data.row(i));
+            }
+            self.forward_dense1(model, b)?;
         }
-        self.forward_dense1(model, b)?;
+        self.pre_ready = false;
         let b1 = model.b1.as_tensor().to_vec1::<f32>()?;
         let w2 = model.w2.as_tensor().flatten_all()?.to_vec1::<f32>()?;
         let b2 = model.b2.as_tensor().to_vec1::<f32>()?;
 
         // Hidden layer: ReLU, then inverted dropout (kept units scaled by 1/(1-p), like Keras).
         let (act, mask) = (&mut self.act[..b * h], &mut self.mask[..b * h]);
+        let pre = &mut self.pre[..b * h];
         let scale = 1.0 / (1.0 - self.dropout);
         for r in 0..b {
             for j in 0..h {
                 let i = r * h + j;
                 let keep = self.dropout == 0.0 || rng.random::<f32>() >= self.dropout;
                 let m = if keep { scale } else { 0.0 };
-                let a = (self.pre[i] + b1[j]).max(0.0);
-                self.pre[i] += b1[j];
+                pre[i] += b1[j];
                 mask[i] = m;
-                act[i] = a * m;
+                act[i] = pre[i].max(0.0) * m;
             }
         }
 
@@ -293,9 +329,10 @@ impl Step {
             return Ok(StepResult { loss_sum, correct });
         }
 
-        // Backward.
+        // Backward through the output layer, ReLU and dropout.
         let mut dw2 = vec![0f32; h * k];
         let mut db2 = vec![0f32; k];
+        let mut db1 = vec![0f32; h];
         let dpre = &mut self.dpre[..b * h];
         for r in 0..b {
             for c in 0..k {
@@ -311,25 +348,43 @@ impl Step {
                     g += dz[r * k + c] * w2[j * k + c];
                 }
                 let i = r * h + j;
-                dpre[i] = if self.pre[i] > 0.0 { g * mask[i] } else { 0.0 };
+                dpre[i] = if pre[i] > 0.0 { g * mask[i] } else { 0.0 };
+                db1[j] += dpre[i];
             }
         }
-        let mut db1 = vec![0f32; h];
-        for r in 0..b {
-            for j in 0..h {
-                db1[j] += dpre[r * h + j];
+
+        // The next batch's rows, for the forward product fused into the update.
+        let bn = next.map_or(0, <[usize]>::len);
+        if let Some(next) = next {
+            self.xb_next.clear();
+            for &i in next {
+                self.xb_next.extend_from_slice(data.row(i));
             }
+            self.clear_partials(bn);
         }
-        // The kernel gradient xᵀ·dpre is produced row block by row block inside the optimizer
+
+        // The kernel gradient xᵀ·dpre is produced block by block of rows inside the optimizer
         // update, so the [D, H] gradient never exists as a whole.
-        let (xb, dpre) = (&self.xb[..b * d], &self.dpre[..b * h]);
+        let (xb, xn, dpre) = (&self.xb[..b * d], &self.xb_next[..bn * d], &self.dpre[..b * h]);
         let fill = |first_row: usize, out: &mut [f32]| {
             let s = Scalars {
                 data: &xb[first_row..],
                 rs: 1,
                 ps: d,
             };
-            tile_product(s, Rows { data: dpre, ld: h }, out.len() / h, h, b, out, h);
+            let v = Rows { data: dpre, ld: h };
+            tile_product(s, v, out.len() / h, h, b, out, h, false);
+        };
+        let partials = &self.partials;
+        let forward_next = |group: usize, first_row: usize, rows: &[f32]| {
+            let s = Scalars {
+                data: &xn[first_row..],
+                rs: d,
+                ps: 1,
+            };
+            let v = Rows { data: rows, ld: h };
+            let mut out = partials[group].lock().unwrap_or_else(|e| e.into_inner());
+            tile_product(s, v, bn, h, rows.len() / h, &mut out, h, true);
         };
         let dev = model.device().clone();
         let db1 = Tensor::from_vec(db1, h, &dev)?;
@@ -339,11 +394,17 @@ impl Step {
             Grad::Rows {
                 row_len: h,
                 fill: &fill,
+                then: next.map(|_| &forward_next as AfterRows<'_>),
             },
             Grad::Tensor(&db1),
             Grad::Tensor(&dw2),
             Grad::Tensor(&db2),
         ])?;
+        if next.is_some() {
+            std::mem::swap(&mut self.xb, &mut self.xb_next);
+            self.sum_partials(bn);
+            self.pre_ready = true;
+        }
         Ok(StepResult { loss_sum, correct })
     }
 }
@@ -413,8 +474,11 @@ pub fn train(
         });
         order.shuffle(&mut shuffle_rng);
         let (mut loss_sum, mut correct) = (0f64, 0usize);
-        for (bi, idx) in order.chunks(batch).enumerate() {
-            let r = step.run(&model, &mut optim, train, idx, &mut dropout_rng)?;
+        let chunks: Vec<&[usize]> = order.chunks(batch).collect();
+        step.invalidate();
+        for (bi, idx) in chunks.iter().enumerate() {
+            let next = chunks.get(bi + 1).copied();
+            let r = step.run(&model, &mut optim, train, idx, next, &mut dropout_rng)?;
             if !r.loss_sum.is_finite() {
                 diverged = Some(format!(
                     "the training loss became {} in epoch {epoch}, batch {}; \

@@ -274,8 +274,6 @@ fn conv_unsupported(n: &NodeProto, float_inits: &HashMap<&str, &TensorProto>) ->
 #[derive(Debug, Clone)]
 pub(crate) struct Rewritten {
     pub model: ModelProto,
-    /// Parameters of every quantized activation tensor.
-    pub params: BTreeMap<String, QParams>,
     /// Names of the quantized Conv nodes.
     pub convs: Vec<String>,
 }
@@ -488,7 +486,6 @@ pub(crate) fn rewrite(
         .retain(|v| v.name.as_ref().is_some_and(|n| produced.contains(n)));
     Ok(Rewritten {
         model: m,
-        params,
         convs: conv_names,
     })
 }

@@ -1,0 +1,70 @@
+//! Model manifests and hub resolution, tested with local files only: the built-in manifests parse, a local file
+//! is recognised by its sha256, the hf-hub cache layout is honoured offline, and an unreachable hub fails fast.
+
+use std::time::{Duration, Instant};
+
+use features::manifest::{self, HubOptions, HubSource};
+use features::preprocess::Preprocess;
+
+#[test]
+fn builtin_manifests_parse() {
+    let all = manifest::builtin().unwrap();
+    let names: Vec<&str> = all.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, vec!["vgg16", "vgg16-keras"]);
+    let keras = &all[1];
+    assert_eq!(keras.preprocess, Preprocess::Caffe);
+    assert_eq!(keras.trainable_from.as_deref(), Some("block4_pool"));
+    assert_eq!(keras.sha256.len(), 64);
+    assert!(all[0].hub.is_some());
+}
+
+#[test]
+fn local_file_gets_its_manifest_by_checksum_only() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("some.onnx");
+    std::fs::write(&p, b"not the keras model").unwrap();
+    let r = manifest::resolve(p.to_str().unwrap(), &HubOptions::default()).unwrap();
+    assert!(r.manifest.is_none());
+    assert_eq!(r.sha256, manifest::sha256_hex(b"not the keras model"));
+    let e = manifest::resolve(t.path().join("missing.onnx").to_str().unwrap(), &HubOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+}
+
+fn source() -> HubSource {
+    HubSource { repo: "someorg/models".into(), file: "sub/dir/m.onnx".into(), revision: "main".into() }
+}
+
+#[test]
+fn offline_uses_the_hugging_face_cache_layout() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("models--someorg--models");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit).join("sub/dir");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::write(snap.join("m.onnx"), b"weights").unwrap();
+    let hub = HubOptions { cache_dir: Some(t.path().to_path_buf()), offline: true, endpoint: None };
+    let got = manifest::fetch(&source(), &hub).unwrap();
+    assert_eq!(std::fs::read(got).unwrap(), b"weights");
+
+    let empty = tempfile::tempdir().unwrap();
+    let hub = HubOptions { cache_dir: Some(empty.path().to_path_buf()), offline: true, endpoint: None };
+    let e = manifest::fetch(&source(), &hub).unwrap_err().to_string();
+    assert!(e.contains("offline") && e.contains("someorg/models") && e.contains("--model"), "{e}");
+}
+
+#[test]
+fn unreachable_hub_fails_fast_with_advice() {
+    let empty = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of the loopback address: the connection is refused at once.
+    let hub = HubOptions {
+        cache_dir: Some(empty.path().to_path_buf()),
+        offline: false,
+        endpoint: Some("http://127.0.0.1:9".into()),
+    };
+    let start = Instant::now();
+    let e = manifest::fetch(&source(), &hub).unwrap_err().to_string();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(e.contains("cannot reach") && e.contains("--model /path/to/file.onnx"), "{e}");
+}
