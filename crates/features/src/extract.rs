@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{self, Dataset, Item, Split};
+use crate::dataset::{self, Dataset, Split};
+use crate::infer::{self, BatchOut, InputSpec};
 use crate::manifest::{self, HubOptions, ResolvedModel};
 use crate::onnx::{self, CutModel, Layout};
 use crate::preprocess::{self, Preprocess, Resize, PREPROCESS_CHOICES};
@@ -293,13 +293,6 @@ fn class_counts(data: &Dataset, split: &Split, files: &[String]) -> Vec<usize> {
     counts
 }
 
-/// One preprocessed batch, or the images of it that failed.
-struct Batch {
-    input: Vec<f32>,
-    items: Vec<Item>,
-    skipped: Vec<Skipped>,
-}
-
 /// Decodes, resizes and normalises one image into `slot`.
 pub fn prepare(
     item_path: &Path,
@@ -325,148 +318,42 @@ fn extract_split(
 ) -> Result<SplitSummary> {
     let start = Instant::now();
     let total = split.items.len();
-    on_event(Event::SplitStart {
-        split: &split.name,
-        total,
-    });
-    let chunks: Vec<&[Item]> = split.items.chunks(cfg.batch).collect();
-    let per_image = 3 * cfg.size as usize * cfg.size as usize;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = crossbeam_channel::bounded::<(usize, Batch)>(workers * 2);
+    on_event(Event::SplitStart { split: &split.name, total });
     let path = store::feature_path(&cfg.run, &split.name);
-    let layout = backbone.cut.input_layout;
-    let (size, resize, pre) = (cfg.size, cfg.resize, backbone.preprocess);
-
-    let result = std::thread::scope(
-        |s| -> Result<(Option<FeatureWriter>, Vec<Skipped>, usize)> {
-            for _ in 0..workers {
-                let tx = tx.clone();
-                let (next, stop, chunks) = (&next, &stop, &chunks);
-                s.spawn(move || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= chunks.len() || stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut batch = Batch {
-                        input: Vec::with_capacity(chunks[i].len() * per_image),
-                        items: Vec::new(),
-                        skipped: Vec::new(),
-                    };
-                    for item in chunks[i] {
-                        let at = batch.input.len();
-                        batch.input.resize(at + per_image, 0.0);
-                        match prepare(
-                            &item.path,
-                            size,
-                            resize,
-                            pre,
-                            layout,
-                            &mut batch.input[at..],
-                        ) {
-                            Ok(()) => batch.items.push(item.clone()),
-                            Err(e) => {
-                                batch.input.truncate(at);
-                                let reason = match e {
-                                    Error::Image { reason, .. } => reason,
-                                    other => other.to_string(),
-                                };
-                                batch.skipped.push(Skipped {
-                                    file: item.rel.clone(),
-                                    reason,
-                                });
-                            }
-                        }
-                    }
-                    if tx.send((i, batch)).is_err() {
-                        break;
-                    }
+    let spec = InputSpec {
+        size: cfg.size,
+        resize: cfg.resize,
+        preprocess: backbone.preprocess,
+        layout: backbone.cut.input_layout,
+    };
+    let mut writer: Option<FeatureWriter> = None;
+    let mut skipped: Vec<Skipped> = Vec::new();
+    let mut done = 0usize;
+    infer::run_images(runner, &spec, &split.items, cfg.batch, &mut |out: BatchOut| {
+        for sk in out.skipped {
+            if cfg.strict {
+                return Err(Error::Image {
+                    path: data.root.join(&sk.file),
+                    reason: format!("{} (--strict: remove the file or drop --strict to skip it)", sk.reason),
                 });
             }
-            drop(tx);
-            let mut run = || -> Result<(Option<FeatureWriter>, Vec<Skipped>, usize)> {
-                let mut pending: BTreeMap<usize, Batch> = BTreeMap::new();
-                let mut want = 0usize;
-                let mut writer: Option<FeatureWriter> = None;
-                let mut skipped = Vec::new();
-                let mut done = 0usize;
-                for (i, batch) in rx.iter() {
-                    pending.insert(i, batch);
-                    while let Some(batch) = pending.remove(&want) {
-                        want += 1;
-                        for sk in &batch.skipped {
-                            if cfg.strict {
-                                return Err(Error::Image {
-                                path: data.root.join(&sk.file),
-                                reason: format!("{} (--strict: remove the file or drop --strict to skip it)", sk.reason),
-                            });
-                            }
-                            on_event(Event::Skipped {
-                                split: &split.name,
-                                file: &sk.file,
-                                reason: &sk.reason,
-                            });
-                        }
-                        done += batch.items.len() + batch.skipped.len();
-                        skipped.extend(batch.skipped);
-                        if !batch.items.is_empty() {
-                            let n = batch.items.len();
-                            let s = size as usize;
-                            let shape = match layout {
-                                Layout::Nchw => [n, 3, s, s],
-                                Layout::Nhwc => [n, s, s, 3],
-                            };
-                            let input =
-                                ort::value::TensorRef::from_array_view((shape, &batch.input[..]))?;
-                            let outputs = runner.session.run(ort::inputs![input])?;
-                            let (oshape, values) = outputs[0].try_extract_tensor::<f32>()?;
-                            let dims: Vec<usize> =
-                                oshape.iter().map(|&d| d.max(0) as usize).collect();
-                            if dims.len() != 4 || dims[0] != n {
-                                return Err(Error::Model {
-                                    path: backbone.model.path.clone(),
-                                    reason: format!(
-                                        "output '{}' has shape {dims:?}, expected [N,C,h,w]",
-                                        backbone.cut.output
-                                    ),
-                                });
-                            }
-                            let w = match writer.as_mut() {
-                                Some(w) => w,
-                                None => writer.insert(FeatureWriter::create(&path, &dims[1..])?),
-                            };
-                            let row = w.row_len();
-                            for (k, item) in batch.items.iter().enumerate() {
-                                w.push(
-                                    &values[k * row..(k + 1) * row],
-                                    item.label as i64,
-                                    &item.rel,
-                                )?;
-                            }
-                        }
-                        on_event(Event::Progress {
-                            split: &split.name,
-                            done,
-                            total,
-                        });
-                    }
-                }
-                Ok((writer, skipped, done))
+            on_event(Event::Skipped { split: &split.name, file: &sk.file, reason: &sk.reason });
+        }
+        done += out.items.len() + out.skipped.len();
+        skipped.extend_from_slice(out.skipped);
+        if !out.items.is_empty() {
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(FeatureWriter::create(&path, out.row_shape)?),
             };
-            let r = run();
-            if r.is_err() {
-                stop.store(true, Ordering::Relaxed);
-                // Drain so that workers blocked on a full channel can finish.
-                while rx.recv().is_ok() {}
+            let row = w.row_len();
+            for (k, item) in out.items.iter().enumerate() {
+                w.push(&out.rows[k * row..(k + 1) * row], item.label as i64, &item.rel)?;
             }
-            r
-        },
-    );
-    let (writer, skipped, _done) = result?;
+        }
+        on_event(Event::Progress { split: &split.name, done, total });
+        Ok(())
+    })?;
     let Some(writer) = writer else {
         return Err(Error::Dataset(format!(
             "split '{}': none of its {} images could be read (first: {}); fix or remove them",

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod error;
 pub mod extract;
 pub mod image_io;
+pub mod infer;
 pub mod manifest;
 pub mod onnx;
 pub mod preprocess;
