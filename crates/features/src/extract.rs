@@ -318,7 +318,10 @@ fn extract_split(
 ) -> Result<SplitSummary> {
     let start = Instant::now();
     let total = split.items.len();
-    on_event(Event::SplitStart { split: &split.name, total });
+    on_event(Event::SplitStart {
+        split: &split.name,
+        total,
+    });
     let path = store::feature_path(&cfg.run, &split.name);
     let spec = InputSpec {
         size: cfg.size,
@@ -329,31 +332,52 @@ fn extract_split(
     let mut writer: Option<FeatureWriter> = None;
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut done = 0usize;
-    infer::run_images(runner, &spec, &split.items, cfg.batch, &mut |out: BatchOut| {
-        for sk in out.skipped {
-            if cfg.strict {
-                return Err(Error::Image {
-                    path: data.root.join(&sk.file),
-                    reason: format!("{} (--strict: remove the file or drop --strict to skip it)", sk.reason),
+    infer::run_images(
+        runner,
+        &spec,
+        &split.items,
+        cfg.batch,
+        &mut |out: BatchOut| {
+            for sk in out.skipped {
+                if cfg.strict {
+                    return Err(Error::Image {
+                        path: data.root.join(&sk.file),
+                        reason: format!(
+                            "{} (--strict: remove the file or drop --strict to skip it)",
+                            sk.reason
+                        ),
+                    });
+                }
+                on_event(Event::Skipped {
+                    split: &split.name,
+                    file: &sk.file,
+                    reason: &sk.reason,
                 });
             }
-            on_event(Event::Skipped { split: &split.name, file: &sk.file, reason: &sk.reason });
-        }
-        done += out.items.len() + out.skipped.len();
-        skipped.extend_from_slice(out.skipped);
-        if !out.items.is_empty() {
-            let w = match writer.as_mut() {
-                Some(w) => w,
-                None => writer.insert(FeatureWriter::create(&path, out.row_shape)?),
-            };
-            let row = w.row_len();
-            for (k, item) in out.items.iter().enumerate() {
-                w.push(&out.rows[k * row..(k + 1) * row], item.label as i64, &item.rel)?;
+            done += out.items.len() + out.skipped.len();
+            skipped.extend_from_slice(out.skipped);
+            if !out.items.is_empty() {
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => writer.insert(FeatureWriter::create(&path, out.row_shape)?),
+                };
+                let row = w.row_len();
+                for (k, item) in out.items.iter().enumerate() {
+                    w.push(
+                        &out.rows[k * row..(k + 1) * row],
+                        item.label as i64,
+                        &item.rel,
+                    )?;
+                }
             }
-        }
-        on_event(Event::Progress { split: &split.name, done, total });
-        Ok(())
-    })?;
+            on_event(Event::Progress {
+                split: &split.name,
+                done,
+                total,
+            });
+            Ok(())
+        },
+    )?;
     let Some(writer) = writer else {
         return Err(Error::Dataset(format!(
             "split '{}': none of its {} images could be read (first: {}); fix or remove them",

@@ -41,16 +41,30 @@ struct Batch {
 
 /// Decode/preprocess threads: enough to keep a GPU fed, without starving a CPU session.
 fn workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 fn prepare_batch(items: &[Item], spec: &InputSpec) -> Batch {
     let per_image = 3 * spec.size as usize * spec.size as usize;
-    let mut batch = Batch { input: Vec::with_capacity(items.len() * per_image), items: Vec::new(), skipped: Vec::new() };
+    let mut batch = Batch {
+        input: Vec::with_capacity(items.len() * per_image),
+        items: Vec::new(),
+        skipped: Vec::new(),
+    };
     for item in items {
         let at = batch.input.len();
         batch.input.resize(at + per_image, 0.0);
-        match prepare(&item.path, spec.size, spec.resize, spec.preprocess, spec.layout, &mut batch.input[at..]) {
+        match prepare(
+            &item.path,
+            spec.size,
+            spec.resize,
+            spec.preprocess,
+            spec.layout,
+            &mut batch.input[at..],
+        ) {
             Ok(()) => batch.items.push(item.clone()),
             Err(e) => {
                 batch.input.truncate(at);
@@ -58,7 +72,10 @@ fn prepare_batch(items: &[Item], spec: &InputSpec) -> Batch {
                     Error::Image { reason, .. } => reason,
                     other => other.to_string(),
                 };
-                batch.skipped.push(Skipped { file: item.rel.clone(), reason });
+                batch.skipped.push(Skipped {
+                    file: item.rel.clone(),
+                    reason,
+                });
             }
         }
     }
@@ -105,7 +122,12 @@ pub fn run_images(
                 while let Some(b) = pending.remove(&want) {
                     want += 1;
                     if b.items.is_empty() {
-                        on_batch(BatchOut { items: &[], rows: &[], row_shape: &[], skipped: &b.skipped })?;
+                        on_batch(BatchOut {
+                            items: &[],
+                            rows: &[],
+                            row_shape: &[],
+                            skipped: &b.skipped,
+                        })?;
                         continue;
                     }
                     let n = b.items.len();
@@ -123,7 +145,12 @@ pub fn run_images(
                             "output shape {dims:?} does not start with the batch size {n}"
                         )));
                     }
-                    on_batch(BatchOut { items: &b.items, rows: values, row_shape: &dims[1..], skipped: &b.skipped })?;
+                    on_batch(BatchOut {
+                        items: &b.items,
+                        rows: values,
+                        row_shape: &dims[1..],
+                        skipped: &b.skipped,
+                    })?;
                 }
             }
             Ok(())

@@ -26,12 +26,20 @@ fn local_file_gets_its_manifest_by_checksum_only() {
     let r = manifest::resolve(p.to_str().unwrap(), &HubOptions::default()).unwrap();
     assert!(r.manifest.is_none());
     assert_eq!(r.sha256, manifest::sha256_hex(b"not the keras model"));
-    let e = manifest::resolve(t.path().join("missing.onnx").to_str().unwrap(), &HubOptions::default()).unwrap_err();
+    let e = manifest::resolve(
+        t.path().join("missing.onnx").to_str().unwrap(),
+        &HubOptions::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
 }
 
 fn source() -> HubSource {
-    HubSource { repo: "someorg/models".into(), file: "sub/dir/m.onnx".into(), revision: "main".into() }
+    HubSource {
+        repo: "someorg/models".into(),
+        file: "sub/dir/m.onnx".into(),
+        revision: "main".into(),
+    }
 }
 
 #[test]
@@ -44,14 +52,25 @@ fn offline_uses_the_hugging_face_cache_layout() {
     let snap = repo.join("snapshots").join(commit).join("sub/dir");
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::write(snap.join("m.onnx"), b"weights").unwrap();
-    let hub = HubOptions { cache_dir: Some(t.path().to_path_buf()), offline: true, endpoint: None };
+    let hub = HubOptions {
+        cache_dir: Some(t.path().to_path_buf()),
+        offline: true,
+        endpoint: None,
+    };
     let got = manifest::fetch(&source(), &hub).unwrap();
     assert_eq!(std::fs::read(got).unwrap(), b"weights");
 
     let empty = tempfile::tempdir().unwrap();
-    let hub = HubOptions { cache_dir: Some(empty.path().to_path_buf()), offline: true, endpoint: None };
+    let hub = HubOptions {
+        cache_dir: Some(empty.path().to_path_buf()),
+        offline: true,
+        endpoint: None,
+    };
     let e = manifest::fetch(&source(), &hub).unwrap_err().to_string();
-    assert!(e.contains("offline") && e.contains("someorg/models") && e.contains("--model"), "{e}");
+    assert!(
+        e.contains("offline") && e.contains("someorg/models") && e.contains("--model"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -66,5 +85,8 @@ fn unreachable_hub_fails_fast_with_advice() {
     let start = Instant::now();
     let e = manifest::fetch(&source(), &hub).unwrap_err().to_string();
     assert!(start.elapsed() < Duration::from_secs(10));
-    assert!(e.contains("cannot reach") && e.contains("--model /path/to/file.onnx"), "{e}");
+    assert!(
+        e.contains("cannot reach") && e.contains("--model /path/to/file.onnx"),
+        "{e}"
+    );
 }

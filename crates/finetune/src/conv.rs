@@ -139,7 +139,8 @@ pub fn bias_relu(y: &mut [f32], bias: &[f32], relu: bool) {
     for row in y.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
             let s = *v + b;
-            *v = if relu { s.max(0.0) } else { s };
+            // `s < 0` is false for NaN, so a NaN propagates (like ONNX Relu) instead of turning into 0.
+            *v = if relu && s < 0.0 { 0.0 } else { s };
         }
     }
 }

@@ -2,11 +2,28 @@
 //! the stage-2 head on augmented images, the frozen part below it running in ONNX Runtime.
 
 pub mod block;
+pub mod caches;
+pub mod checkpoint;
+pub mod checks;
 pub mod classifier;
+pub mod config;
 pub mod conv;
+pub mod data;
 pub mod error;
+pub mod export;
+pub mod frozen;
 pub mod graph;
+pub mod images;
 pub mod net;
 pub mod optim;
+pub mod outputs;
+pub mod pipeline;
+pub mod rows;
+pub mod setup;
+pub mod tensors;
+pub mod train;
 
+pub use config::{FinetuneConfig, FinetunePaths, Settings};
 pub use error::{Error, Result};
+pub use pipeline::{finetune, Event, Report};
+pub use setup::load_head;

@@ -126,7 +126,7 @@ impl Samples {
             let bad = self.x.iter().filter(|v| !v.is_finite()).count();
             return Err(Error::Data(format!(
                 "split {split:?}: {bad} feature values are NaN or infinite (first in sample {}); \
-                 re-run `bottleneck extract` with --force",
+                 delete the feature file and re-run `bottleneck extract`",
                 pos / self.dim
             )));
         }

@@ -6,7 +6,7 @@ pub mod data;
 pub mod error;
 mod fsutil;
 pub mod headfile;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;

@@ -177,6 +177,36 @@ impl HeadModel {
         Ok(h.matmul(&self.w2)?.broadcast_add(&self.b2)?)
     }
 
+    /// Training forward: like [`HeadModel::logits`] but the hidden activations are multiplied by
+    /// `mask` (`[B, hidden]`, entries 0 or `1/(1-p)`, see [`HeadModel::dropout_mask`]).
+    /// Differentiable with Candle's autograd, for stages that train through the head.
+    pub fn logits_with_mask(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let x = x
+            .reshape((b, self.config.input_dim()))?
+            .to_dtype(DType::F32)?;
+        let h = x.matmul(&self.w1)?.broadcast_add(&self.b1)?.relu()?;
+        let h = (h * mask.to_dtype(DType::F32)?)?;
+        Ok(h.matmul(&self.w2)?.broadcast_add(&self.b2)?)
+    }
+
+    /// A seeded inverted-dropout mask `[b, hidden]` for [`HeadModel::logits_with_mask`]: each
+    /// unit is dropped with probability `dropout`, kept ones are scaled by `1/(1-dropout)`.
+    pub fn dropout_mask(&self, b: usize, rng: &mut impl Rng) -> Result<Tensor> {
+        let p = self.config.dropout;
+        let scale = 1.0 / (1.0 - p);
+        let m: Vec<f32> = (0..b * self.config.hidden)
+            .map(|_| {
+                if p == 0.0 || rng.random::<f32>() >= p {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Tensor::from_vec(m, (b, self.config.hidden), self.device())?)
+    }
+
     /// Class probabilities `[B, num_classes]` (for two classes: `[1-p, p]` with `p` the sigmoid).
     pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
         let z = self.logits(x)?;
@@ -191,7 +221,7 @@ impl HeadModel {
     /// Probabilities for `n` flattened samples stored row after row in `x`, computed in chunks.
     pub fn predict(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
         let d = self.config.input_dim();
-        if x.len() % d != 0 {
+        if !x.len().is_multiple_of(d) {
             return Err(Error::Invalid(format!(
                 "{} values is not a whole number of samples of {d}",
                 x.len()

@@ -248,6 +248,12 @@ impl Coefficients {
     }
 }
 
+/// Gradient entries smaller than this are treated as zero, and optimizer state that decays
+/// below `f32::MIN_POSITIVE` is flushed to zero (TensorFlow runs with flush-to-zero too).
+/// Subnormal arithmetic is several times slower on x86, and such gradients change no weight
+/// above ~1e-9 by even one ulp.
+pub const NEGLIGIBLE_GRAD: f32 = 1e-18;
+
 /// Elements per parallel work item; smaller variables are updated on the calling thread.
 const CHUNK: usize = 1 << 15;
 /// Target elements per piece when gradient rows are produced on demand (fits in L1/L2).
@@ -377,7 +383,7 @@ fn tail(s: &mut [f32], done: usize) -> &mut [f32] {
 mod simd {
     use std::arch::x86_64::*;
 
-    use super::{Coefficients, Rule};
+    use super::{Coefficients, Rule, NEGLIGIBLE_GRAD};
 
     /// Updates a multiple-of-8 prefix of `w` and returns its length (0 for rules not handled here).
     #[target_feature(enable = "avx2,fma")]
@@ -413,6 +419,15 @@ mod simd {
         }
     }
 
+    /// Zero where `|x| < tiny`: keeps decaying moment estimates and negligible gradients out of
+    /// the subnormal range, where every multiply takes a slow microcode path.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn flush_subnormal(x: __m256, tiny: __m256) -> __m256 {
+        let abs = _mm256_andnot_ps(_mm256_set1_ps(-0.0), x);
+        _mm256_and_ps(x, _mm256_cmp_ps::<_CMP_GE_OQ>(abs, tiny))
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn rmsprop(c: &Coefficients, n: usize, w: *mut f32, g: *const f32, v: *mut f32) {
         let (decay, rho, omr) = (
@@ -422,8 +437,10 @@ mod simd {
         );
         let (lr, eps) = (_mm256_set1_ps(c.lr), _mm256_set1_ps(c.eps));
         let (half, three_halves) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.5));
+        let tiny = _mm256_set1_ps(f32::MIN_POSITIVE);
+        let negligible = _mm256_set1_ps(NEGLIGIBLE_GRAD);
         for i in (0..n).step_by(8) {
-            let gi = _mm256_loadu_ps(g.add(i));
+            let gi = flush_subnormal(_mm256_loadu_ps(g.add(i)), negligible);
             let mut wi = _mm256_loadu_ps(w.add(i));
             wi = _mm256_fnmadd_ps(wi, decay, wi);
             let vi = _mm256_fmadd_ps(
@@ -431,6 +448,7 @@ mod simd {
                 _mm256_loadu_ps(v.add(i)),
                 _mm256_mul_ps(omr, _mm256_mul_ps(gi, gi)),
             );
+            let vi = flush_subnormal(vi, tiny);
             _mm256_storeu_ps(v.add(i), vi);
             let x = _mm256_add_ps(vi, eps);
             let y = _mm256_rsqrt_ps(x);
@@ -461,14 +479,17 @@ mod simd {
             _mm256_set1_ps(c.eps),
             _mm256_set1_ps(2.0),
         );
+        let tiny = _mm256_set1_ps(f32::MIN_POSITIVE);
+        let negligible = _mm256_set1_ps(NEGLIGIBLE_GRAD);
         for i in (0..n).step_by(8) {
-            let gi = _mm256_loadu_ps(g.add(i));
+            let gi = flush_subnormal(_mm256_loadu_ps(g.add(i)), negligible);
             let mut wi = _mm256_loadu_ps(w.add(i));
             wi = _mm256_fnmadd_ps(wi, decay, wi);
             let mi = _mm256_loadu_ps(m.add(i));
             let mi = _mm256_fmadd_ps(_mm256_sub_ps(gi, mi), omb1, mi);
             let vi = _mm256_loadu_ps(v.add(i));
             let vi = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_mul_ps(gi, gi), vi), omb2, vi);
+            let (mi, vi) = (flush_subnormal(mi, tiny), flush_subnormal(vi, tiny));
             _mm256_storeu_ps(m.add(i), mi);
             _mm256_storeu_ps(v.add(i), vi);
             let d = _mm256_add_ps(_mm256_sqrt_ps(vi), eps);
@@ -482,16 +503,26 @@ mod simd {
 }
 
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // lock-step indexing of w, g and state vectorises well
 fn apply_scalar(c: &Coefficients, w: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32]) {
     let n = w.len();
     let g = &g[..n];
+    let grad = |i: usize| {
+        let gi = g[i];
+        if gi.abs() < NEGLIGIBLE_GRAD {
+            0.0
+        } else {
+            gi
+        }
+    };
+    let flush = |x: f32| if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x };
     match c.rule {
         Rule::RmsProp => {
             let v = &mut s1[..n];
             for i in 0..n {
-                let gi = g[i];
+                let gi = grad(i);
                 let wi = w[i] - w[i] * c.decay;
-                let vi = c.rho * v[i] + c.one_minus_rho * (gi * gi);
+                let vi = flush(c.rho * v[i] + c.one_minus_rho * (gi * gi));
                 v[i] = vi;
                 w[i] = wi - (c.lr * gi) / (vi + c.eps).sqrt();
             }
@@ -499,7 +530,7 @@ fn apply_scalar(c: &Coefficients, w: &mut [f32], g: &[f32], s1: &mut [f32], s2: 
         Rule::Sgd => {
             for i in 0..n {
                 let wi = w[i] - w[i] * c.decay;
-                w[i] = wi - g[i] * c.lr;
+                w[i] = wi - grad(i) * c.lr;
             }
         }
         Rule::SgdMomentum | Rule::SgdNesterov => {
@@ -507,8 +538,8 @@ fn apply_scalar(c: &Coefficients, w: &mut [f32], g: &[f32], s1: &mut [f32], s2: 
             let nesterov = c.rule == Rule::SgdNesterov;
             for i in 0..n {
                 let wi = w[i] - w[i] * c.decay;
-                let step = -g[i] * c.lr;
-                let mi = step + m[i] * c.momentum;
+                let step = -grad(i) * c.lr;
+                let mi = flush(step + m[i] * c.momentum);
                 m[i] = mi;
                 w[i] = if nesterov {
                     wi + (step + mi * c.momentum)
@@ -521,10 +552,10 @@ fn apply_scalar(c: &Coefficients, w: &mut [f32], g: &[f32], s1: &mut [f32], s2: 
             let m = &mut s1[..n];
             let v = &mut s2[..n];
             for i in 0..n {
-                let gi = g[i];
+                let gi = grad(i);
                 let wi = w[i] - w[i] * c.decay;
-                let mi = m[i] + (gi - m[i]) * c.one_minus_b1;
-                let vi = v[i] + (gi * gi - v[i]) * c.one_minus_b2;
+                let mi = flush(m[i] + (gi - m[i]) * c.one_minus_b1);
+                let vi = flush(v[i] + (gi * gi - v[i]) * c.one_minus_b2);
                 m[i] = mi;
                 v[i] = vi;
                 w[i] = wi - (mi * c.alpha) / (vi.sqrt() + c.eps);

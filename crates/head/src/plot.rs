@@ -102,6 +102,7 @@ fn draw<DB: DrawingBackend>(
         chart
             .configure_mesh()
             .x_desc("epoch")
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .label_style((FAMILY, 14).into_font())
             .axis_desc_style((FAMILY, 16).into_font())
             .draw()

@@ -184,7 +184,7 @@ pub fn combine(
             if !diff.is_empty() {
                 return Err(Error::Data(format!(
                     "splits {:?} and {:?} were extracted differently ({}); \
-                     re-run `bottleneck extract --force` so that all splits match",
+                     re-run `bottleneck extract --data DIR --run RUN` with the same options for all splits",
                     train.name,
                     val.name,
                     diff.join("; ")
@@ -192,7 +192,7 @@ pub fn combine(
             }
             if val.samples.sample_shape() != train.samples.sample_shape() {
                 return Err(Error::Data(format!(
-                    "splits {:?} and {:?} have feature shapes {:?} and {:?}; re-run `bottleneck extract --force`",
+                    "splits {:?} and {:?} have feature shapes {:?} and {:?}; re-run `bottleneck extract --data DIR --run RUN` with the same options for all splits",
                     train.name,
                     val.name,
                     train.samples.sample_shape(),

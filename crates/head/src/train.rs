@@ -20,6 +20,10 @@ use crate::metrics::{EpochMetrics, Keep};
 use crate::model::{HeadConfig, HeadModel, Weights};
 use crate::optim::{rows_per_group, with_cpu_f32, AfterRows, Grad, Optim, OptimizerConfig};
 
+/// Back-propagated deltas below this are dropped: their products with the features would be
+/// subnormal (slow) and their effect on any weight is nil.
+const NEGLIGIBLE_DELTA: f32 = 1e-30;
+
 /// Hyper-parameters of one training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -260,6 +264,7 @@ impl Step {
 
     /// Forward with dropout, loss, backward and one optimizer step on the batch `idx`; when
     /// `next` is given, also computes the next batch's first-layer product during the update.
+    #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the layer equations
     fn run(
         &mut self,
         model: &HeadModel,
@@ -348,7 +353,9 @@ impl Step {
                     g += dz[r * k + c] * w2[j * k + c];
                 }
                 let i = r * h + j;
-                dpre[i] = if pre[i] > 0.0 { g * mask[i] } else { 0.0 };
+                let gi = if pre[i] > 0.0 { g * mask[i] } else { 0.0 };
+                // Keep the big products out of slow subnormal arithmetic once the loss is tiny.
+                dpre[i] = if gi.abs() < NEGLIGIBLE_DELTA { 0.0 } else { gi };
                 db1[j] += dpre[i];
             }
         }
@@ -365,7 +372,11 @@ impl Step {
 
         // The kernel gradient xᵀ·dpre is produced block by block of rows inside the optimizer
         // update, so the [D, H] gradient never exists as a whole.
-        let (xb, xn, dpre) = (&self.xb[..b * d], &self.xb_next[..bn * d], &self.dpre[..b * h]);
+        let (xb, xn, dpre) = (
+            &self.xb[..b * d],
+            &self.xb_next[..bn * d],
+            &self.dpre[..b * h],
+        );
         let fill = |first_row: usize, out: &mut [f32]| {
             let s = Scalars {
                 data: &xb[first_row..],
@@ -442,6 +453,13 @@ pub fn train(
             train.sample_shape(),
             val.sample_shape()
         )));
+    }
+    for (name, s) in [("training", train), ("validation", val)] {
+        if let Some(&bad) = s.labels().iter().find(|&&y| y as usize >= num_classes) {
+            return Err(Error::Data(format!(
+                "{name} label {bad} is out of range for {num_classes} classes"
+            )));
+        }
     }
     let head_cfg = HeadConfig {
         input_shape: train.sample_shape().to_vec(),
@@ -543,4 +561,46 @@ pub fn train(
         kept_epoch,
         diverged,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next batch's product computed inside the update equals a separate forward pass on
+    /// the updated weights.
+    #[test]
+    fn fused_forward_matches_separate_forward() {
+        let (n, d) = (40, 300);
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 0.6)
+            .collect();
+        let y: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+        let data = Samples::new(vec![d], x, y).unwrap();
+        let cfg = HeadConfig {
+            input_shape: vec![d],
+            hidden: 24,
+            num_classes: 3,
+            dropout: 0.25,
+        };
+        let model = HeadModel::new(cfg.clone(), 5, &Device::Cpu).unwrap();
+        let mut optim = Optim::new(model.vars(), OptimizerConfig::rmsprop(1e-2)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut step = Step::new(&cfg, 13);
+        let batches: Vec<usize> = (0..n).collect();
+        let (first, next) = (&batches[..13], &batches[13..26]);
+        step.run(&model, &mut optim, &data, first, Some(next), &mut rng)
+            .unwrap();
+        assert!(step.pre_ready);
+        let fused = step.pre[..13 * 24].to_vec();
+        let mut fresh = Step::new(&cfg, 13);
+        for &i in next {
+            fresh.xb.extend_from_slice(data.row(i));
+        }
+        fresh.forward_dense1(&model, 13).unwrap();
+        for (a, b) in fused.iter().zip(&fresh.pre[..13 * 24]) {
+            assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        assert!(fused.iter().any(|v| *v != 0.0));
+    }
 }

@@ -1,10 +1,391 @@
-//! `bottleneck finetune` (placeholder; being written).
+//! `bottleneck finetune`: parses the options (on `--resume`, flags left out come from the
+//! checkpoint), calls `finetune::finetune`, shows progress and prints the summary.
+
+use std::path::PathBuf;
+
+use features::manifest::HubOptions;
+use features::runtime::Device;
+use finetune::config::{DEFAULT_AUG_CACHE, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM};
+use finetune::optim::SgdConfig;
+use finetune::rows::Precision;
+use finetune::{finetune, Event, FinetuneConfig, FinetunePaths, Report, Settings};
+use head::metrics::Keep;
 
 use crate::args::Global;
+use crate::commands::augment_preview::AugmentFlags;
+use crate::progress;
 
+/// Fine-tune the top conv block (VGG16 block5) together with the trained head on augmented images.
 #[derive(Debug, clap::Args)]
-pub struct FinetuneArgs {}
+#[command(
+    after_help = "Examples:\n  bottleneck finetune --run runs/dvc --data ../shared/data/dogs_vs_cats\n  \
+bottleneck finetune --run runs/dvc --data ../shared/data/dogs_vs_cats --epochs 50 --stop-after 5\n  \
+bottleneck finetune --run runs/dvc --data ../shared/data/dogs_vs_cats --resume"
+)]
+pub struct FinetuneArgs {
+    /// Run folder: reads RUN/head/head.safetensors, writes RUN/finetune/ (caches in RUN/finetune-cache/).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Data folder DIR/<split>/<class>/*.jpg (the data the head was trained on).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model name or .onnx path [default: the model the head was trained on].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Input tensor of the block to train [default: the model manifest's trainable_from, block4_pool for VGG16].
+    #[arg(long, value_name = "TENSOR")]
+    pub split_at: Option<String>,
+    /// Image side in pixels; must match the head [default: the head's].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Split to train on.
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// Split to validate on (not augmented).
+    #[arg(long, default_value = "validation")]
+    pub val_split: String,
+    /// Total epochs of the run [default: 50].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after N epochs of this session (a checkpoint is written after every epoch); continue with --resume.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+    /// Images per step [default: 16].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// SGD learning rate [default: 1e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub nesterov: Option<bool>,
+    /// Decoupled weight decay [default: 0].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Augmented draws per training image computed once through the frozen part and cached; 0 augments
+    /// afresh every epoch like Keras (slow: the frozen part runs on every image every epoch) [default: 10].
+    #[arg(long, value_name = "K")]
+    pub aug_cache: Option<usize>,
+    /// Precision of the cached draws: f16 or f32 [default: f16].
+    #[arg(long)]
+    pub cache_precision: Option<Precision>,
+    /// Weights to save: best (lowest validation loss) or last [default: best].
+    #[arg(long)]
+    pub keep: Option<Keep>,
+    /// Where ONNX Runtime runs the frozen part: cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (default: all cores); Candle follows RAYON_NUM_THREADS.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Start over, deleting RUN/finetune (the caches are kept).
+    #[arg(long)]
+    pub force: bool,
+    /// Continue from RUN/finetune/checkpoint.safetensors; flags left out take the checkpoint's values.
+    #[arg(long)]
+    pub resume: bool,
+    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub augment: AugmentFlags,
+}
 
-pub fn run(_args: &FinetuneArgs, _global: &Global) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+/// True when any augmentation flag other than `--seed` was given.
+fn augment_flags_given(a: &AugmentFlags) -> bool {
+    a.augment.is_some()
+        || a.rotation.is_some()
+        || a.width_shift.is_some()
+        || a.height_shift.is_some()
+        || a.shear.is_some()
+        || a.zoom.is_some()
+        || a.horizontal_flip.is_some()
+        || a.vertical_flip.is_some()
+        || a.fill.is_some()
+        || a.cval.is_some()
+        || a.brightness.is_some()
+        || a.channel_shift.is_some()
+}
+
+impl FinetuneArgs {
+    /// The library configuration; with `--resume`, unset flags come from the checkpoint.
+    pub fn config(&self) -> anyhow::Result<FinetuneConfig> {
+        let mut cfg = FinetuneConfig::new(&self.run, &self.data);
+        let stored: Option<(Settings, usize)> = if self.resume {
+            let paths = FinetunePaths::new(&self.run);
+            if paths.checkpoint.is_file() {
+                Some(finetune::checkpoint::read_settings(&paths.checkpoint)?)
+            } else {
+                None // the library reports the missing checkpoint
+            }
+        } else {
+            None
+        };
+        let s = stored.as_ref().map(|(s, _)| s);
+        cfg.model = self.model.clone().or_else(|| s.map(|s| s.model.clone()));
+        cfg.split_at = self
+            .split_at
+            .clone()
+            .or_else(|| s.map(|s| s.split_at.clone()));
+        cfg.size = self.size;
+        cfg.train_split = self.train_split.clone();
+        cfg.val_split = self.val_split.clone();
+        cfg.epochs = self
+            .epochs
+            .or(stored.as_ref().map(|(_, e)| *e))
+            .unwrap_or(50);
+        cfg.stop_after = self.stop_after;
+        cfg.batch_size = self.batch.or(s.map(|s| s.batch_size)).unwrap_or(16);
+        let base = s.map(|s| s.sgd.clone()).unwrap_or(SgdConfig {
+            learning_rate: DEFAULT_LEARNING_RATE,
+            momentum: DEFAULT_MOMENTUM,
+            nesterov: false,
+            weight_decay: 0.0,
+        });
+        cfg.sgd = SgdConfig {
+            learning_rate: self.lr.unwrap_or(base.learning_rate),
+            momentum: self.momentum.unwrap_or(base.momentum),
+            nesterov: self.nesterov.unwrap_or(base.nesterov),
+            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
+        };
+        cfg.augment = match s {
+            Some(s) if !augment_flags_given(&self.augment) => s.augment.clone(),
+            _ => self.augment.to_params()?,
+        };
+        cfg.seed = self
+            .augment
+            .seed
+            .or(s.map(|s| s.seed))
+            .unwrap_or_else(|| self.augment.seed());
+        cfg.aug_cache = self
+            .aug_cache
+            .or(s.map(|s| s.aug_cache))
+            .unwrap_or(DEFAULT_AUG_CACHE);
+        cfg.cache_precision = self
+            .cache_precision
+            .or(s.map(|s| s.cache_precision))
+            .unwrap_or(Precision::F16);
+        cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(Keep::Best);
+        cfg.device = self.device;
+        cfg.threads = self.threads;
+        cfg.force = self.force;
+        cfg.resume = self.resume;
+        let mut hub = HubOptions::from_env();
+        hub.offline |= self.offline;
+        cfg.hub = hub;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let report = finetune(&cfg, &mut |ev| {
+        match ev {
+        Event::Info(s) => match &bar {
+            Some(b) if !global.quiet && !global.json => b.println(s),
+            _ => progress::note(global, s),
+        },
+        Event::Skipped { split, file, reason } => progress::note(global, format!("{split}: skipped {file}: {reason}")),
+        Event::PhaseStart { name, total } => bar = Some(progress::bar(global, total as u64, &name, "img")),
+        Event::Progress { done } => {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        }
+        Event::PhaseEnd => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+        Event::Epoch { metrics: m, epochs, images_per_second } => progress::note(
+            global,
+            format!(
+                "epoch {:>3}/{epochs}: loss {:.4} acc {:.4} | val_loss {:.4} val_acc {:.4} | {:.1} s, {:.1} img/s",
+                m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.seconds, images_per_second
+            ),
+        ),
+    }
+    });
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !global.quiet {
+        print_summary(&report, &cfg);
+    }
+    if let Some(why) = report
+        .metrics
+        .as_ref()
+        .and_then(|m| m.stopped_early.as_ref())
+    {
+        eprintln!("warning: training stopped early: {why}");
+    }
+    Ok(())
+}
+
+fn print_summary(r: &Report, cfg: &FinetuneConfig) {
+    println!(
+        "fine-tuned {} → {} + head on {} training images ({} validation), frozen part on {}",
+        r.settings.split_at, r.settings.output_tensor, r.train_images, r.val_images, r.device
+    );
+    println!(
+        "before fine-tuning: val loss {:.4}, val accuracy {:.4}",
+        r.initial_val_loss, r.initial_val_accuracy
+    );
+    if r.frozen_seconds_per_image > 0.0 {
+        println!(
+            "frozen part (ONNX Runtime, {}): {:.1} ms/image",
+            r.device,
+            r.frozen_seconds_per_image * 1e3
+        );
+    }
+    if !r.finished {
+        println!(
+            "paused after epoch {} of {}: continue with\n  bottleneck finetune --run {} --data {} --resume",
+            r.epochs_done,
+            r.epochs_requested,
+            cfg.run.display(),
+            cfg.data.display()
+        );
+        return;
+    }
+    if let Some(m) = &r.metrics {
+        println!(
+            "kept epoch {} ({}): val loss {:.4}, val accuracy {:.4}; best val accuracy {:.4} (epoch {})",
+            m.kept_epoch,
+            if m.keep == Keep::Best { "lowest val loss" } else { "last" },
+            m.kept_val_loss,
+            m.kept_val_accuracy,
+            m.best_val_accuracy,
+            m.best_val_accuracy_epoch
+        );
+    }
+    if let Some(c) = &r.confusion {
+        println!("confusion matrix on validation (rows: true class):");
+        print!("{}", c.render());
+    }
+    println!(
+        "wrote {} (model.onnx: image batch → class probabilities)",
+        r.paths.dir.display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use finetune::checkpoint::{save, Checkpoint};
+
+    #[derive(Debug, Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: FinetuneArgs,
+    }
+
+    fn parse(args: &[&str]) -> FinetuneArgs {
+        Harness::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .expect("arguments parse")
+            .args
+    }
+
+    #[test]
+    fn defaults_are_the_tutorials() {
+        let cfg = parse(&["--run", "r", "--data", "d"]).config().unwrap();
+        assert_eq!((cfg.epochs, cfg.batch_size, cfg.aug_cache), (50, 16, 10));
+        assert_eq!((cfg.sgd.learning_rate, cfg.sgd.momentum), (1e-4, 0.9));
+        assert_eq!(cfg.augment, features::augment::AugmentParams::tutorial());
+        assert_eq!(
+            (cfg.seed, cfg.keep, cfg.cache_precision),
+            (1337, Keep::Best, Precision::F16)
+        );
+    }
+
+    #[test]
+    fn resume_takes_left_out_flags_from_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let first = parse(&[
+            "--run",
+            run.to_str().unwrap(),
+            "--data",
+            "d",
+            "--lr",
+            "3e-4",
+            "--aug-cache",
+            "4",
+            "--epochs",
+            "20",
+            "--seed",
+            "9",
+            "--rotation",
+            "10",
+            "--keep",
+            "last",
+        ])
+        .config()
+        .unwrap();
+        let settings = Settings {
+            model: "m.onnx".into(),
+            model_sha256: "0".into(),
+            split_at: "block4_pool".into(),
+            output_tensor: "block5_pool".into(),
+            image_size: 150,
+            preprocess: "caffe".into(),
+            resize: "nearest".into(),
+            classes: vec![],
+            train_digest: String::new(),
+            val_digest: String::new(),
+            head_sha256: String::new(),
+            batch_size: first.batch_size,
+            sgd: first.sgd.clone(),
+            augment: first.augment.clone(),
+            seed: first.seed,
+            aug_cache: first.aug_cache,
+            cache_precision: first.cache_precision,
+            keep: first.keep,
+        };
+        let ck = Checkpoint {
+            settings,
+            epochs: 20,
+            history: vec![],
+            params: vec![],
+            velocity: vec![],
+            iterations: 0,
+            best: None,
+        };
+        save(&FinetunePaths::new(&run).checkpoint, &[], &ck).unwrap();
+        let resumed = parse(&["--run", run.to_str().unwrap(), "--data", "d", "--resume"])
+            .config()
+            .unwrap();
+        assert_eq!(resumed.sgd, first.sgd);
+        assert_eq!(resumed.augment, first.augment);
+        assert_eq!(
+            (
+                resumed.epochs,
+                resumed.aug_cache,
+                resumed.seed,
+                resumed.keep
+            ),
+            (20, 4, 9, Keep::Last)
+        );
+        assert_eq!(resumed.split_at.as_deref(), Some("block4_pool"));
+        let longer = parse(&[
+            "--run",
+            run.to_str().unwrap(),
+            "--data",
+            "d",
+            "--resume",
+            "--epochs",
+            "50",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!((longer.epochs, longer.sgd.learning_rate), (50, 3e-4));
+    }
 }

@@ -1,10 +1,194 @@
-//! `bottleneck quantize` (placeholder; being written).
+//! `bottleneck quantize`: int8 static quantization of the backbone with calibration images, written as a
+//! QDQ ONNX model that ONNX Runtime runs with its integer kernels.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use features::extract::load_backbone;
+use features::manifest::HubOptions;
+use features::preprocess::{Preprocess, Resize};
+use features::quantize::{self, ActType, CalibMethod, CalibSpec, Int8Info};
+use serde::Serialize;
 
 use crate::args::Global;
+use crate::progress;
 
 #[derive(Debug, clap::Args)]
-pub struct QuantizeArgs {}
+#[command(
+    after_help = "Example:\n  bottleneck quantize --model ../shared/models/vgg16_keras_notop.onnx \
+--calib ../shared/data/dogs_vs_cats --out vgg16-int8.onnx"
+)]
+pub struct QuantizeArgs {
+    /// A model name from models/ (e.g. vgg16) or a local .onnx file.
+    #[arg(long, default_value = "vgg16")]
+    pub model: String,
+    /// Calibration images: DIR/<split>/<class>/*.jpg (drawn from the train split), DIR/<class>/*.jpg, or a
+    /// plain folder of images.
+    #[arg(long)]
+    pub calib: PathBuf,
+    /// Split of --calib to draw from (default: train, or the only split).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Calibration images to draw, balanced over classes (at least 8).
+    #[arg(long, default_value_t = 64)]
+    pub count: usize,
+    /// Seed of the draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Side of the square network input the model will run at.
+    #[arg(long, default_value_t = 150)]
+    pub size: u32,
+    /// Preprocessing: caffe, torch or unit (default: the model's manifest).
+    #[arg(long)]
+    pub preprocess: Option<Preprocess>,
+    /// Resize filter: nearest (Keras load_img), bilinear, bicubic, lanczos.
+    #[arg(long, default_value = "nearest")]
+    pub resize: Resize,
+    /// Activation type: uint8 (fastest with ONNX Runtime on x86) or int8.
+    #[arg(long, default_value = "uint8")]
+    pub activations: ActType,
+    /// Range estimation: minmax.
+    #[arg(long, default_value = "minmax")]
+    pub method: CalibMethod,
+    /// ONNX Runtime intra-op threads for calibration (default: all physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where to write the int8 model (.onnx).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite --out when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
 
-pub fn run(_args: &QuantizeArgs, _global: &Global) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(Serialize)]
+struct Summary<'a> {
+    out: &'a PathBuf,
+    model: &'a str,
+    fp32_bytes: usize,
+    int8_bytes: usize,
+    int8_sha256: String,
+    seconds: f64,
+    info: &'a Int8Info,
+}
+
+pub fn run(args: &QuantizeArgs, global: &Global) -> anyhow::Result<()> {
+    if args.out.exists() && !args.force {
+        bail!(
+            "{} already exists: pass --force to overwrite it, or choose another --out",
+            args.out.display()
+        );
+    }
+    if args.out.is_dir() {
+        bail!(
+            "--out {} is a folder: pass a file name such as model-int8.onnx",
+            args.out.display()
+        );
+    }
+    let mut hub = HubOptions::from_env();
+    hub.offline |= args.offline;
+    let backbone = load_backbone(&args.model, args.preprocess, &hub)
+        .with_context(|| format!("loading model {}", args.model))?;
+    let spec = CalibSpec {
+        dir: args.calib.clone(),
+        split: args.split.clone(),
+        count: args.count,
+        seed: args.seed,
+        size: args.size,
+        resize: args.resize,
+        method: args.method,
+        activations: args.activations,
+        batch: 16,
+        threads: args.threads,
+    };
+    progress::note(
+        global,
+        format!(
+            "calibrating {} (cut at {}, {} preprocessing) on {} images from {}",
+            backbone.model.name,
+            backbone.cut.output,
+            backbone.preprocess.name(),
+            args.count,
+            args.calib.display()
+        ),
+    );
+    let start = Instant::now();
+    let (bytes, info) = quantize::quantize_backbone(&backbone, &spec).with_context(|| {
+        format!(
+            "quantizing {} with calibration images from {}",
+            args.model,
+            args.calib.display()
+        )
+    })?;
+    quantize::write_atomic(&args.out, &bytes)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    for s in &info.calib_skipped {
+        progress::note(
+            global,
+            format!("skipped calibration image {}: {}", s.file, s.reason),
+        );
+    }
+
+    let summary = Summary {
+        out: &args.out,
+        model: &backbone.model.name,
+        fp32_bytes: backbone.cut.bytes.len(),
+        int8_bytes: bytes.len(),
+        int8_sha256: quantize::model_sha256(&bytes),
+        seconds,
+        info: &info,
+    };
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    println!(
+        "{} → {} ({:.1} MB → {:.1} MB, {:.1} s)",
+        backbone.model.name,
+        args.out.display(),
+        summary.fp32_bytes as f64 / 1e6,
+        summary.int8_bytes as f64 / 1e6,
+        seconds
+    );
+    println!(
+        "  {} Conv layers int8 ({} weights, {} activations), output {} stays float32",
+        info.quantized_convs.len(),
+        info.weights,
+        info.activations.name(),
+        info.output
+    );
+    println!(
+        "  calibration: {} {} images from split '{}' of {} (seed {}, {}×{} {}, {}){}",
+        info.calib_files.len(),
+        info.method.name(),
+        info.calib_split,
+        args.calib.display(),
+        info.calib_seed,
+        info.image_size,
+        info.image_size,
+        info.resize.name(),
+        info.preprocess.name(),
+        if info.calib_skipped.is_empty() {
+            String::new()
+        } else {
+            format!(", {} skipped", info.calib_skipped.len())
+        }
+    );
+    if info.fp32_ops.is_empty() {
+        println!("  every op runs quantized");
+    } else {
+        println!("  left in FP32 ({}):", info.fp32_ops.len());
+        for o in &info.fp32_ops {
+            println!("    {o}");
+        }
+    }
+    Ok(())
 }

@@ -13,7 +13,9 @@ use crate::progress;
 
 /// Train the dense classifier on the features cached by `bottleneck extract`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  bottleneck train-head --run runs/dvc --epochs 50 --batch 16 --optimizer rmsprop --lr 1e-4")]
+#[command(
+    after_help = "Example:\n  bottleneck train-head --run runs/dvc --epochs 50 --batch 16 --optimizer rmsprop --lr 1e-4"
+)]
 pub struct TrainHeadArgs {
     /// Run folder: reads RUN/features/*.safetensors, writes RUN/head/.
     #[arg(long)]

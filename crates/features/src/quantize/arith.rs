@@ -111,7 +111,7 @@ pub struct ChannelWeights {
 /// `[−127, 127]`, `scale_c = max_c |w| / 127`, `q = round_half_even(w / scale_c)` — ONNX Runtime's
 /// `per_channel=True, weight_type=QInt8` scheme.
 pub fn quantize_weights(w: &[f32], channels: usize) -> Result<ChannelWeights> {
-    if channels == 0 || w.len() % channels != 0 {
+    if channels == 0 || !w.len().is_multiple_of(channels) {
         return Err(Error::Graph(format!(
             "cannot split {} weights into {channels} output channels",
             w.len()

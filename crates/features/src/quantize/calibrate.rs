@@ -134,8 +134,11 @@ impl CalibSpec {
     }
 }
 
-/// Items of the calibration folder: `(split name, [(rel, path, label)])`.
-fn list_items(spec: &CalibSpec) -> Result<(String, Vec<(String, PathBuf, usize)>)> {
+/// One candidate file: (path relative to the calibration folder, path, label).
+type Candidate = (String, PathBuf, usize);
+
+/// The split drawn from and its candidate files.
+fn list_items(spec: &CalibSpec) -> Result<(String, Vec<Candidate>)> {
     let dir = &spec.dir;
     match dataset::scan(dir) {
         Ok(data) => {
@@ -207,7 +210,7 @@ pub fn draw(spec: &CalibSpec) -> Result<CalibSet> {
     spec.validate()?;
     let (split, items) = list_items(spec)?;
     let classes = items.iter().map(|i| i.2).max().map_or(0, |m| m + 1);
-    let mut by_class: Vec<Vec<(String, PathBuf, usize)>> = vec![Vec::new(); classes];
+    let mut by_class: Vec<Vec<Candidate>> = vec![Vec::new(); classes];
     for it in items {
         by_class[it.2].push(it);
     }
@@ -310,24 +313,62 @@ pub fn calibrate(
 ) -> Result<Calibration> {
     let s = spec.size as usize;
     let per_image = 3 * s * s;
-    let mut input = Vec::with_capacity(set.images.len() * per_image);
     let mut used = Vec::new();
     let mut skipped = Vec::new();
-    for img in &set.images {
-        let at = input.len();
-        input.resize(at + per_image, 0.0);
-        match prepare(img, spec, pre, cut.input_layout, &mut input[at..]) {
-            Ok(()) => used.push(img.rel.clone()),
-            Err(e) => {
-                input.truncate(at);
-                let reason = match e {
-                    Error::Image { reason, .. } => reason,
-                    other => other.to_string(),
+    let mut ranges: BTreeMap<String, (f32, f32)> = tensors
+        .iter()
+        .map(|t| (t.clone(), (f32::INFINITY, f32::NEG_INFINITY)))
+        .collect();
+    let mut runner = None;
+    let mut input = Vec::with_capacity(spec.batch * per_image);
+    // Batch by batch, so memory stays at one batch whatever the count.
+    for chunk in set.images.chunks(spec.batch) {
+        input.clear();
+        for img in chunk {
+            let at = input.len();
+            input.resize(at + per_image, 0.0);
+            match prepare(img, spec, pre, cut.input_layout, &mut input[at..]) {
+                Ok(()) => used.push(img.rel.clone()),
+                Err(e) => {
+                    input.truncate(at);
+                    let reason = match e {
+                        Error::Image { reason, .. } => reason,
+                        other => other.to_string(),
+                    };
+                    skipped.push(Skipped {
+                        file: img.rel.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        let n = input.len() / per_image;
+        if n == 0 {
+            continue;
+        }
+        let r = match runner.as_mut() {
+            Some(r) => r,
+            None => {
+                let model = with_range_outputs(&cut.bytes, tensors)?;
+                let opts = SessionOptions {
+                    device: Device::Cpu,
+                    threads: spec.threads,
                 };
-                skipped.push(Skipped {
-                    file: img.rel.clone(),
-                    reason,
-                });
+                runner.insert(runtime::session(&model, &opts)?)
+            }
+        };
+        let shape = match cut.input_layout {
+            Layout::Nchw => [n, 3, s, s],
+            Layout::Nhwc => [n, s, s, 3],
+        };
+        let x = ort::value::TensorRef::from_array_view((shape, &input[..]))?;
+        let outputs = r.session.run(ort::inputs![cut.input.as_str() => x])?;
+        for t in tensors {
+            let lo = scalar(&outputs, &format!("{t}__calib_min"))?;
+            let hi = scalar(&outputs, &format!("{t}__calib_max"))?;
+            if let Some(r) = ranges.get_mut(t) {
+                r.0 = r.0.min(lo);
+                r.1 = r.1.max(hi);
             }
         }
     }
@@ -346,35 +387,6 @@ pub fn calibrate(
             set.images.len(),
             if listed.is_empty() { String::new() } else { format!("; unreadable: {}", listed.join("; ")) }
         )));
-    }
-    let model = with_range_outputs(&cut.bytes, tensors)?;
-    let mut runner = runtime::session(
-        &model,
-        &SessionOptions {
-            device: Device::Cpu,
-            threads: spec.threads,
-        },
-    )?;
-    let mut ranges: BTreeMap<String, (f32, f32)> = tensors
-        .iter()
-        .map(|t| (t.clone(), (f32::INFINITY, f32::NEG_INFINITY)))
-        .collect();
-    for chunk in input.chunks(spec.batch * per_image) {
-        let n = chunk.len() / per_image;
-        let shape = match cut.input_layout {
-            Layout::Nchw => [n, 3, s, s],
-            Layout::Nhwc => [n, s, s, 3],
-        };
-        let x = ort::value::TensorRef::from_array_view((shape, chunk))?;
-        let outputs = runner.session.run(ort::inputs![cut.input.as_str() => x])?;
-        for t in tensors {
-            let lo = scalar(&outputs, &format!("{t}__calib_min"))?;
-            let hi = scalar(&outputs, &format!("{t}__calib_max"))?;
-            if let Some(r) = ranges.get_mut(t) {
-                r.0 = r.0.min(lo);
-                r.1 = r.1.max(hi);
-            }
-        }
     }
     if let Some((t, _)) = ranges
         .iter()

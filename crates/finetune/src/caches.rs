@@ -1,0 +1,143 @@
+//! The frozen-output caches of a run in `RUN/finetune-cache/`: the validation feature maps (f32,
+//! computed once) and the `--aug-cache K` augmented draws of the training images, each file keyed
+//! by everything it depends on and rebuilt only when that changes.
+
+use features::augment::Augmenter;
+
+use crate::config::{FinetuneConfig, FinetunePaths};
+use crate::data::{self, Augmentation, RowTarget};
+use crate::error::{Error, Result};
+use crate::frozen::Frozen;
+use crate::pipeline::Event;
+use crate::rows::{Precision, RowReader};
+use crate::setup::Setup;
+
+/// Digest of what every cache of this run depends on (model, split tensor, preprocessing, size).
+fn base_key(s: &Setup) -> String {
+    data::digest(&[
+        ("format", data::CACHE_FORMAT),
+        ("model", &s.model.sha256),
+        ("split", &s.settings.split_at),
+        ("preprocess", s.spec.preprocess.name()),
+        ("resize", s.resize.name()),
+        ("size", &s.size.to_string()),
+    ])
+}
+
+/// The validation feature maps, reused when current.
+pub fn validation_maps(
+    frozen: &mut Frozen,
+    s: &Setup,
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RowReader> {
+    let path = data::validation_path(&paths.cache);
+    let key = data::digest(&[("base", &base_key(s)), ("validation", &s.val.digest)]);
+    if let Some(r) = data::open_if_current(&path, &key, s.val.len()) {
+        on_event(Event::Info(format!(
+            "validation feature maps: reusing {}",
+            path.display()
+        )));
+        return Ok(r);
+    }
+    on_event(Event::PhaseStart {
+        name: "validation maps".into(),
+        total: s.val.len(),
+    });
+    let target = RowTarget {
+        path: &path,
+        key: &key,
+        precision: Precision::F32,
+        batch: cfg.batch_size,
+    };
+    data::build_rows(frozen, &s.val, s.spec, None, &target, &mut |done, _| {
+        on_event(Event::Progress { done })
+    })?;
+    on_event(Event::PhaseEnd);
+    RowReader::open(&path)
+}
+
+/// The `cfg.aug_cache` augmented draws of the training images, building the missing ones.
+pub fn augmented_draws(
+    frozen: &mut Frozen,
+    augmenter: &Augmenter,
+    s: &Setup,
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<RowReader>> {
+    let mut readers = Vec::new();
+    if cfg.aug_cache == 0 {
+        return Ok(readers);
+    }
+    let row_len: usize = frozen.output_shape.map_or(0, |d| d.iter().product());
+    let row_bytes = row_len * cfg.cache_precision.bytes();
+    on_event(Event::Info(format!(
+        "augmentation cache: {} draws × {} images × {:.0} KiB = {:.2} GiB in {}",
+        cfg.aug_cache,
+        s.train.len(),
+        row_bytes as f64 / 1024.0,
+        (cfg.aug_cache * s.train.len() * row_bytes) as f64 / (1u64 << 30) as f64,
+        paths.cache.display()
+    )));
+    let base = base_key(s);
+    let aug_json =
+        serde_json::to_string(&cfg.augment).map_err(|e| Error::Invalid(e.to_string()))?;
+    for k in 0..cfg.aug_cache {
+        let path = data::draw_path(&paths.cache, k);
+        let key = data::digest(&[
+            ("base", &base),
+            ("train", &s.train.digest),
+            ("augment", &aug_json),
+            ("seed", &cfg.seed.to_string()),
+            ("draw", &k.to_string()),
+            ("precision", cfg.cache_precision.name()),
+        ]);
+        if let Some(r) = data::open_if_current(&path, &key, s.train.len()) {
+            readers.push(r);
+            continue;
+        }
+        on_event(Event::PhaseStart {
+            name: format!("draw {}/{}", k + 1, cfg.aug_cache),
+            total: s.train.len(),
+        });
+        let aug = Augmentation {
+            augmenter,
+            seed: cfg.seed,
+            purpose: "cache",
+            index: k as u64,
+        };
+        let target = RowTarget {
+            path: &path,
+            key: &key,
+            precision: cfg.cache_precision,
+            batch: cfg.batch_size,
+        };
+        data::build_rows(
+            frozen,
+            &s.train,
+            s.spec,
+            Some(&aug),
+            &target,
+            &mut |done, _| on_event(Event::Progress { done }),
+        )?;
+        on_event(Event::PhaseEnd);
+        readers.push(RowReader::open(&path)?);
+    }
+    Ok(readers)
+}
+
+/// Removes hidden `.name.tmp-PID` files a killed run left behind (partial writes of files that
+/// are rebuilt anyway).
+pub fn remove_stale_temporaries(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}

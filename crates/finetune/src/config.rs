@@ -1,0 +1,211 @@
+//! What a fine-tuning run is asked to do ([`FinetuneConfig`]), the part of it that decides the
+//! result and must stay fixed across `--resume` ([`Settings`]), and where its files go.
+
+use std::path::{Path, PathBuf};
+
+use features::augment::AugmentParams;
+use features::manifest::HubOptions;
+use features::runtime::Device;
+use head::metrics::Keep;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::optim::SgdConfig;
+use crate::rows::Precision;
+
+/// Default learning rate (the tutorial: SGD lr 1e-4, momentum 0.9).
+pub const DEFAULT_LEARNING_RATE: f64 = 1e-4;
+/// Default momentum.
+pub const DEFAULT_MOMENTUM: f64 = 0.9;
+/// Default number of cached augmented draws per training image.
+pub const DEFAULT_AUG_CACHE: usize = 10;
+
+/// Everything `bottleneck finetune` needs.
+#[derive(Clone, Debug)]
+pub struct FinetuneConfig {
+    /// Run folder: reads `RUN/head/head.safetensors`, writes `RUN/finetune/`.
+    pub run: PathBuf,
+    /// Data folder `DIR/<split>/<class>/*`.
+    pub data: PathBuf,
+    /// Model name or path; default: the model the head was trained on.
+    pub model: Option<String>,
+    /// Input tensor of the trainable block; default: the manifest's `trainable_from`.
+    pub split_at: Option<String>,
+    /// Image side; must equal the head's.
+    pub size: Option<u32>,
+    pub train_split: String,
+    pub val_split: String,
+    pub epochs: usize,
+    /// Stop after this many epochs in this session (continue later with `resume`).
+    pub stop_after: Option<usize>,
+    pub batch_size: usize,
+    pub sgd: SgdConfig,
+    pub augment: AugmentParams,
+    /// Seed of augmentation, shuffling and dropout.
+    pub seed: u64,
+    /// Augmented draws cached per training image; 0 = augment afresh every epoch (Keras).
+    pub aug_cache: usize,
+    pub cache_precision: Precision,
+    pub keep: Keep,
+    /// Where ONNX Runtime runs the frozen part.
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    pub threads: Option<usize>,
+    pub force: bool,
+    pub resume: bool,
+    pub hub: HubOptions,
+    /// Validation images used for the parity checks.
+    pub check_images: usize,
+}
+
+impl FinetuneConfig {
+    /// The tutorial's settings for `run` and `data`.
+    pub fn new(run: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Self {
+        FinetuneConfig {
+            run: run.into(),
+            data: data.into(),
+            model: None,
+            split_at: None,
+            size: None,
+            train_split: "train".into(),
+            val_split: "validation".into(),
+            epochs: 50,
+            stop_after: None,
+            batch_size: 16,
+            sgd: SgdConfig {
+                learning_rate: DEFAULT_LEARNING_RATE,
+                momentum: DEFAULT_MOMENTUM,
+                nesterov: false,
+                weight_decay: 0.0,
+            },
+            augment: AugmentParams::tutorial(),
+            seed: 1337,
+            aug_cache: DEFAULT_AUG_CACHE,
+            cache_precision: Precision::F16,
+            keep: Keep::Best,
+            device: Device::Cpu,
+            threads: None,
+            force: false,
+            resume: false,
+            hub: HubOptions::from_env(),
+            check_images: 4,
+        }
+    }
+
+    /// Checks the numbers.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Invalid("--epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        if self.stop_after == Some(0) {
+            return Err(Error::Invalid("--stop-after must be at least 1".into()));
+        }
+        if self.force && self.resume {
+            return Err(Error::Invalid(
+                "--force starts over and --resume continues: pass only one of them".into(),
+            ));
+        }
+        if self.aug_cache > 1000 {
+            return Err(Error::Invalid(format!(
+                "--aug-cache {} is too large (at most 1000)",
+                self.aug_cache
+            )));
+        }
+        self.sgd.validate()?;
+        self.augment.validate()?;
+        Ok(())
+    }
+}
+
+/// Everything the result depends on; a checkpoint only resumes under the same settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub model: String,
+    pub model_sha256: String,
+    pub split_at: String,
+    pub output_tensor: String,
+    pub image_size: u32,
+    pub preprocess: String,
+    pub resize: String,
+    pub classes: Vec<String>,
+    /// Digests of the training and validation images (names, labels, contents).
+    pub train_digest: String,
+    pub val_digest: String,
+    /// sha256 of the head file training started from.
+    pub head_sha256: String,
+    pub batch_size: usize,
+    pub sgd: SgdConfig,
+    pub augment: AugmentParams,
+    pub seed: u64,
+    pub aug_cache: usize,
+    pub cache_precision: Precision,
+    pub keep: Keep,
+}
+
+impl Settings {
+    /// Fields that differ from `other`, as `name: this vs other`.
+    pub fn differences(&self, other: &Settings) -> Vec<String> {
+        let a = serde_json::to_value(self).unwrap_or_default();
+        let b = serde_json::to_value(other).unwrap_or_default();
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return vec!["settings cannot be compared".into()];
+        };
+        let mut out = Vec::new();
+        for (k, va) in a {
+            let vb = b.get(k).cloned().unwrap_or_default();
+            if *va != vb {
+                let short = |v: &serde_json::Value| {
+                    let s = v.to_string();
+                    if s.len() > 80 {
+                        format!("{}…", &s[..80])
+                    } else {
+                        s
+                    }
+                };
+                out.push(format!("{k}: {} vs {}", short(va), short(&vb)));
+            }
+        }
+        out
+    }
+}
+
+/// The files of a fine-tuning run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FinetunePaths {
+    pub dir: PathBuf,
+    pub checkpoint: PathBuf,
+    pub block: PathBuf,
+    pub head: PathBuf,
+    pub metrics: PathBuf,
+    pub confusion: PathBuf,
+    pub curves_png: PathBuf,
+    pub curves_svg: PathBuf,
+    pub model: PathBuf,
+    /// Frozen-output caches (kept by `--force`; each file is keyed by what it depends on).
+    pub cache: PathBuf,
+    /// The stage-2 head training starts from.
+    pub input_head: PathBuf,
+}
+
+impl FinetunePaths {
+    /// The files under `RUN/finetune` (and `RUN/finetune-cache`).
+    pub fn new(run: &Path) -> Self {
+        let dir = run.join("finetune");
+        FinetunePaths {
+            checkpoint: dir.join("checkpoint.safetensors"),
+            block: dir.join("block.safetensors"),
+            head: dir.join("head.safetensors"),
+            metrics: dir.join("metrics.json"),
+            confusion: dir.join("confusion.json"),
+            curves_png: dir.join("curves.png"),
+            curves_svg: dir.join("curves.svg"),
+            model: dir.join("model.onnx"),
+            cache: run.join("finetune-cache"),
+            input_head: run.join("head").join("head.safetensors"),
+            dir,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The files of a finished (or paused) run: `block.safetensors` (fine-tuned block, ONNX names and
+//! layout), `head.safetensors` (readable by `head::load`), `metrics.json`, `confusion.json`,
+//! `curves.png`/`.svg` and `model.onnx`.
+
+use std::collections::HashMap;
+
+use head::metrics::{write_json, ConfusionMatrix, Metrics};
+use head::HeadMeta;
+
+use crate::config::{FinetunePaths, Settings};
+use crate::error::Result;
+use crate::net::Net;
+use crate::tensors::{self, F32Tensor};
+
+/// Format marker of `block.safetensors`.
+pub const BLOCK_FORMAT: &str = "bottleneck-finetune-block";
+
+/// Writes `block.safetensors`: each conv's weight `[out, in, 3, 3]` and bias under its ONNX
+/// initializer name, with the settings and the kept epoch as metadata.
+pub fn write_block(
+    paths: &FinetunePaths,
+    net: &Net,
+    settings: &Settings,
+    kept_epoch: usize,
+) -> Result<()> {
+    let weights: Vec<(String, Vec<usize>, Vec<f32>)> = net
+        .block
+        .convs()
+        .flat_map(|c| {
+            [
+                (
+                    c.weight_name.clone(),
+                    vec![c.cout, c.cin, 3, 3],
+                    c.onnx_weight(),
+                ),
+                (c.bias_name.clone(), vec![c.cout], c.bias.clone()),
+            ]
+        })
+        .collect();
+    let t = weights
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                F32Tensor {
+                    shape: s.clone(),
+                    data: v,
+                },
+            )
+        })
+        .collect();
+    let mut m = HashMap::new();
+    m.insert("format".to_string(), BLOCK_FORMAT.to_string());
+    m.insert("input_tensor".into(), net.block.input_tensor.clone());
+    m.insert("output_tensor".into(), net.block.output_tensor.clone());
+    m.insert(
+        "nodes".into(),
+        json(
+            &net.block
+                .convs()
+                .map(|c| c.node.clone())
+                .collect::<Vec<_>>(),
+        ),
+    );
+    m.insert("kept_epoch".into(), kept_epoch.to_string());
+    m.insert("settings".into(), json(settings));
+    tensors::write(&paths.block, t, m)
+}
+
+/// Writes `head.safetensors` for the fine-tuned head. The metadata is the stage-2 head's with the
+/// fine-tuning hyper-parameters and results; its features are the fine-tuned block's output.
+pub fn write_head(
+    paths: &FinetunePaths,
+    net: &Net,
+    base: &HeadMeta,
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<()> {
+    let model = net.head.to_head()?;
+    let meta = HeadMeta {
+        model: format!(
+            "{} (fine-tuned {}; see block.safetensors)",
+            base.model, net.block.output_tensor
+        ),
+        optimizer: settings.sgd.to_head(),
+        epochs: metrics.epochs.len(),
+        batch_size: settings.batch_size,
+        seed: settings.seed,
+        keep: settings.keep,
+        epochs_run: metrics.epochs.len(),
+        kept_epoch: metrics.kept_epoch,
+        val_loss: metrics.kept_val_loss,
+        val_accuracy: metrics.kept_val_accuracy,
+        validation: metrics.validation.clone(),
+        ..base.clone()
+    };
+    Ok(head::save(&paths.head, &model, &meta)?)
+}
+
+/// Writes `metrics.json` and the learning curves.
+pub fn write_metrics(paths: &FinetunePaths, metrics: &Metrics, title: &str) -> Result<()> {
+    write_json(&paths.metrics, metrics)?;
+    head::plot::write_curves(&metrics.epochs, title, &paths.curves_png, &paths.curves_svg)?;
+    Ok(())
+}
+
+/// Writes `confusion.json`.
+pub fn write_confusion(paths: &FinetunePaths, confusion: &ConfusionMatrix) -> Result<()> {
+    Ok(write_json(&paths.confusion, confusion)?)
+}
+
+/// JSON text of a serialisable value (`null` if it cannot be encoded).
+fn json<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}

@@ -1,0 +1,322 @@
+//! `finetune` end to end: check the inputs, build the frozen part (ONNX Runtime) and the block
+//! (Candle), check the block against ONNX Runtime, compute or reuse the frozen-output caches,
+//! train epoch by epoch with a checkpoint after each, then write the outputs and `model.onnx`.
+
+use features::augment::Augmenter;
+use features::runtime::SessionOptions;
+use head::metrics::{ConfusionMatrix, EpochMetrics, Keep, Metrics};
+use serde::Serialize;
+
+use crate::caches;
+use crate::checkpoint;
+use crate::checks::{self, CheckResult, Probe};
+use crate::config::{FinetuneConfig, FinetunePaths, Settings};
+use crate::conv::Nhwc;
+use crate::error::{Error, Result};
+use crate::export::{self, ExportInfo};
+use crate::frozen::Frozen;
+use crate::net::Net;
+use crate::optim::Sgd;
+use crate::outputs;
+use crate::setup;
+use crate::train::{self, EpochData, Outcome, Source, State};
+
+/// Progress reports.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A line of information (model, device, checks, caches).
+    Info(String),
+    /// An image could not be read and is left out.
+    Skipped {
+        split: &'a str,
+        file: &'a str,
+        reason: &'a str,
+    },
+    /// A phase over `total` images begins.
+    PhaseStart { name: String, total: usize },
+    /// `done` images of the current phase are processed.
+    Progress { done: usize },
+    /// The current phase ended.
+    PhaseEnd,
+    /// An epoch ended.
+    Epoch {
+        metrics: &'a EpochMetrics,
+        epochs: usize,
+        images_per_second: f64,
+    },
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub paths: FinetunePaths,
+    pub settings: Settings,
+    /// Where ONNX Runtime ran the frozen part.
+    pub device: String,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub skipped: Vec<features::store::Skipped>,
+    pub epochs_requested: usize,
+    pub epochs_done: usize,
+    /// Epochs already done when this session started (`--resume`).
+    pub resumed_at: Option<usize>,
+    /// False when this session stopped early (`stop_after`); continue with `--resume`.
+    pub finished: bool,
+    /// The stage-2 head on top of the original block, on the validation images.
+    pub initial_val_loss: f64,
+    pub initial_val_accuracy: f64,
+    pub metrics: Option<Metrics>,
+    pub confusion: Option<ConfusionMatrix>,
+    pub block_check: CheckResult,
+    pub export_check: Option<CheckResult>,
+    /// Mean ONNX Runtime seconds per image of the frozen part in this session (0 when all cached).
+    pub frozen_seconds_per_image: f64,
+    pub parameters: usize,
+}
+
+/// Runs fine-tuning as configured.
+pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report> {
+    cfg.validate()?;
+    let paths = FinetunePaths::new(&cfg.run);
+    setup::check_output(&paths, cfg)?;
+    let (s, block, classifier) = setup::prepare(cfg, &paths, on_event)?;
+    let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
+    let opts = SessionOptions {
+        device: cfg.device,
+        threads: cfg.threads,
+    };
+    let mut frozen = Frozen::new(&s.cut, &opts, s.size)?;
+    on_event(Event::Info(format!(
+        "model {} → frozen up to {} on {}, training {} ({} convs) + head, {} preprocessing, {} px",
+        s.model.name,
+        s.settings.split_at,
+        frozen.device(),
+        s.settings.output_tensor,
+        block.convs().count(),
+        s.spec.preprocess.name(),
+        s.size
+    )));
+
+    // Validation maps, the network, and its check against ONNX Runtime.
+    let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
+    let val_rows = val_reader.read_all()?;
+    let row_shape: [usize; 3] = val_reader.row_shape.as_slice().try_into().map_err(|_| {
+        Error::file(
+            &val_reader.path,
+            "rows are not [C, h, w] feature maps; delete the file",
+        )
+    })?;
+    let [c, h, w] = row_shape;
+    let net = Net::new(block, classifier, Nhwc { n: 1, h, w, c })?;
+    let probe = Probe {
+        set: &s.val,
+        rows: &val_rows,
+        row_shape,
+        spec: s.spec,
+        size: s.size,
+        opts: &opts,
+        images: cfg.check_images,
+    };
+    let block_check = checks::block_parity(&s.model.bytes, &net, &probe)?;
+    on_event(Event::Info(format!(
+        "Candle block matches ONNX Runtime's {} on {} validation images (max relative difference {:.1e})",
+        net.block.output_tensor, block_check.images, block_check.max_diff
+    )));
+    let initial = train::evaluate(&net, &val_rows, &s.val.labels, row_shape)?;
+    on_event(Event::Info(format!(
+        "stage-2 head before fine-tuning: val loss {:.4}, val accuracy {:.4}",
+        initial.loss, initial.accuracy
+    )));
+
+    // Training state: fresh, or the checkpoint's.
+    let names = net.param_names();
+    let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
+    let mut state = State {
+        sgd: Sgd::new(cfg.sgd.clone(), &sizes)?,
+        net,
+        history: Vec::new(),
+        keep_best: cfg.keep == Keep::Best,
+        best: None,
+    };
+    let resumed_at = if cfg.resume {
+        let ck = checkpoint::load(&paths.checkpoint, &names)?;
+        if ck.settings != s.settings {
+            return Err(Error::Mismatch(format!(
+                "{} changed while reading it",
+                paths.checkpoint.display()
+            )));
+        }
+        checkpoint::restore(&mut state, ck, &paths.checkpoint)?;
+        let done = state.history.len();
+        if done > cfg.epochs {
+            return Err(Error::Invalid(format!(
+                "the checkpoint already has {done} epochs; pass --epochs {done} or more"
+            )));
+        }
+        on_event(Event::Info(format!(
+            "resuming after epoch {done} of {}",
+            cfg.epochs
+        )));
+        Some(done)
+    } else {
+        if cfg.force && paths.dir.exists() {
+            std::fs::remove_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
+        }
+        None
+    };
+    std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
+    caches::remove_stale_temporaries(&paths.cache);
+    caches::remove_stale_temporaries(&paths.dir);
+    let readers = if state.history.len() < cfg.epochs {
+        caches::augmented_draws(&mut frozen, &augmenter, &s, cfg, &paths, on_event)?
+    } else {
+        Vec::new()
+    };
+
+    // Epochs.
+    let title = format!(
+        "fine-tuning {} + head ({}, SGD lr {} momentum {})",
+        s.settings.output_tensor,
+        s.data.classes.join("/"),
+        cfg.sgd.learning_rate,
+        cfg.sgd.momentum
+    );
+    let validation = format!("split {}", cfg.val_split);
+    let summarize = |state: &State, stopped: Option<String>| {
+        Metrics::summarize(
+            state.history.clone(),
+            cfg.keep,
+            stopped,
+            s.train.len(),
+            s.val.len(),
+            validation.clone(),
+        )
+    };
+    let mut stopped_early = None;
+    let mut session_epochs = 0;
+    while state.history.len() < cfg.epochs && cfg.stop_after.is_none_or(|n| session_epochs < n) {
+        let epoch = state.history.len();
+        let mut source = if cfg.aug_cache > 0 {
+            Source::Cached(&readers)
+        } else {
+            Source::Online {
+                frozen: &mut frozen,
+                set: &s.train,
+                augmenter: &augmenter,
+                spec: s.spec,
+            }
+        };
+        let epoch_data = EpochData {
+            labels: &s.train.labels,
+            row_shape,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            val_rows: &val_rows,
+            val_labels: &s.val.labels,
+        };
+        on_event(Event::PhaseStart {
+            name: format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            total: s.train.len(),
+        });
+        let outcome = train::run_epoch(
+            &mut state,
+            epoch,
+            &mut source,
+            &epoch_data,
+            &mut |done, _| on_event(Event::Progress { done }),
+        )?;
+        on_event(Event::PhaseEnd);
+        match outcome {
+            Outcome::Done {
+                metrics,
+                images_per_second,
+            } => {
+                on_event(Event::Epoch {
+                    metrics: &metrics,
+                    epochs: cfg.epochs,
+                    images_per_second,
+                });
+                checkpoint::save(
+                    &paths.checkpoint,
+                    &names,
+                    &checkpoint::of_state(&state, &s.settings, cfg.epochs),
+                )?;
+                outputs::write_metrics(&paths, &summarize(&state, None)?, &title)?;
+                session_epochs += 1;
+            }
+            Outcome::Diverged(msg) => {
+                if state.history.is_empty() {
+                    return Err(Error::Diverged(msg));
+                }
+                on_event(Event::Info(msg.clone()));
+                stopped_early = Some(msg);
+                break;
+            }
+        }
+    }
+
+    let finished = state.history.len() >= cfg.epochs || stopped_early.is_some();
+    let mut report = Report {
+        paths: paths.clone(),
+        settings: s.settings.clone(),
+        device: frozen.device().to_string(),
+        train_images: s.train.len(),
+        val_images: s.val.len(),
+        skipped: s
+            .train
+            .skipped
+            .iter()
+            .chain(&s.val.skipped)
+            .cloned()
+            .collect(),
+        epochs_requested: cfg.epochs,
+        epochs_done: state.history.len(),
+        resumed_at,
+        finished,
+        initial_val_loss: initial.loss,
+        initial_val_accuracy: initial.accuracy,
+        metrics: None,
+        confusion: None,
+        block_check,
+        export_check: None,
+        frozen_seconds_per_image: frozen.seconds_per_image(),
+        parameters: state.net.parameter_count(),
+    };
+    if state.history.is_empty() {
+        return Ok(report);
+    }
+    let metrics = summarize(&state, stopped_early)?;
+    if !finished {
+        report.metrics = Some(metrics);
+        return Ok(report);
+    }
+
+    // Outputs from the kept epoch.
+    let kept = match &state.best {
+        Some((e, n)) if state.keep_best && *e == metrics.kept_epoch => n,
+        _ => &state.net,
+    };
+    let eval = train::evaluate(kept, &val_rows, &s.val.labels, row_shape)?;
+    let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
+    outputs::write_block(&paths, kept, &s.settings, metrics.kept_epoch)?;
+    outputs::write_head(&paths, kept, &s.head_meta, &s.settings, &metrics)?;
+    outputs::write_metrics(&paths, &metrics, &title)?;
+    outputs::write_confusion(&paths, &confusion)?;
+    let info = ExportInfo {
+        classes: s.data.classes.clone(),
+        preprocess: s.spec.preprocess.name().into(),
+        image_size: s.size,
+    };
+    let onnx = export::export_onnx(&s.model.bytes, kept, &info)?;
+    let export_check = checks::export_parity(&onnx, kept, &probe)?;
+    head::write_atomic(&paths.model, &onnx)?;
+    on_event(Event::Info(format!(
+        "model.onnx matches the Candle forward on {} validation images (max probability difference {:.1e})",
+        export_check.images, export_check.max_diff
+    )));
+    report.metrics = Some(metrics);
+    report.confusion = Some(confusion);
+    report.export_check = Some(export_check);
+    report.frozen_seconds_per_image = frozen.seconds_per_image();
+    Ok(report)
+}

@@ -1,0 +1,226 @@
+//! Everything checked and loaded before training: the stage-2 head, the model it was trained on,
+//! the split tensor, the frozen cut and the trainable block, the data (same classes as the head)
+//! decoded once, and the [`Settings`] that a resumed run must match.
+
+use std::path::Path;
+
+use features::dataset::{self, Dataset, Split};
+use features::manifest::ResolvedModel;
+use features::onnx::CutModel;
+use features::preprocess::{Preprocess, Resize};
+use head::HeadMeta;
+use sha2::{Digest, Sha256};
+
+use crate::block::Block;
+use crate::checkpoint;
+use crate::classifier::Classifier;
+use crate::config::{FinetuneConfig, FinetunePaths, Settings};
+use crate::error::{Error, Result};
+use crate::graph;
+use crate::images::{self, ImageSet, InputSpec};
+use crate::pipeline::Event;
+
+/// The inputs of a run, checked against each other.
+pub struct Setup {
+    pub head_meta: HeadMeta,
+    pub model: ResolvedModel,
+    /// The frozen part: the model cut at the split tensor.
+    pub cut: CutModel,
+    pub spec: InputSpec,
+    pub resize: Resize,
+    pub size: u32,
+    pub data: Dataset,
+    pub train: ImageSet,
+    pub val: ImageSet,
+    pub settings: Settings,
+}
+
+/// Loads the stage-2 head (the one place that reads `RUN/head/head.safetensors`).
+pub fn load_head(path: &Path) -> Result<(Classifier, HeadMeta)> {
+    let (model, meta) = head::load(path)?;
+    Ok((Classifier::from_head(&model)?, meta))
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Refuses to overwrite a fine-tuning run without `--force` or `--resume`.
+pub fn check_output(paths: &FinetunePaths, cfg: &FinetuneConfig) -> Result<()> {
+    let occupied = match std::fs::read_dir(&paths.dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(&paths.dir, e)),
+    };
+    if cfg.resume && !paths.checkpoint.is_file() {
+        return Err(Error::file(
+            &paths.checkpoint,
+            "nothing to resume: there is no checkpoint; run without --resume to start",
+        ));
+    }
+    if occupied && !cfg.force && !cfg.resume {
+        return Err(Error::Exists {
+            path: paths.dir.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn find_split<'a>(data: &'a Dataset, name: &str, flag: &str) -> Result<&'a Split> {
+    data.split(name).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{} has no '{name}' split (found: {}); pass {flag} with one of them",
+            data.root.display(),
+            data.splits
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// The head, model, block and split tensor, checked against each other.
+fn model_and_head(
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+) -> Result<(Classifier, HeadMeta, ResolvedModel, String)> {
+    if !paths.input_head.is_file() {
+        return Err(Error::NoHead {
+            path: paths.input_head.clone(),
+            run: cfg.run.clone(),
+        });
+    }
+    let (classifier, head_meta) = load_head(&paths.input_head)?;
+    let model_name = cfg.model.clone().unwrap_or_else(|| head_meta.model.clone());
+    let mut model = features::manifest::resolve(&model_name, &cfg.hub)?;
+    model.name = model_name;
+    if model.sha256 != head_meta.model_sha256 {
+        return Err(Error::Mismatch(format!(
+            "the head in {} was trained on features of model '{}' (sha256 {}…) but --model '{}' is {} \
+             (sha256 {}…): pass the same --model, or re-run `bottleneck extract` and `bottleneck train-head` with this one",
+            paths.input_head.display(),
+            head_meta.model,
+            head_meta.model_sha256.get(..12).unwrap_or(&head_meta.model_sha256),
+            model.name,
+            model.path.display(),
+            &model.sha256[..12]
+        )));
+    }
+    if let Some(s) = cfg.size.filter(|&s| s != head_meta.image_size) {
+        return Err(Error::Mismatch(format!(
+            "--size {s} differs from the {}-pixel images the head was trained on; drop --size, or extract \
+             features and train the head at {s} pixels first",
+            head_meta.image_size
+        )));
+    }
+    let split_at = match (&cfg.split_at, model.manifest.as_ref().and_then(|m| m.trainable_from.clone())) {
+        (Some(s), _) => s.clone(),
+        (None, Some(s)) => s,
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{} has no manifest naming its trainable block: pass --split-at TENSOR (the input of the block to \
+                 train, e.g. block4_pool)",
+                model.path.display()
+            )))
+        }
+    };
+    Ok((classifier, head_meta, model, split_at))
+}
+
+/// Checks every input and decodes the images; returns them with the block and the head to train.
+pub fn prepare(
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(Setup, Block, Classifier)> {
+    let (classifier, head_meta, model, split_at) = model_and_head(cfg, paths)?;
+    let cut = features::onnx::cut_at(&model.bytes, &split_at)
+        .map_err(|e| Error::Invalid(format!("--split-at {split_at}: {e}")))?;
+    let block = graph::block_from_onnx(&model.bytes, &split_at, &head_meta.output_tensor)?;
+    let preprocess: Preprocess = head_meta.preprocess.parse()?;
+    let resize: Resize = head_meta.resize.parse()?;
+    let size = head_meta.image_size;
+
+    let data = dataset::scan(&cfg.data)?;
+    if data.classes != head_meta.classes {
+        return Err(Error::Mismatch(format!(
+            "{} has classes {:?} but the head was trained on {:?}; point --data at the data the head was trained on",
+            cfg.data.display(),
+            data.classes,
+            head_meta.classes
+        )));
+    }
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let mut load = |split: &Split| -> Result<ImageSet> {
+        on_event(Event::PhaseStart {
+            name: format!("read {}", split.name),
+            total: split.items.len(),
+        });
+        let set = images::load_split(split, size, resize, workers, &mut |done| {
+            on_event(Event::Progress { done })
+        })?;
+        on_event(Event::PhaseEnd);
+        for s in &set.skipped {
+            on_event(Event::Skipped {
+                split: &split.name,
+                file: &s.file,
+                reason: &s.reason,
+            });
+        }
+        Ok(set)
+    };
+    let train = load(find_split(&data, &cfg.train_split, "--train-split")?)?;
+    let val = load(find_split(&data, &cfg.val_split, "--val-split")?)?;
+
+    let settings = Settings {
+        model: model.name.clone(),
+        model_sha256: model.sha256.clone(),
+        split_at,
+        output_tensor: head_meta.output_tensor.clone(),
+        image_size: size,
+        preprocess: preprocess.name().into(),
+        resize: resize.name().into(),
+        classes: data.classes.clone(),
+        train_digest: train.digest.clone(),
+        val_digest: val.digest.clone(),
+        head_sha256: sha256_file(&paths.input_head)?,
+        batch_size: cfg.batch_size,
+        sgd: cfg.sgd.clone(),
+        augment: cfg.augment.clone(),
+        seed: cfg.seed,
+        aug_cache: cfg.aug_cache,
+        cache_precision: cfg.cache_precision,
+        keep: cfg.keep,
+    };
+    if cfg.resume {
+        let (stored, _) = checkpoint::read_settings(&paths.checkpoint)?;
+        let diff = stored.differences(&settings);
+        if !diff.is_empty() {
+            return Err(Error::Mismatch(format!(
+                "{} was made with other settings ({}); pass the same flags as the first run, or --force to start over",
+                paths.checkpoint.display(),
+                diff.join("; ")
+            )));
+        }
+    }
+    let setup = Setup {
+        head_meta,
+        spec: InputSpec {
+            preprocess,
+            layout: cut.input_layout,
+        },
+        model,
+        cut,
+        resize,
+        size,
+        data,
+        train,
+        val,
+        settings,
+    };
+    Ok((setup, block, classifier))
+}

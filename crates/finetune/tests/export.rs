@@ -1,0 +1,143 @@
+//! `RUN/finetune/model.onnx` run by ONNX Runtime gives the probabilities of the Candle forward
+//! rebuilt from the saved `block.safetensors` and `head.safetensors`.
+
+mod common;
+
+use common::{synthetic, synthetic_config};
+use features::dataset::scan;
+use features::onnx::Layout;
+use features::preprocess::{self, Preprocess, Resize};
+use features::runtime::{session, SessionOptions};
+use finetune::block::{nchw_to_nhwc, Layer};
+use finetune::conv::Nhwc;
+use finetune::frozen::run_images;
+use finetune::net::Net;
+use finetune::{finetune, load_head};
+
+#[test]
+fn exported_model_equals_the_candle_forward_of_the_saved_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = synthetic(dir.path());
+    let cfg = synthetic_config(&p, &p.run);
+    let mut infos = Vec::new();
+    let report = finetune(&cfg, &mut |e| {
+        if let finetune::Event::Info(s) = e {
+            infos.push(s)
+        }
+    })
+    .expect("fine-tuning");
+    let check = report.export_check.as_ref().expect("export check ran");
+    assert!(check.max_diff <= 1e-4);
+    assert!(report.block_check.max_diff <= 1e-4);
+    assert!(
+        report.block_check.reference_max > 0.0,
+        "the block output is all zeros"
+    );
+    println!("block check: {:?}", report.block_check);
+    assert!(
+        infos.iter().any(|s| s.contains("model.onnx matches")),
+        "{infos:?}"
+    );
+
+    // Rebuild the network from the saved files.
+    let model = std::fs::read(&p.model).unwrap();
+    let mut block = finetune::graph::block_from_onnx(&model, "block4_pool", "block5_pool").unwrap();
+    let saved = common::tensors(&p.run.join("finetune/block.safetensors"));
+    let f32s = |name: &str| -> Vec<f32> {
+        let bytes = &saved
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .1;
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    for l in &mut block.layers {
+        if let Layer::Conv(c) = l {
+            let w = f32s(&c.weight_name);
+            *c = finetune::block::ConvLayer::from_onnx(
+                [
+                    &c.node.clone(),
+                    &c.weight_name.clone(),
+                    &c.bias_name.clone(),
+                ],
+                &w,
+                f32s(&c.bias_name),
+                (c.cout, c.cin),
+                c.relu,
+            )
+            .unwrap();
+        }
+    }
+    let (head, meta) = load_head(&p.run.join("finetune/head.safetensors")).unwrap();
+    assert_eq!(meta.classes, vec!["bright".to_string(), "dark".to_string()]);
+    let net = Net::new(
+        block,
+        head,
+        Nhwc {
+            n: 1,
+            h: 4,
+            w: 4,
+            c: 16,
+        },
+    )
+    .unwrap();
+
+    // Inputs: every validation image.
+    let data = scan(&p.data).unwrap();
+    let items = &data.split("validation").unwrap().items;
+    let n = items.len();
+    let per = 3 * 64 * 64;
+    let mut input = vec![0f32; n * per];
+    for (slot, it) in input.chunks_exact_mut(per).zip(items) {
+        let img = features::image_io::load_rgb8(&it.path).unwrap().image;
+        let img = preprocess::resize(&img, 64, 64, Resize::Nearest).unwrap();
+        preprocess::write_input(&img, Preprocess::Caffe, Layout::Nchw, slot).unwrap();
+    }
+    let opts = SessionOptions {
+        threads: Some(1),
+        ..Default::default()
+    };
+    let mut exported = session(
+        &std::fs::read(p.run.join("finetune/model.onnx")).unwrap(),
+        &opts,
+    )
+    .unwrap();
+    let (dims, probs) = run_images(&mut exported, Layout::Nchw, 64, &input, n).unwrap();
+    assert_eq!(dims, vec![n, 2]);
+
+    let cut = features::onnx::cut_at(&model, "block4_pool").unwrap();
+    let mut frozen = session(&cut.bytes, &opts).unwrap();
+    let (fd, rows) = run_images(&mut frozen, Layout::Nchw, 64, &input, n).unwrap();
+    let d = Nhwc {
+        n,
+        c: fd[1],
+        h: fd[2],
+        w: fd[3],
+    };
+    let z = net.logits(&nchw_to_nhwc(&rows, d), d).unwrap();
+    let ours: Vec<f32> = net.head.probabilities(&z).into_iter().flatten().collect();
+    let diff = probs
+        .iter()
+        .zip(&ours)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-5,
+        "model.onnx vs Candle: max probability difference {diff}"
+    );
+    for row in probs.chunks_exact(2) {
+        assert!(
+            (row[0] + row[1] - 1.0).abs() < 1e-5,
+            "probabilities {row:?} do not sum to 1"
+        );
+    }
+    // The head accepts the fine-tuned block's output: predictions follow the labels.
+    let correct = probs
+        .chunks_exact(2)
+        .zip(items)
+        .filter(|(pr, it)| usize::from(pr[1] > pr[0]) == it.label)
+        .count();
+    println!("exported model: {correct}/{n} validation images right, max diff {diff:.2e}, infos {infos:#?}");
+}
