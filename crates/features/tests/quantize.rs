@@ -13,8 +13,9 @@ use features::onnx::synth::{self, VggSpec};
 use features::onnx::Layout;
 use features::preprocess::{Preprocess, Resize};
 use features::quantize::{
-    activation_params, dequantize, int8_model, quantize, quantize_backbone, quantize_bias,
-    quantize_weights, read_info, ActType, CalibMethod, CalibSpec, KeyInputs, QParams,
+    activation_params, cache_path, dequantize, int8_model, quantize, quantize_backbone,
+    quantize_bias, quantize_weights, read_info, ActType, CalibMethod, CalibSpec, KeyInputs,
+    QParams,
 };
 use features::runtime::{session, Device, SessionOptions};
 use features::testdata;
@@ -573,6 +574,15 @@ fn int8_model_is_cached_and_redone_when_its_key_changes() {
     let (first, info) = int8_model(&b, &spec, &cache).unwrap();
     assert!(!info.from_cache);
     let path = info.cache_path.clone().unwrap();
+    assert_eq!(path, cache_path(&cache, &b.model.sha256, &b.cut.output));
+    assert!(
+        path.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("-block2_pool.int8.onnx"),
+        "{}",
+        path.display()
+    );
     assert_eq!(fs::read(&path).unwrap(), first);
     let (again, hit) = int8_model(&b, &spec, &cache).unwrap();
     assert!(hit.from_cache, "same inputs: reused");

@@ -58,10 +58,12 @@ pub fn validation_maps(
     RowReader::open(&path)
 }
 
-/// The `cfg.aug_cache` augmented draws of the training images, building the missing ones.
+/// The `cfg.aug_cache` augmented draws of the training images (rows of `row_len` values),
+/// building the missing ones.
 pub fn augmented_draws(
     frozen: &mut Frozen,
     augmenter: &Augmenter,
+    row_len: usize,
     s: &Setup,
     cfg: &FinetuneConfig,
     paths: &FinetunePaths,
@@ -71,7 +73,6 @@ pub fn augmented_draws(
     if cfg.aug_cache == 0 {
         return Ok(readers);
     }
-    let row_len: usize = frozen.output_shape.map_or(0, |d| d.iter().product());
     let row_bytes = row_len * cfg.cache_precision.bytes();
     on_event(Event::Info(format!(
         "augmentation cache: {} draws × {} images × {:.0} KiB = {:.2} GiB in {}",

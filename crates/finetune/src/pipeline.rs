@@ -168,7 +168,15 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     caches::remove_stale_temporaries(&paths.cache);
     caches::remove_stale_temporaries(&paths.dir);
     let readers = if state.history.len() < cfg.epochs {
-        caches::augmented_draws(&mut frozen, &augmenter, &s, cfg, &paths, on_event)?
+        caches::augmented_draws(
+            &mut frozen,
+            &augmenter,
+            c * h * w,
+            &s,
+            cfg,
+            &paths,
+            on_event,
+        )?
     } else {
         Vec::new()
     };

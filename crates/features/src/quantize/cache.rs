@@ -58,10 +58,22 @@ impl KeyInputs {
     }
 }
 
-/// Where [`super::int8_model`] keeps the int8 model of the FP32 model with this sha256.
-pub fn cache_path(cache_dir: &Path, fp32_sha256: &str) -> PathBuf {
+/// Where [`super::int8_model`] keeps the int8 model of the FP32 model with this sha256 cut at `output`:
+/// `<cache_dir>/<sha256[..16]>-<output>.int8.onnx` (characters other than `[A-Za-z0-9_-]` in the tensor name
+/// become `_`). One file per model and cut; its metadata key decides whether it is still valid.
+pub fn cache_path(cache_dir: &Path, fp32_sha256: &str, output: &str) -> PathBuf {
     let short = &fp32_sha256[..fp32_sha256.len().min(16)];
-    cache_dir.join(format!("{short}.int8.onnx"))
+    let tensor: String = output
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cache_dir.join(format!("{short}-{tensor}.int8.onnx"))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

@@ -157,7 +157,7 @@ fn quantize_with(
 }
 
 /// The int8 model of `backbone` for `calib`, from `cache_dir` when the cached file's key matches, else
-/// quantized now and written there atomically (`<cache_dir>/<fp32 sha256[..16]>.int8.onnx`).
+/// quantized now and written there atomically (see [`cache_path`]).
 ///
 /// The key covers the FP32 model's sha256 and cut tensor, the calibration files' contents (drawn with
 /// `calib.seed`/`calib.count`), the method, activation type, image size, resize filter and preprocessing,
@@ -170,7 +170,7 @@ pub fn int8_model(
 ) -> Result<(Vec<u8>, Int8Info)> {
     let set = draw(calib)?;
     let key = key_inputs(backbone, calib, &set.digest).key();
-    let path = cache_path(cache_dir, &backbone.model.sha256);
+    let path = cache_path(cache_dir, &backbone.model.sha256, &backbone.cut.output);
     if let Ok(bytes) = std::fs::read(&path) {
         // A file that does not decode or carries another key is simply redone.
         if let Ok(Some(mut info)) = read_props(&bytes).and_then(|p| cache::from_props(&p)) {
