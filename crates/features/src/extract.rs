@@ -35,6 +35,39 @@ pub struct ExtractConfig {
     /// Turn a skipped image into an error.
     pub strict: bool,
     pub hub: HubOptions,
+    /// Backbone precision: `fp32`, or `int8` (quantized on first use with calibration photos from the
+    /// training split, cached in `RUN/models/`).
+    pub precision: Precision,
+}
+
+/// Numeric precision of the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(Error::Invalid(format!(
+                "unknown precision '{other}': use fp32 or int8"
+            ))),
+        }
+    }
 }
 
 impl ExtractConfig {
@@ -56,6 +89,7 @@ impl ExtractConfig {
             resize: Resize::Nearest,
             strict: false,
             hub: HubOptions::from_env(),
+            precision: Precision::Fp32,
         }
     }
 }
@@ -120,6 +154,7 @@ pub struct ExtractSummary {
     pub preprocess: Preprocess,
     pub resize: Resize,
     pub image_size: u32,
+    pub precision: Precision,
     pub classes: Vec<String>,
     pub splits: Vec<SplitSummary>,
 }
@@ -176,6 +211,7 @@ pub fn cache_key(
     cfg: &ExtractConfig,
     classes: &[String],
     split: &Split,
+    precision_tag: &str,
 ) -> Result<String> {
     let mut h = Sha256::new();
     let mut field = |k: &str, v: &[u8]| {
@@ -190,7 +226,7 @@ pub fn cache_key(
     field("preprocess", backbone.preprocess.name().as_bytes());
     field("resize", cfg.resize.name().as_bytes());
     field("size", &cfg.size.to_le_bytes());
-    field("precision", b"fp32");
+    field("precision", precision_tag.as_bytes());
     field("classes", classes.join("\n").as_bytes());
     for item in &split.items {
         let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
@@ -214,11 +250,28 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
     }
     let data = dataset::scan(&cfg.data)?;
     let backbone = load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
+    // The int8 model (quantized once, cached under RUN/models) replaces the FP32 bytes; its key joins the
+    // features' cache key so that a re-quantized model re-extracts.
+    let (model_bytes, precision_tag) = match cfg.precision {
+        Precision::Fp32 => (None, "fp32".to_string()),
+        Precision::Int8 => {
+            let spec = crate::quantize::CalibSpec {
+                threads: cfg.threads,
+                size: cfg.size,
+                resize: cfg.resize,
+                ..crate::quantize::CalibSpec::new(&cfg.data)
+            };
+            let (bytes, info) =
+                crate::quantize::int8_model(&backbone, &spec, &cfg.run.join("models"))?;
+            (Some(bytes), format!("int8:{}", info.key))
+        }
+    };
+    let session_bytes = model_bytes.as_deref().unwrap_or(&backbone.cut.bytes);
     let mut runner: Option<Runner> = None;
     let mut device = String::from("none (all splits up to date)");
     let mut splits = Vec::new();
     for split in &data.splits {
-        let key = cache_key(&backbone, cfg, &data.classes, split)?;
+        let key = cache_key(&backbone, cfg, &data.classes, split, &precision_tag)?;
         let path = store::feature_path(&cfg.run, &split.name);
         if let Ok((meta, shape)) = store::read_header(&path) {
             if meta.cache_key == key {
@@ -243,7 +296,7 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
         }
         if runner.is_none() {
             let r = runtime::session(
-                &backbone.cut.bytes,
+                session_bytes,
                 &SessionOptions {
                     device: cfg.device,
                     threads: cfg.threads,
@@ -272,6 +325,7 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
         preprocess: backbone.preprocess,
         resize: cfg.resize,
         image_size: cfg.size,
+        precision: cfg.precision,
         classes: data.classes.clone(),
         splits,
     })
@@ -400,7 +454,7 @@ fn extract_split(
         preprocess: backbone.preprocess.name().to_string(),
         image_size: cfg.size,
         resize: cfg.resize.name().to_string(),
-        precision: "fp32".into(),
+        precision: cfg.precision.name().into(),
         files: Vec::new(),
         skipped: skipped.clone(),
         cache_key: key,

@@ -269,3 +269,27 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+#[test]
+fn int8_precision_is_recorded_and_separates_the_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testdata::write_synthetic(&data, &[("train", 5), ("validation", 2)], 21).unwrap();
+    let model = tiny_model(t.path());
+    let run_dir = t.path().join("run");
+    let fp32 = config(&data, &model, &run_dir);
+    let (_, up) = run(&fp32);
+    assert_eq!(up, 0);
+    let mut int8 = fp32.clone();
+    int8.precision = extract::Precision::Int8;
+    let (s, up) = run(&int8);
+    assert_eq!(up, 0, "int8 does not reuse fp32 features");
+    assert_eq!(s.precision, extract::Precision::Int8);
+    let q = FeatureFile::read(&store::feature_path(&run_dir, "train")).unwrap();
+    assert_eq!(q.meta.precision, "int8");
+    assert!(
+        run_dir.join("models").is_dir(),
+        "the quantized model is cached in RUN/models"
+    );
+    assert_eq!(run(&int8).1, 2, "second int8 run is up to date");
+}

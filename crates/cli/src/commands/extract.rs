@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use features::extract::{self, Event, ExtractConfig};
+use features::extract::{self, Event, ExtractConfig, Precision};
 use features::manifest::HubOptions;
 use features::preprocess::{Preprocess, Resize};
 use features::runtime::Device;
@@ -50,6 +50,10 @@ pub struct ExtractArgs {
     /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// Backbone precision: fp32, or int8 (quantized in Rust on first use with 64 training photos, cached in
+    /// RUN/models; ~4× faster on CPUs with VNNI).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 /// The library configuration these flags describe.
@@ -68,6 +72,7 @@ pub fn config(args: &ExtractArgs) -> ExtractConfig {
         resize: args.resize,
         strict: args.strict,
         hub,
+        precision: args.precision,
     }
 }
 
