@@ -3,10 +3,10 @@
 //! replaced by the fine-tuned weights and Flatten → Gemm → Relu → Gemm → Sigmoid (as `[1-p, p]`)
 //! or Softmax appended with the head's weights. Output: `probabilities` `[N, classes]`.
 
+use features::onnx::build::{f32_tensor, int_attr, node};
 use features::onnx::proto::{
-    attribute_proto::AttributeType, tensor_shape_proto::dimension, tensor_shape_proto::Dimension,
-    type_proto, AttributeProto, NodeProto, StringStringEntryProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto,
+    tensor_shape_proto::dimension, tensor_shape_proto::Dimension, type_proto,
+    StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use prost::Message;
 
@@ -24,42 +24,6 @@ pub struct ExportInfo {
     pub classes: Vec<String>,
     pub preprocess: String,
     pub image_size: u32,
-}
-
-fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(FLOAT),
-        name: Some(name.into()),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
 }
 
 fn output_value(name: &str, classes: usize) -> ValueInfoProto {
@@ -109,17 +73,17 @@ pub fn export_onnx(original: &[u8], net: &Net, info: &ExportInfo) -> Result<Vec<
                         c.node
                     ))
                 })?;
-            *t = float_tensor(name, &dims, values);
+            *t = f32_tensor(name, &dims, values);
         }
     }
     let h = &net.head;
     let (d, hidden, k) = (h.input_dim(), h.hidden, h.outputs());
     let names = |s: &str| format!("finetune_{s}");
     g.initializer.extend([
-        float_tensor(&names("dense_1_W"), &[d, hidden], &h.w1_chw()),
-        float_tensor(&names("dense_1_B"), &[hidden], &h.b1),
-        float_tensor(&names("dense_2_W"), &[hidden, k], &h.w2),
-        float_tensor(&names("dense_2_B"), &[k], &h.b2),
+        f32_tensor(&names("dense_1_W"), &[d, hidden], &h.w1_chw()),
+        f32_tensor(&names("dense_1_B"), &[hidden], &h.b1),
+        f32_tensor(&names("dense_2_W"), &[hidden, k], &h.w2),
+        f32_tensor(&names("dense_2_B"), &[k], &h.b2),
     ]);
     let (flat, d1, r1, logits) = (
         names("flatten"),
@@ -151,7 +115,7 @@ pub fn export_onnx(original: &[u8], net: &Net, info: &ExportInfo) -> Result<Vec<
     ));
     if k == 1 {
         let (p, q, one) = (names("p"), names("q"), names("one"));
-        g.initializer.push(float_tensor(&one, &[1], &[1.0]));
+        g.initializer.push(f32_tensor(&one, &[1], &[1.0]));
         g.node.push(node("Sigmoid", &p, &[&logits], &p, vec![]));
         g.node.push(node("Sub", &q, &[&one, &p], &q, vec![]));
         g.node.push(node(

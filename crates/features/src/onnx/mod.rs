@@ -1,6 +1,7 @@
 //! ONNX graph surgery: cutting a VGG-style model at its conv base or at a named tensor, reading
 //! initializers, describing a model, and synthetic VGG-shaped test models.
 
+pub mod build;
 mod describe;
 mod graph;
 mod surgery;

@@ -9,10 +9,11 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::build::{f32_tensor, int_attr, node};
 use super::graph::{decode, encode, tensor_value, DimSpec, FLOAT};
 use super::proto::{
-    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorProto, ValueInfoProto,
+    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, OperatorSetIdProto,
+    TensorProto, ValueInfoProto,
 };
 use crate::{Error, Result};
 
@@ -58,42 +59,6 @@ fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        name: Some(name.into()),
-        op_type: Some(op.into()),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(FLOAT),
-        name: Some(name.into()),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        ..Default::default()
-    }
-}
-
 /// He-uniform weights (variance 2 / fan_in) and small positive biases, so ReLU activations stay O(1).
 fn he_layer(rng: &mut ChaCha8Rng, name: &str, dims: &[usize], fan_in: usize) -> [TensorProto; 2] {
     let bound = (6.0 / fan_in.max(1) as f32).sqrt();
@@ -102,8 +67,8 @@ fn he_layer(rng: &mut ChaCha8Rng, name: &str, dims: &[usize], fan_in: usize) -> 
         .collect();
     let b: Vec<f32> = (0..dims[0]).map(|_| rng.random_range(0.0..0.1)).collect();
     [
-        float_tensor(&format!("{name}_W"), dims, &w),
-        float_tensor(&format!("{name}_B"), &dims[..1], &b),
+        f32_tensor(&format!("{name}_W"), dims, &w),
+        f32_tensor(&format!("{name}_B"), &dims[..1], &b),
     ]
 }
 

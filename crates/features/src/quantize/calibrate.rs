@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::protos::{float_value, int_attr, node};
 use crate::dataset::{self, is_image_name};
+use crate::onnx::build::{float_value, int_attr, node};
 use crate::onnx::proto::ModelProto;
 use crate::onnx::{CutModel, Layout};
 use crate::preprocess::{self, Preprocess, Resize};

@@ -8,7 +8,6 @@
 mod arith;
 mod cache;
 mod calibrate;
-mod protos;
 mod qdq;
 
 use std::path::{Path, PathBuf};

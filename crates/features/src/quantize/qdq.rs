@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use prost::Message;
 
 use super::arith::{activation_params, quantize_bias, quantize_weights, ActType, QParams};
-use super::protos::{byte_tensor, f32_tensor, i32_tensor, int_attr, node, FLOAT, INT8};
+use crate::onnx::build::{byte_tensor, f32_tensor, i32_tensor, int_attr, node, FLOAT, INT8};
 use crate::onnx::proto::{ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use crate::{Error, Result};
 

@@ -1,4 +1,5 @@
-//! Small builders for the ONNX protos the quantizer adds: nodes, scalar and 1-D initializers, value infos.
+//! Small constructors for ONNX protos (nodes, attributes, initializers, value infos), shared by the graph
+//! edits of the quantizer, the synthetic test models and the fine-tuned model export.
 
 use crate::onnx::proto::{
     attribute_proto::AttributeType, type_proto, AttributeProto, NodeProto, TensorProto, TypeProto,
@@ -6,12 +7,12 @@ use crate::onnx::proto::{
 };
 
 /// ONNX element types used here.
-pub(crate) const FLOAT: i32 = 1;
-pub(crate) const INT8: i32 = 3;
-pub(crate) const INT32: i32 = 6;
+pub const FLOAT: i32 = 1;
+pub const INT8: i32 = 3;
+pub const INT32: i32 = 6;
 
 /// A node with one output.
-pub(crate) fn node(
+pub fn node(
     op: &str,
     name: &str,
     inputs: &[&str],
@@ -29,7 +30,7 @@ pub(crate) fn node(
 }
 
 /// An `INT` attribute.
-pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
+pub fn int_attr(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Int as i32),
@@ -39,7 +40,7 @@ pub(crate) fn int_attr(name: &str, v: i64) -> AttributeProto {
 }
 
 /// A float tensor value with unknown shape.
-pub(crate) fn float_value(name: &str) -> ValueInfoProto {
+pub fn float_value(name: &str) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.to_string()),
         r#type: Some(TypeProto {
@@ -54,7 +55,7 @@ pub(crate) fn float_value(name: &str) -> ValueInfoProto {
 }
 
 /// A raw-data initializer.
-pub(crate) fn tensor(name: &str, data_type: i32, dims: &[usize], raw: Vec<u8>) -> TensorProto {
+pub fn tensor(name: &str, data_type: i32, dims: &[usize], raw: Vec<u8>) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(data_type),
@@ -65,7 +66,7 @@ pub(crate) fn tensor(name: &str, data_type: i32, dims: &[usize], raw: Vec<u8>) -
 }
 
 /// Float initializer (`dims` empty for a scalar).
-pub(crate) fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
+pub fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
     tensor(
         name,
         FLOAT,
@@ -75,7 +76,7 @@ pub(crate) fn f32_tensor(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
 }
 
 /// int32 initializer.
-pub(crate) fn i32_tensor(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
+pub fn i32_tensor(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
     tensor(
         name,
         INT32,
@@ -85,6 +86,6 @@ pub(crate) fn i32_tensor(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
 }
 
 /// int8 (`INT8`) or uint8 (`UINT8`) initializer from values already in range.
-pub(crate) fn byte_tensor(name: &str, data_type: i32, dims: &[usize], v: &[i32]) -> TensorProto {
+pub fn byte_tensor(name: &str, data_type: i32, dims: &[usize], v: &[i32]) -> TensorProto {
     tensor(name, data_type, dims, v.iter().map(|&x| x as u8).collect())
 }
