@@ -26,3 +26,19 @@ pub fn note(global: &Global, msg: impl AsRef<str>) {
         eprintln!("{}", msg.as_ref());
     }
 }
+
+/// Prints a command's summary: JSON on stdout with `--json`, nothing with `--quiet`, else the human form.
+pub fn summary<T: serde::Serialize>(
+    global: &Global,
+    value: &T,
+    human: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    } else if global.quiet {
+        Ok(())
+    } else {
+        human()
+    }
+}

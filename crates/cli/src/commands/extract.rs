@@ -123,49 +123,44 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
     })
     .with_context(|| format!("extracting features from {}", args.data.display()))?;
 
-    if global.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
-    }
-    if global.quiet {
-        return Ok(());
-    }
-    println!(
-        "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",
-        summary.model,
-        &summary.model_sha256[..12],
-        summary.output_tensor,
-        summary.preprocess.name(),
-        summary.image_size,
-        summary.image_size,
-        summary.resize.name(),
-        summary.device
-    );
-    for s in &summary.splits {
-        let counts: Vec<String> = summary
-            .classes
-            .iter()
-            .zip(&s.class_counts)
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect();
-        let how = if s.up_to_date {
-            "up to date".to_string()
-        } else {
-            format!("{:.1} s, {:.1} img/s", s.seconds, s.images_per_second)
-        };
+    progress::summary(global, &summary, || {
         println!(
-            "{:>12}: {:?} ({}) → {} [{how}]",
-            s.split,
-            s.shape,
-            counts.join(", "),
-            s.path.display()
+            "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",
+            summary.model,
+            &summary.model_sha256[..12],
+            summary.output_tensor,
+            summary.preprocess.name(),
+            summary.image_size,
+            summary.image_size,
+            summary.resize.name(),
+            summary.device
         );
-        if !s.skipped.is_empty() {
-            println!("{:>12}  {} skipped:", "", s.skipped.len());
-            for k in &s.skipped {
-                println!("{:>12}    {}: {}", "", k.file, k.reason);
+        for s in &summary.splits {
+            let counts: Vec<String> = summary
+                .classes
+                .iter()
+                .zip(&s.class_counts)
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let how = if s.up_to_date {
+                "up to date".to_string()
+            } else {
+                format!("{:.1} s, {:.1} img/s", s.seconds, s.images_per_second)
+            };
+            println!(
+                "{:>12}: {:?} ({}) → {} [{how}]",
+                s.split,
+                s.shape,
+                counts.join(", "),
+                s.path.display()
+            );
+            if !s.skipped.is_empty() {
+                println!("{:>12}  {} skipped:", "", s.skipped.len());
+                for k in &s.skipped {
+                    println!("{:>12}    {}: {}", "", k.file, k.reason);
+                }
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

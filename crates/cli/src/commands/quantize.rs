@@ -143,52 +143,47 @@ pub fn run(args: &QuantizeArgs, global: &Global) -> anyhow::Result<()> {
         seconds,
         info: &info,
     };
-    if global.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-        return Ok(());
-    }
-    if global.quiet {
-        return Ok(());
-    }
-    println!(
-        "{} → {} ({:.1} MB → {:.1} MB, {:.1} s)",
-        backbone.model.name,
-        args.out.display(),
-        summary.fp32_bytes as f64 / 1e6,
-        summary.int8_bytes as f64 / 1e6,
-        seconds
-    );
-    println!(
-        "  {} Conv layers int8 ({} weights, {} activations), output {} stays float32",
-        info.quantized_convs.len(),
-        info.weights,
-        info.activations.name(),
-        info.output
-    );
-    println!(
-        "  calibration: {} {} images from split '{}' of {} (seed {}, {}×{} {}, {}){}",
-        info.calib_files.len(),
-        info.method.name(),
-        info.calib_split,
-        args.calib.display(),
-        info.calib_seed,
-        info.image_size,
-        info.image_size,
-        info.resize.name(),
-        info.preprocess.name(),
-        if info.calib_skipped.is_empty() {
-            String::new()
+    progress::summary(global, &summary, || {
+        println!(
+            "{} → {} ({:.1} MB → {:.1} MB, {:.1} s)",
+            backbone.model.name,
+            args.out.display(),
+            summary.fp32_bytes as f64 / 1e6,
+            summary.int8_bytes as f64 / 1e6,
+            seconds
+        );
+        println!(
+            "  {} Conv layers int8 ({} weights, {} activations), output {} stays float32",
+            info.quantized_convs.len(),
+            info.weights,
+            info.activations.name(),
+            info.output
+        );
+        println!(
+            "  calibration: {} {} images from split '{}' of {} (seed {}, {}×{} {}, {}){}",
+            info.calib_files.len(),
+            info.method.name(),
+            info.calib_split,
+            args.calib.display(),
+            info.calib_seed,
+            info.image_size,
+            info.image_size,
+            info.resize.name(),
+            info.preprocess.name(),
+            if info.calib_skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} skipped", info.calib_skipped.len())
+            }
+        );
+        if info.fp32_ops.is_empty() {
+            println!("  every op runs quantized");
         } else {
-            format!(", {} skipped", info.calib_skipped.len())
+            println!("  left in FP32 ({}):", info.fp32_ops.len());
+            for o in &info.fp32_ops {
+                println!("    {o}");
+            }
         }
-    );
-    if info.fp32_ops.is_empty() {
-        println!("  every op runs quantized");
-    } else {
-        println!("  left in FP32 ({}):", info.fp32_ops.len());
-        for o in &info.fp32_ops {
-            println!("    {o}");
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
