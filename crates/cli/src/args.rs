@@ -2,7 +2,10 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{augment_preview, bench, extract, finetune, quantize, train_head};
+use crate::commands::{
+    augment_preview, bench, data, evaluate, export, extract, finetune, predict, quantize, scratch,
+    train_head, tutorial,
+};
 
 /// Strong image classifiers from a few hundred photos per class, by transfer learning from VGG16.
 #[derive(Debug, Parser)]
@@ -31,12 +34,24 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole tutorial (scratch, extract, train-head, finetune) and write a report; resumable.
+    Tutorial(tutorial::TutorialArgs),
+    /// Train the tutorial's small convnet from scratch on augmented images (stage 1).
+    Scratch(scratch::ScratchArgs),
     /// Run the frozen VGG16 conv base over every image and cache the features (stage 2a).
     Extract(extract::ExtractArgs),
     /// Train the dense classifier on cached features (stage 2b).
     TrainHead(train_head::TrainHeadArgs),
     /// Fine-tune the top conv block together with the trained head on augmented images (stage 3).
     Finetune(finetune::FinetuneArgs),
+    /// Classify images or folders with the best stage of a run (finetune, else head).
+    Predict(predict::PredictArgs),
+    /// Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes on labelled data.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Write one self-contained ONNX classifier (image batch in, class probabilities out).
+    Export(export::ExportArgs),
+    /// Prepare datasets, e.g. the tutorial's Dogs vs Cats layout from the Kaggle archive.
+    Data(data::DataArgs),
     /// Write randomly augmented copies of one image and a contact sheet.
     AugmentPreview(augment_preview::AugmentPreviewArgs),
     /// Measure raw ONNX Runtime against the extraction pipeline on the same images.

@@ -42,3 +42,64 @@ pub fn summary<T: serde::Serialize>(
         human()
     }
 }
+
+/// A stage's progress on stderr: one bar per phase (images decoded, draws cached, …) and lines printed
+/// above it, so stage commands and `tutorial` show the same thing.
+pub struct Phases<'g> {
+    global: &'g Global,
+    bar: Option<ProgressBar>,
+}
+
+impl<'g> Phases<'g> {
+    pub fn new(global: &'g Global) -> Self {
+        Phases { global, bar: None }
+    }
+
+    /// A line above the bar, or on its own when no bar is shown; nothing when quiet.
+    pub fn say(&self, line: impl AsRef<str>) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(line.as_ref()),
+            _ => note(self.global, line),
+        }
+    }
+
+    /// Starts a bar of `total` items (finishing the previous one).
+    pub fn start(&mut self, label: &str, total: usize, unit: &str) {
+        self.end();
+        self.bar = Some(bar(self.global, total as u64, label, unit));
+    }
+
+    /// The current bar, if any (to set its prefix or length).
+    pub fn current(&self) -> Option<&ProgressBar> {
+        self.bar.as_ref()
+    }
+
+    pub fn set(&self, done: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(done as u64);
+        }
+    }
+
+    /// Clears the current bar.
+    pub fn end(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// One epoch's line, as every training command prints it.
+pub fn epoch_line(
+    m: &head::metrics::EpochMetrics,
+    epochs: usize,
+    images_per_second: Option<f64>,
+) -> String {
+    let mut s = format!(
+        "epoch {:>3}/{epochs}: loss {:.4} acc {:.4} | val_loss {:.4} val_acc {:.4} | {:.1} s",
+        m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.seconds
+    );
+    if let Some(r) = images_per_second {
+        s.push_str(&format!(", {r:.1} img/s"));
+    }
+    s
+}

@@ -98,7 +98,7 @@ impl HubOptions {
 /// A model ready to use: where it is, its bytes, its checksum and (when known) its manifest.
 #[derive(Debug, Clone)]
 pub struct ResolvedModel {
-    /// What the user passed (manifest name or path).
+    /// What the user passed: a manifest name, or the absolute path of a model file.
     pub name: String,
     pub path: PathBuf,
     pub bytes: Vec<u8>,
@@ -116,7 +116,9 @@ pub fn resolve(model: &str, hub: &HubOptions) -> Result<ResolvedModel> {
     let manifests = builtin()?;
     let as_path = Path::new(model);
     if as_path.is_file() {
-        return load_local(model, as_path, &manifests);
+        // Recorded in features and heads: absolute, so later stages find it from any folder.
+        let abs = std::fs::canonicalize(as_path).map_err(|e| Error::io(as_path, e))?;
+        return load_local(&abs.to_string_lossy(), &abs, &manifests);
     }
     if let Some(m) = manifests.iter().find(|m| m.name == model) {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

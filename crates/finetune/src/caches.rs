@@ -1,6 +1,7 @@
-//! The frozen-output caches of a run in `RUN/finetune-cache/`: the validation feature maps (f32,
-//! computed once) and the `--aug-cache K` augmented draws of the training images, each file keyed
-//! by everything it depends on and rebuilt only when that changes.
+//! The frozen-output caches of a run in `RUN/finetune-cache/` (`RUN/finetune-cache/int8/` when the
+//! frozen part runs in int8): the validation feature maps (f32, computed once) and the
+//! `--aug-cache K` augmented draws of the training images, each file keyed by everything it depends
+//! on (the int8 model's key included) and rebuilt only when that changes.
 
 use features::augment::Augmenter;
 
@@ -8,20 +9,33 @@ use crate::config::{FinetuneConfig, FinetunePaths};
 use crate::data::{self, Augmentation, RowTarget};
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
+use crate::int8;
 use crate::pipeline::Event;
 use crate::rows::{Precision, RowReader};
 use crate::setup::Setup;
 
-/// Digest of what every cache of this run depends on (model, split tensor, preprocessing, size).
-fn base_key(s: &Setup) -> String {
-    data::digest(&[
+/// Digest of what every cache of this run depends on (model, split tensor, preprocessing, size, and
+/// for int8 the quantized model's key).
+pub fn base_key(s: &Setup) -> String {
+    let tag = int8::cache_tag(s.settings.int8_key.as_deref());
+    let mut parts = vec![
         ("format", data::CACHE_FORMAT),
-        ("model", &s.model.sha256),
-        ("split", &s.settings.split_at),
+        ("model", s.model.sha256.as_str()),
+        ("split", s.settings.split_at.as_str()),
         ("preprocess", s.spec.preprocess.name()),
         ("resize", s.resize.name()),
-        ("size", &s.size.to_string()),
-    ])
+    ];
+    let size = s.size.to_string();
+    parts.push(("size", &size));
+    if let Some(t) = &tag {
+        parts.push(("frozen", t));
+    }
+    data::digest(&parts)
+}
+
+/// The folder holding this run's caches (per frozen precision).
+pub fn dir(s: &Setup, paths: &FinetunePaths) -> std::path::PathBuf {
+    int8::cache_dir(paths, s.settings.precision)
 }
 
 /// The validation feature maps, reused when current.
@@ -32,7 +46,7 @@ pub fn validation_maps(
     paths: &FinetunePaths,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RowReader> {
-    let path = data::validation_path(&paths.cache);
+    let path = data::validation_path(&dir(s, paths));
     let key = data::digest(&[("base", &base_key(s)), ("validation", &s.val.digest)]);
     if let Some(r) = data::open_if_current(&path, &key, s.val.len()) {
         on_event(Event::Info(format!(
@@ -59,7 +73,7 @@ pub fn validation_maps(
 }
 
 /// The `cfg.aug_cache` augmented draws of the training images (rows of `row_len` values),
-/// building the missing ones.
+/// building the missing ones; also returns the seconds each draw built now took.
 pub fn augmented_draws(
     frozen: &mut Frozen,
     augmenter: &Augmenter,
@@ -68,10 +82,11 @@ pub fn augmented_draws(
     cfg: &FinetuneConfig,
     paths: &FinetunePaths,
     on_event: &mut dyn FnMut(Event<'_>),
-) -> Result<Vec<RowReader>> {
+) -> Result<(Vec<RowReader>, Vec<f64>)> {
     let mut readers = Vec::new();
+    let mut draw_seconds = Vec::new();
     if cfg.aug_cache == 0 {
-        return Ok(readers);
+        return Ok((readers, draw_seconds));
     }
     let row_bytes = row_len * cfg.cache_precision.bytes();
     on_event(Event::Info(format!(
@@ -80,13 +95,13 @@ pub fn augmented_draws(
         s.train.len(),
         row_bytes as f64 / 1024.0,
         (cfg.aug_cache * s.train.len() * row_bytes) as f64 / (1u64 << 30) as f64,
-        paths.cache.display()
+        dir(s, paths).display()
     )));
     let base = base_key(s);
     let aug_json =
         serde_json::to_string(&cfg.augment).map_err(|e| Error::Invalid(e.to_string()))?;
     for k in 0..cfg.aug_cache {
-        let path = data::draw_path(&paths.cache, k);
+        let path = data::draw_path(&dir(s, paths), k);
         let key = data::digest(&[
             ("base", &base),
             ("train", &s.train.digest),
@@ -99,6 +114,7 @@ pub fn augmented_draws(
             readers.push(r);
             continue;
         }
+        let t = std::time::Instant::now();
         on_event(Event::PhaseStart {
             name: format!("draw {}/{}", k + 1, cfg.aug_cache),
             total: s.train.len(),
@@ -124,9 +140,19 @@ pub fn augmented_draws(
             &mut |done, _| on_event(Event::Progress { done }),
         )?;
         on_event(Event::PhaseEnd);
+        let secs = t.elapsed().as_secs_f64();
+        draw_seconds.push(secs);
+        on_event(Event::Info(format!(
+            "draw {}/{} ({} frozen part): {:.1} s, {:.1} img/s",
+            k + 1,
+            cfg.aug_cache,
+            s.settings.precision.name(),
+            secs,
+            s.train.len() as f64 / secs.max(1e-9)
+        )));
         readers.push(RowReader::open(&path)?);
     }
-    Ok(readers)
+    Ok((readers, draw_seconds))
 }
 
 /// Removes hidden `.name.tmp-PID` files a killed run left behind (partial writes of files that

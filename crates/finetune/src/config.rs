@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use features::augment::AugmentParams;
+pub use features::extract::Precision as FrozenPrecision;
 use features::manifest::HubOptions;
 use features::runtime::Device;
 use head::metrics::Keep;
@@ -46,6 +47,9 @@ pub struct FinetuneConfig {
     /// Augmented draws cached per training image; 0 = augment afresh every epoch (Keras).
     pub aug_cache: usize,
     pub cache_precision: Precision,
+    /// Precision of the frozen part: `fp32`, or `int8` (quantized once with calibration photos from
+    /// the training split, cached in `RUN/models/`); the block and the head always train in FP32.
+    pub precision: FrozenPrecision,
     pub keep: Keep,
     /// Where ONNX Runtime runs the frozen part.
     pub device: Device,
@@ -82,6 +86,7 @@ impl FinetuneConfig {
             seed: 1337,
             aug_cache: DEFAULT_AUG_CACHE,
             cache_precision: Precision::F16,
+            precision: FrozenPrecision::Fp32,
             keep: Keep::Best,
             device: Device::Cpu,
             threads: None,
@@ -143,6 +148,16 @@ pub struct Settings {
     pub aug_cache: usize,
     pub cache_precision: Precision,
     pub keep: Keep,
+    /// Precision of the frozen part (checkpoints from before `--precision` are `fp32`).
+    #[serde(default = "fp32")]
+    pub precision: FrozenPrecision,
+    /// Cache key of the int8 frozen model ([`features::quantize::Int8Info::key`]) with `int8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_key: Option<String>,
+}
+
+fn fp32() -> FrozenPrecision {
+    FrozenPrecision::Fp32
 }
 
 impl Settings {

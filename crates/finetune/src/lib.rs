@@ -14,6 +14,7 @@ pub mod export;
 pub mod frozen;
 pub mod graph;
 pub mod images;
+pub mod int8;
 pub mod net;
 pub mod optim;
 pub mod outputs;

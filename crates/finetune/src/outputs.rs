@@ -63,6 +63,10 @@ pub fn write_block(
         ),
     );
     m.insert("kept_epoch".into(), kept_epoch.to_string());
+    m.insert("precision".into(), settings.precision.name().into());
+    if let Some(k) = &settings.int8_key {
+        m.insert("int8_key".into(), k.clone());
+    }
     m.insert("settings".into(), json(settings));
     tensors::write(&paths.block, t, m)
 }
@@ -92,14 +96,36 @@ pub fn write_head(
         val_loss: metrics.kept_val_loss,
         val_accuracy: metrics.kept_val_accuracy,
         validation: metrics.validation.clone(),
+        precision: settings.precision.name().into(),
         ..base.clone()
     };
     Ok(head::save(&paths.head, &model, &meta)?)
 }
 
+/// `metrics.json`: the head crate's [`Metrics`] plus the frozen part's precision.
+#[derive(serde::Serialize)]
+struct MetricsFile<'a> {
+    #[serde(flatten)]
+    metrics: &'a Metrics,
+    /// `fp32` or `int8` (the frozen part; the block and the head train in FP32).
+    precision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    int8_key: Option<&'a str>,
+}
+
 /// Writes `metrics.json` and the learning curves.
-pub fn write_metrics(paths: &FinetunePaths, metrics: &Metrics, title: &str) -> Result<()> {
-    write_json(&paths.metrics, metrics)?;
+pub fn write_metrics(
+    paths: &FinetunePaths,
+    metrics: &Metrics,
+    settings: &Settings,
+    title: &str,
+) -> Result<()> {
+    let file = MetricsFile {
+        metrics,
+        precision: settings.precision.name(),
+        int8_key: settings.int8_key.as_deref(),
+    };
+    write_json(&paths.metrics, &file)?;
     head::plot::write_curves(&metrics.epochs, title, &paths.curves_png, &paths.curves_svg)?;
     Ok(())
 }

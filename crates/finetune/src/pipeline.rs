@@ -10,11 +10,12 @@ use serde::Serialize;
 use crate::caches;
 use crate::checkpoint;
 use crate::checks::{self, CheckResult, Probe};
-use crate::config::{FinetuneConfig, FinetunePaths, Settings};
+use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
 use crate::conv::Nhwc;
 use crate::error::{Error, Result};
 use crate::export::{self, ExportInfo};
 use crate::frozen::Frozen;
+use crate::int8::Int8Report;
 use crate::net::Net;
 use crate::optim::Sgd;
 use crate::outputs;
@@ -51,6 +52,13 @@ pub enum Event<'a> {
 pub struct Report {
     pub paths: FinetunePaths,
     pub settings: Settings,
+    /// Precision of the frozen part (`fp32` or `int8`); the block and the head train in FP32.
+    pub precision: FrozenPrecision,
+    pub int8: Option<Int8Report>,
+    /// What `model.onnx` holds (always the FP32 graph with the fine-tuned weights).
+    pub export_note: String,
+    /// Seconds each augmented draw built in this session took (empty when all were cached).
+    pub draw_seconds: Vec<f64>,
     /// Where ONNX Runtime ran the frozen part.
     pub device: String,
     pub train_images: usize,
@@ -85,11 +93,27 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         device: cfg.device,
         threads: cfg.threads,
     };
-    let mut frozen = Frozen::new(&s.cut, &opts, s.size)?;
+    let mut frozen = Frozen::new(s.int8.as_ref().map_or(&s.cut, |q| &q.cut), &opts, s.size)?;
+    if let Some(q) = &s.int8 {
+        on_event(Event::Info(format!(
+            "int8 frozen part: {} convs in int8, calibrated on {} images of split '{}' (seed {}){} in {:.1} s",
+            q.info.quantized_convs.len(),
+            q.info.calib_files.len(),
+            q.info.calib_split,
+            q.info.calib_seed,
+            match (&q.info.cache_path, q.info.from_cache) {
+                (Some(p), true) => format!(", reused {}", p.display()),
+                (Some(p), false) => format!(", written to {}", p.display()),
+                (None, _) => String::new(),
+            },
+            q.seconds
+        )));
+    }
     on_event(Event::Info(format!(
-        "model {} → frozen up to {} on {}, training {} ({} convs) + head, {} preprocessing, {} px",
+        "model {} → frozen up to {} ({}) on {}, training {} ({} convs, fp32) + head, {} preprocessing, {} px",
         s.model.name,
         s.settings.split_at,
+        s.settings.precision.name(),
         frozen.device(),
         s.settings.output_tensor,
         block.convs().count(),
@@ -108,7 +132,8 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     })?;
     let [c, h, w] = row_shape;
     let net = Net::new(block, classifier, Nhwc { n: 1, h, w, c })?;
-    let probe = Probe {
+    let fp32_probe_rows;
+    let mut probe = Probe {
         set: &s.val,
         rows: &val_rows,
         row_shape,
@@ -117,6 +142,20 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         opts: &opts,
         images: cfg.check_images,
     };
+    // Both checks test the FP32 graph (the block, model.onnx), so with an int8 frozen part their
+    // input is the FP32 frozen output of the checked images.
+    let mut int8_report = None;
+    if let Some(q) = &s.int8 {
+        fp32_probe_rows = checks::fp32_rows(&s.cut, &probe)?;
+        let m = fp32_probe_rows.len();
+        let diff = checks::max_rel_diff(&val_rows[..m], &fp32_probe_rows);
+        on_event(Event::Info(format!(
+            "int8 frozen outputs differ from FP32 by {diff:.2e} (max relative, {} validation images)",
+            m / (c * h * w)
+        )));
+        int8_report = Some(q.report(diff));
+        probe.rows = &fp32_probe_rows;
+    }
     let block_check = checks::block_parity(&s.model.bytes, &net, &probe)?;
     on_event(Event::Info(format!(
         "Candle block matches ONNX Runtime's {} on {} validation images (max relative difference {:.1e})",
@@ -165,9 +204,9 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         None
     };
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
-    caches::remove_stale_temporaries(&paths.cache);
+    caches::remove_stale_temporaries(&caches::dir(&s, &paths));
     caches::remove_stale_temporaries(&paths.dir);
-    let readers = if state.history.len() < cfg.epochs {
+    let (readers, draw_seconds) = if state.history.len() < cfg.epochs {
         caches::augmented_draws(
             &mut frozen,
             &augmenter,
@@ -178,16 +217,17 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             on_event,
         )?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
 
     // Epochs.
     let title = format!(
-        "fine-tuning {} + head ({}, SGD lr {} momentum {})",
+        "fine-tuning {} + head ({}, SGD lr {} momentum {}, {} frozen part)",
         s.settings.output_tensor,
         s.data.classes.join("/"),
         cfg.sgd.learning_rate,
-        cfg.sgd.momentum
+        cfg.sgd.momentum,
+        s.settings.precision.name()
     );
     let validation = format!("split {}", cfg.val_split);
     let summarize = |state: &State, stopped: Option<String>| {
@@ -249,7 +289,7 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
                     &names,
                     &checkpoint::of_state(&state, &s.settings, cfg.epochs),
                 )?;
-                outputs::write_metrics(&paths, &summarize(&state, None)?, &title)?;
+                outputs::write_metrics(&paths, &summarize(&state, None)?, &s.settings, &title)?;
                 session_epochs += 1;
             }
             Outcome::Diverged(msg) => {
@@ -267,6 +307,15 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let mut report = Report {
         paths: paths.clone(),
         settings: s.settings.clone(),
+        precision: s.settings.precision,
+        int8: int8_report,
+        export_note: match s.settings.precision {
+            FrozenPrecision::Fp32 => "model.onnx: the FP32 model with the fine-tuned block and head".into(),
+            FrozenPrecision::Int8 => "model.onnx: the FP32 model with the fine-tuned block and head (the int8 \
+                 frozen part was used for training only; quantize model.onnx separately to deploy in int8)"
+                .into(),
+        },
+        draw_seconds,
         device: frozen.device().to_string(),
         train_images: s.train.len(),
         val_images: s.val.len(),
@@ -305,10 +354,12 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         _ => &state.net,
     };
     let eval = train::evaluate(kept, &val_rows, &s.val.labels, row_shape)?;
+    // (int8: `probe.rows` are the FP32 frozen outputs, so model.onnx — FP32 — is compared with
+    // the Candle forward on the same FP32 input.)
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
     outputs::write_block(&paths, kept, &s.settings, metrics.kept_epoch)?;
     outputs::write_head(&paths, kept, &s.head_meta, &s.settings, &metrics)?;
-    outputs::write_metrics(&paths, &metrics, &title)?;
+    outputs::write_metrics(&paths, &metrics, &s.settings, &title)?;
     outputs::write_confusion(&paths, &confusion)?;
     let info = ExportInfo {
         classes: s.data.classes.clone(),

@@ -14,18 +14,21 @@ use sha2::{Digest, Sha256};
 use crate::block::Block;
 use crate::checkpoint;
 use crate::classifier::Classifier;
-use crate::config::{FinetuneConfig, FinetunePaths, Settings};
+use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
 use crate::error::{Error, Result};
 use crate::graph;
 use crate::images::{self, ImageSet, InputSpec};
+use crate::int8::{self, Int8Frozen};
 use crate::pipeline::Event;
 
 /// The inputs of a run, checked against each other.
 pub struct Setup {
     pub head_meta: HeadMeta,
     pub model: ResolvedModel,
-    /// The frozen part: the model cut at the split tensor.
+    /// The frozen part in FP32: the model cut at the split tensor.
     pub cut: CutModel,
+    /// With `--precision int8`: the frozen part quantized (training runs this one).
+    pub int8: Option<Int8Frozen>,
     pub spec: InputSpec,
     pub resize: Resize,
     pub size: u32,
@@ -136,6 +139,7 @@ pub fn prepare(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(Setup, Block, Classifier)> {
     let (classifier, head_meta, model, split_at) = model_and_head(cfg, paths)?;
+    int8::check_resume(cfg, paths)?;
     let cut = features::onnx::cut_at(&model.bytes, &split_at)
         .map_err(|e| Error::Invalid(format!("--split-at {split_at}: {e}")))?;
     let block = graph::block_from_onnx(&model.bytes, &split_at, &head_meta.output_tensor)?;
@@ -175,6 +179,18 @@ pub fn prepare(
     };
     let train = load(find_split(&data, &cfg.train_split, "--train-split")?)?;
     let val = load(find_split(&data, &cfg.val_split, "--val-split")?)?;
+    let int8 = match cfg.precision {
+        FrozenPrecision::Fp32 => None,
+        FrozenPrecision::Int8 => {
+            on_event(Event::Info(format!(
+                "quantizing the frozen part (up to {split_at}) to int8, or reusing it from {}",
+                int8::models_dir(&cfg.run).display()
+            )));
+            Some(int8::quantize_frozen(
+                &model, &cut, preprocess, resize, size, cfg,
+            )?)
+        }
+    };
 
     let settings = Settings {
         model: model.name.clone(),
@@ -195,6 +211,8 @@ pub fn prepare(
         aug_cache: cfg.aug_cache,
         cache_precision: cfg.cache_precision,
         keep: cfg.keep,
+        precision: cfg.precision,
+        int8_key: int8.as_ref().map(|q| q.info.key.clone()),
     };
     if cfg.resume {
         let (stored, _) = checkpoint::read_settings(&paths.checkpoint)?;
@@ -215,6 +233,7 @@ pub fn prepare(
         },
         model,
         cut,
+        int8,
         resize,
         size,
         data,

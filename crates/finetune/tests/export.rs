@@ -141,3 +141,67 @@ fn exported_model_equals_the_candle_forward_of_the_saved_weights() {
         .count();
     println!("exported model: {correct}/{n} validation images right, max diff {diff:.2e}, infos {infos:#?}");
 }
+
+/// The head-only classifier (backbone cut at the head's input + the stage-2 head, no fine-tuned
+/// block) run by ONNX Runtime gives the probabilities of the backbone in ONNX Runtime followed by
+/// the head in Candle.
+#[test]
+fn head_only_export_equals_backbone_in_ort_plus_head_in_candle() {
+    use finetune::export::{export_head_onnx, metadata, ExportInfo, OUTPUT};
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = synthetic(dir.path());
+    let (head, meta) = head::load(&p.run.join("head/head.safetensors")).unwrap();
+    let model = std::fs::read(&p.model).unwrap();
+    let info = ExportInfo {
+        classes: meta.classes.clone(),
+        preprocess: meta.preprocess.clone(),
+        image_size: meta.image_size,
+    };
+    let onnx = export_head_onnx(&model, &head, &meta.output_tensor, &info).unwrap();
+    let props = metadata(&onnx).unwrap();
+    let get = |k: &str| {
+        props
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("classes"), Some(r#"["bright","dark"]"#));
+    assert_eq!(get("image_size"), Some("64"));
+    assert_eq!(get("fine_tuned"), None);
+
+    let data = scan(&p.data).unwrap();
+    let items = &data.split("validation").unwrap().items[..5];
+    let n = items.len();
+    let per = 3 * 64 * 64;
+    let mut input = vec![0f32; n * per];
+    for (slot, it) in input.chunks_exact_mut(per).zip(items) {
+        let img = features::image_io::load_rgb8(&it.path).unwrap().image;
+        let img = preprocess::resize(&img, 64, 64, Resize::Nearest).unwrap();
+        preprocess::write_input(&img, Preprocess::Caffe, Layout::Nchw, slot).unwrap();
+    }
+    let opts = SessionOptions {
+        threads: Some(1),
+        ..Default::default()
+    };
+    let mut one = session(&onnx, &opts).unwrap();
+    assert_eq!(one.session.outputs()[0].name(), OUTPUT);
+    let (dims, probs) = run_images(&mut one, Layout::Nchw, 64, &input, n).unwrap();
+    assert_eq!(dims, vec![n, 2]);
+
+    let cut = features::onnx::cut_at(&model, &meta.output_tensor).unwrap();
+    let mut backbone = session(&cut.bytes, &opts).unwrap();
+    let (fd, rows) = run_images(&mut backbone, Layout::Nchw, 64, &input, n).unwrap();
+    assert_eq!(fd[1..], meta.feature_shape[..]);
+    let ours: Vec<f32> = head.predict(&rows).unwrap().into_iter().flatten().collect();
+    let diff = probs
+        .iter()
+        .zip(&ours)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-5,
+        "head-only model vs ORT backbone + Candle head: max probability difference {diff}"
+    );
+    let spread = ours.iter().fold(0f32, |m, v| m.max((v - 0.5).abs()));
+    assert!(spread > 1e-3, "all probabilities are 0.5: {ours:?}");
+}

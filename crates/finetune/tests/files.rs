@@ -116,7 +116,24 @@ fn settings() -> Settings {
         aug_cache: 10,
         cache_precision: Precision::F16,
         keep: Keep::Best,
+        precision: finetune::config::FrozenPrecision::Int8,
+        int8_key: Some("abc".into()),
     }
+}
+
+#[test]
+fn settings_from_before_precision_read_as_fp32() {
+    let mut v = serde_json::to_value(settings()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    assert_eq!(o.get("precision").and_then(|p| p.as_str()), Some("int8"));
+    assert_eq!(o.get("int8_key").and_then(|p| p.as_str()), Some("abc"));
+    o.remove("precision");
+    o.remove("int8_key");
+    let old: Settings = serde_json::from_value(v).unwrap();
+    assert_eq!(old.precision, finetune::config::FrozenPrecision::Fp32);
+    assert_eq!(old.int8_key, None);
+    let diff = old.differences(&settings());
+    assert!(diff.iter().any(|d| d.starts_with("precision:")), "{diff:?}");
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use features::manifest::HubOptions;
 use features::runtime::Device;
-use finetune::config::{DEFAULT_AUG_CACHE, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM};
+use finetune::config::{
+    FrozenPrecision, DEFAULT_AUG_CACHE, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM,
+};
 use finetune::optim::SgdConfig;
 use finetune::rows::Precision;
 use finetune::{finetune, Event, FinetuneConfig, FinetunePaths, Report, Settings};
@@ -72,6 +74,11 @@ pub struct FinetuneArgs {
     /// Precision of the cached draws: f16 or f32 [default: f16].
     #[arg(long)]
     pub cache_precision: Option<Precision>,
+    /// Precision of the frozen part below the trained block: fp32, or int8 (quantized in Rust on first use
+    /// with 64 training photos, cached in RUN/models/; the block and the head still train in FP32, and
+    /// model.onnx is the FP32 graph with the fine-tuned weights) [default: fp32, or the checkpoint's].
+    #[arg(long)]
+    pub precision: Option<FrozenPrecision>,
     /// Weights to save: best (lowest validation loss) or last [default: best].
     #[arg(long)]
     pub keep: Option<Keep>,
@@ -168,6 +175,10 @@ impl FinetuneArgs {
             .cache_precision
             .or(s.map(|s| s.cache_precision))
             .unwrap_or(Precision::F16);
+        cfg.precision = self
+            .precision
+            .or(s.map(|s| s.precision))
+            .unwrap_or(FrozenPrecision::Fp32);
         cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(Keep::Best);
         cfg.device = self.device;
         cfg.threads = self.threads;
@@ -182,37 +193,28 @@ impl FinetuneArgs {
 
 pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = finetune(&cfg, &mut |ev| {
-        match ev {
-        Event::Info(s) => match &bar {
-            Some(b) if !global.quiet && !global.json => b.println(s),
-            _ => progress::note(global, s),
-        },
-        Event::Skipped { split, file, reason } => progress::note(global, format!("{split}: skipped {file}: {reason}")),
-        Event::PhaseStart { name, total } => bar = Some(progress::bar(global, total as u64, &name, "img")),
-        Event::Progress { done } => {
-            if let Some(b) = &bar {
-                b.set_position(done as u64);
-            }
-        }
-        Event::PhaseEnd => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
-        }
-        Event::Epoch { metrics: m, epochs, images_per_second } => progress::note(
-            global,
-            format!(
-                "epoch {:>3}/{epochs}: loss {:.4} acc {:.4} | val_loss {:.4} val_acc {:.4} | {:.1} s, {:.1} img/s",
-                m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.seconds, images_per_second
-            ),
-        ),
-    }
+    let mut out = progress::Phases::new(global);
+    let report = finetune(&cfg, &mut |ev| match ev {
+        Event::Info(s) => out.say(s),
+        Event::Skipped {
+            split,
+            file,
+            reason,
+        } => out.say(format!("{split}: skipped {file}: {reason}")),
+        Event::PhaseStart { name, total } => out.start(&name, total, "img"),
+        Event::Progress { done } => out.set(done),
+        Event::PhaseEnd => out.end(),
+        Event::Epoch {
+            metrics,
+            epochs,
+            images_per_second,
+        } => out.say(progress::epoch_line(
+            metrics,
+            epochs,
+            Some(images_per_second),
+        )),
     });
-    if let Some(b) = bar.take() {
-        b.finish_and_clear();
-    }
+    out.end();
     let report = report?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -231,9 +233,40 @@ pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
 
 fn print_summary(r: &Report, cfg: &FinetuneConfig) {
     println!(
-        "fine-tuned {} → {} + head on {} training images ({} validation), frozen part on {}",
-        r.settings.split_at, r.settings.output_tensor, r.train_images, r.val_images, r.device
+        "fine-tuned {} → {} + head on {} training images ({} validation), frozen part ({}) on {}",
+        r.settings.split_at,
+        r.settings.output_tensor,
+        r.train_images,
+        r.val_images,
+        r.precision.name(),
+        r.device
     );
+    if let Some(q) = &r.int8 {
+        println!(
+            "int8 frozen part: {} convs in int8, {} calibration images from '{}'{}; outputs within {:.2e} \
+             (relative) of FP32 on the checked images",
+            q.quantized_convs,
+            q.calib_images,
+            q.calib_split,
+            q.path
+                .as_ref()
+                .map(|p| format!(
+                    ", {} {}",
+                    if q.from_cache { "reused" } else { "wrote" },
+                    p.display()
+                ))
+                .unwrap_or_default(),
+            q.frozen_max_rel_diff
+        );
+    }
+    if !r.draw_seconds.is_empty() {
+        let mean = r.draw_seconds.iter().sum::<f64>() / r.draw_seconds.len() as f64;
+        println!(
+            "augmentation cache: built {} draws, {:.1} s per draw",
+            r.draw_seconds.len(),
+            mean
+        );
+    }
     println!(
         "before fine-tuning: val loss {:.4}, val accuracy {:.4}",
         r.initial_val_loss, r.initial_val_accuracy
@@ -274,6 +307,7 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
         "wrote {} (model.onnx: image batch → class probabilities)",
         r.paths.dir.display()
     );
+    println!("{}", r.export_note);
 }
 
 #[cfg(test)]
@@ -303,6 +337,15 @@ mod tests {
         assert_eq!(
             (cfg.seed, cfg.keep, cfg.cache_precision),
             (1337, Keep::Best, Precision::F16)
+        );
+        assert_eq!(cfg.precision, FrozenPrecision::Fp32);
+        let int8 = parse(&["--run", "r", "--data", "d", "--precision", "int8"])
+            .config()
+            .unwrap();
+        assert_eq!(int8.precision, FrozenPrecision::Int8);
+        assert!(
+            Harness::try_parse_from(["x", "--run", "r", "--data", "d", "--precision", "fp16"])
+                .is_err()
         );
     }
 
@@ -349,6 +392,8 @@ mod tests {
             aug_cache: first.aug_cache,
             cache_precision: first.cache_precision,
             keep: first.keep,
+            precision: FrozenPrecision::Int8,
+            int8_key: Some("k".into()),
         };
         let ck = Checkpoint {
             settings,
@@ -375,6 +420,7 @@ mod tests {
             (20, 4, 9, Keep::Last)
         );
         assert_eq!(resumed.split_at.as_deref(), Some("block4_pool"));
+        assert_eq!(resumed.precision, FrozenPrecision::Int8);
         let longer = parse(&[
             "--run",
             run.to_str().unwrap(),

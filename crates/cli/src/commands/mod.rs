@@ -2,10 +2,16 @@
 
 pub mod augment_preview;
 pub mod bench;
+pub mod data;
+pub mod evaluate;
+pub mod export;
 pub mod extract;
 pub mod finetune;
+pub mod predict;
 pub mod quantize;
+pub mod scratch;
 pub mod train_head;
+pub mod tutorial;
 
 use crate::args::{Cli, Command};
 
@@ -18,5 +24,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AugmentPreview(a) => augment_preview::run(&a, &cli.global),
         Command::Bench(a) => bench::run(&a, &cli.global),
         Command::Quantize(a) => quantize::run(&a, &cli.global),
+        Command::Scratch(a) => scratch::run(&a, &cli.global),
+        Command::Predict(a) => predict::run(&a, &cli.global),
+        Command::Evaluate(a) => evaluate::run(&a, &cli.global),
+        Command::Export(a) => export::run(&a, &cli.global),
+        Command::Data(a) => data::run(&a, &cli.global),
+        Command::Tutorial(a) => tutorial::run(&a, &cli.global),
     }
 }

@@ -1,0 +1,190 @@
+//! `bottleneck scratch`: parses the options, calls `scratch::train` (stage 1, the tutorial's small
+//! convnet from scratch), shows a progress bar per epoch and prints the summary.
+
+use std::path::PathBuf;
+
+use head::metrics::Keep;
+use head::optim::{OptimizerConfig, OptimizerKind};
+use scratch::{Event, ScratchConfig, ScratchReport};
+
+use crate::args::Global;
+use crate::commands::augment_preview::AugmentFlags;
+use crate::progress;
+
+/// Train the tutorial's small convnet (3 conv blocks, dense 64, dropout 0.5) from scratch on augmented images.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Writes RUN/scratch/{model.safetensors, metrics.json, confusion.json, curves.png, curves.svg} \
+and a per-epoch checkpoint.safetensors.\n\nExamples:\n  \
+bottleneck scratch --data ../shared/data/dogs_vs_cats --run runs/dvc\n  \
+bottleneck scratch --data ../shared/data/dogs_vs_cats --run runs/dvc --epochs 50 --stop-after 10\n  \
+bottleneck scratch --data ../shared/data/dogs_vs_cats --run runs/dvc --resume"
+)]
+pub struct ScratchArgs {
+    /// Data folder DIR/<split>/<class>/*.jpg.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder; results go to RUN/scratch/.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Total epochs.
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    /// Stop after N epochs of this call (a checkpoint is written after every epoch); continue with --resume.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Learning rate [default: 1e-3 (Keras RMSprop default); sgd: 1e-2].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimizer: rmsprop (the tutorial), adam, adamw or sgd.
+    #[arg(long, default_value = "rmsprop")]
+    pub optimizer: OptimizerKind,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.0)]
+    pub momentum: f64,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 150)]
+    pub size: u32,
+    /// Weights to save: last (the tutorial) or best (lowest validation loss).
+    #[arg(long, default_value = "last")]
+    pub keep: Keep,
+    /// Split to train on.
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// Split to validate on (not augmented).
+    #[arg(long, default_value = "validation")]
+    pub val_split: String,
+    /// Delete an existing RUN/scratch and start over.
+    #[arg(long)]
+    pub force: bool,
+    /// Continue from RUN/scratch/checkpoint.safetensors with its settings (the optimizer's
+    /// moving averages restart from zero).
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub augment: AugmentFlags,
+}
+
+impl ScratchArgs {
+    /// The library configuration.
+    pub fn config(&self) -> anyhow::Result<ScratchConfig> {
+        let mut cfg = ScratchConfig::new(&self.data, &self.run);
+        cfg.epochs = self.epochs;
+        cfg.stop_after = self.stop_after;
+        cfg.batch_size = self.batch;
+        let mut opt = OptimizerConfig::new(self.optimizer);
+        if let Some(lr) = self.lr {
+            opt.learning_rate = lr;
+        }
+        opt.momentum = self.momentum;
+        cfg.optimizer = opt;
+        cfg.size = self.size;
+        cfg.keep = self.keep;
+        cfg.train_split = self.train_split.clone();
+        cfg.val_split = self.val_split.clone();
+        cfg.force = self.force;
+        cfg.resume = self.resume;
+        cfg.augment = self.augment.to_params()?;
+        cfg.seed = self.augment.seed.unwrap_or(scratch::DEFAULT_SEED);
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: &ScratchArgs, global: &Global) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let report = scratch::train(&cfg, &mut |ev| {
+        match ev {
+        Event::Info(s) => match &bar {
+            Some(b) if !global.quiet && !global.json => b.println(s),
+            _ => progress::note(global, s),
+        },
+        Event::Skipped {
+            split,
+            file,
+            reason,
+        } => progress::note(global, format!("{split}: skipped {file}: {reason}")),
+        Event::PhaseStart { name, total } => {
+            bar = Some(progress::bar(global, total as u64, &name, "img"))
+        }
+        Event::Progress { done } => {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        }
+        Event::PhaseEnd => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+        }
+        Event::Epoch {
+            metrics: m,
+            epochs,
+            images_per_second,
+        } => progress::note(
+            global,
+            format!(
+                "epoch {:>3}/{epochs}: loss {:.4} acc {:.4} | val_loss {:.4} val_acc {:.4} | {:.1} s, {:.1} img/s",
+                m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.seconds, images_per_second
+            ),
+        ),
+    }
+    });
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    progress::summary(global, &report, || {
+        print_summary(&report, &cfg);
+        Ok(())
+    })?;
+    if let Some(why) = &report.metrics.stopped_early {
+        eprintln!("warning: training stopped early: {why}");
+    }
+    Ok(())
+}
+
+fn print_summary(r: &ScratchReport, cfg: &ScratchConfig) {
+    let m = &r.metrics;
+    println!(
+        "{}: {} parameters, {} training / {} validation images ({})",
+        r.architecture,
+        r.parameters,
+        r.train_images,
+        r.val_images,
+        r.classes.join(", ")
+    );
+    println!(
+        "{} epochs, {:.1} s per epoch on average (decoding took {:.1} s)",
+        r.epochs_done, r.mean_epoch_seconds, r.load_seconds
+    );
+    println!(
+        "final val accuracy {:.4}; best {:.4} (epoch {}); kept epoch {} ({}): val loss {:.4}, val accuracy {:.4}",
+        m.final_val_accuracy,
+        m.best_val_accuracy,
+        m.best_val_accuracy_epoch,
+        m.kept_epoch,
+        if m.keep == Keep::Best {
+            "lowest val loss"
+        } else {
+            "last"
+        },
+        m.kept_val_loss,
+        m.kept_val_accuracy
+    );
+    println!("confusion matrix on validation (rows: true class):");
+    print!("{}", r.confusion.render());
+    if !r.finished {
+        println!(
+            "paused after epoch {} of {}: continue with\n  bottleneck scratch --data {} --run {} --resume",
+            r.epochs_done,
+            r.epochs,
+            cfg.data.display(),
+            cfg.run.display()
+        );
+    }
+    println!("wrote {}", r.paths.dir.display());
+}

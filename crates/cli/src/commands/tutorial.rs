@@ -1,0 +1,312 @@
+//! `bottleneck tutorial`: parses the options, calls `tutorial::run`, shows each stage's progress
+//! and prints the summary (human or `--json`).
+
+use std::path::PathBuf;
+
+use features::extract::Precision;
+use features::preprocess::Preprocess;
+use features::runtime::Device;
+use tutorial::{Action, Event, Stage, Summary, TutorialConfig};
+
+use crate::args::Global;
+use crate::progress;
+
+/// Run the whole tutorial (scratch, extract, train-head, finetune) and write RUN/report.md and
+/// RUN/report.html; run it again to continue an interrupted run.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bottleneck tutorial --data ../shared/data/dogs_vs_cats --model ../shared/models/vgg16_keras_notop.onnx \
+--preprocess caffe --run runs/tutorial\n  bottleneck tutorial --data ../shared/data/dogs_vs_cats --model vgg16 --run runs/smoke --quick"
+)]
+pub struct TutorialArgs {
+    /// Data folder: DIR/train/<class>/*.jpg and DIR/validation/<class>/*.jpg.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// A model name from models/ (e.g. vgg16) or a local .onnx file.
+    #[arg(long, default_value = "vgg16")]
+    pub model: String,
+    /// Preprocessing: caffe, torch or unit (default: the model's manifest).
+    #[arg(long)]
+    pub preprocess: Option<Preprocess>,
+    /// Run folder: stage outputs, RUN/tutorial.json (stage times), RUN/report.md and RUN/report.html.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Smoke test: 16 images per class and split, 2 scratch / 5 head / 2 fine-tuning epochs, --aug-cache 1.
+    #[arg(long)]
+    pub quick: bool,
+    /// Stages to run, comma-separated: scratch, extract, train-head, finetune [default: all].
+    #[arg(long, value_name = "LIST")]
+    pub stages: Option<String>,
+    /// Use only the first N images of each class of each split [default: all; 16 with --quick].
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Side of the square network input in pixels.
+    #[arg(long, default_value_t = 150)]
+    pub size: u32,
+    /// Epochs of stage 1 (scratch) [default: 50; 2 with --quick].
+    #[arg(long)]
+    pub scratch_epochs: Option<usize>,
+    /// Epochs of stage 2b (train-head) [default: 50; 5 with --quick].
+    #[arg(long)]
+    pub head_epochs: Option<usize>,
+    /// Epochs of stage 3 (finetune) [default: 50; 2 with --quick].
+    #[arg(long)]
+    pub finetune_epochs: Option<usize>,
+    /// SGD learning rate of fine-tuning [default: 1e-4].
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
+    /// Augmented draws per training image cached for fine-tuning; 0 augments afresh every epoch [default: 10; 1 with --quick].
+    #[arg(long, value_name = "K")]
+    pub aug_cache: Option<usize>,
+    /// Input tensor of the block to fine-tune [default: the model manifest's, block4_pool for VGG16].
+    #[arg(long, value_name = "TENSOR")]
+    pub split_at: Option<String>,
+    /// Backbone precision: fp32 or int8.
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+    /// Where ONNX Runtime runs: cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Replace outputs in RUN made from other inputs or settings (matching stages are still reused).
+    #[arg(long)]
+    pub force: bool,
+    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl TutorialArgs {
+    /// The library configuration: the tutorial's settings (or `--quick`'s), then the flags given.
+    pub fn config(&self) -> anyhow::Result<TutorialConfig> {
+        let mut cfg = TutorialConfig::new(&self.data, &self.model, &self.run);
+        if self.quick {
+            cfg = cfg.quick();
+        }
+        if let Some(s) = &self.stages {
+            cfg.stages = Stage::parse_list(s)?;
+        }
+        cfg.preprocess = self.preprocess;
+        cfg.limit = self.limit.or(cfg.limit);
+        cfg.size = self.size;
+        cfg.scratch_epochs = self.scratch_epochs.unwrap_or(cfg.scratch_epochs);
+        cfg.head_epochs = self.head_epochs.unwrap_or(cfg.head_epochs);
+        cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
+        cfg.finetune_lr = self.finetune_lr.unwrap_or(cfg.finetune_lr);
+        cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
+        cfg.split_at = self.split_at.clone();
+        cfg.precision = self.precision;
+        cfg.device = self.device;
+        cfg.threads = self.threads;
+        cfg.force = self.force;
+        cfg.hub.offline |= self.offline;
+        Ok(cfg)
+    }
+}
+
+pub fn run(args: &TutorialArgs, global: &Global) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    let mut out = progress::Phases::new(global);
+    let mut head_epochs = 0usize;
+    let mut done_before = 0usize;
+    let summary = tutorial::run(&cfg, &mut |ev| match ev {
+        Event::Plan { stage, action, why } => out.say(format!(
+            "stage {:>2} {:<10} {:<8} {why}",
+            stage.number(),
+            stage.name(),
+            action.verb()
+        )),
+        Event::StageStart { stage, action } => out.say(format!(
+            "── stage {} ({}): {} {}",
+            stage.number(),
+            stage.name(),
+            if action == Action::Continue {
+                "continuing"
+            } else {
+                "running"
+            },
+            stage.title()
+        )),
+        Event::StageDone { stage, seconds } => {
+            out.end();
+            out.say(format!(
+                "── stage {} ({}) done in {}",
+                stage.number(),
+                stage.name(),
+                tutorial::report::duration(seconds)
+            ))
+        }
+        Event::Info(s) => out.say(s),
+        Event::Extract(e) => match e {
+            features::extract::Event::Ready {
+                device,
+                model,
+                preprocess,
+                output,
+            } => out.say(format!(
+                "  model {model} → {output}, {} preprocessing, on {device}",
+                preprocess.name()
+            )),
+            features::extract::Event::SplitStart { split, total } => out.start(split, total, "img"),
+            features::extract::Event::Progress { done, .. } => out.set(done),
+            features::extract::Event::UpToDate { split, rows } => {
+                out.say(format!("  {split}: features up to date ({rows} rows)"))
+            }
+            features::extract::Event::Skipped {
+                split,
+                file,
+                reason,
+            } => out.say(format!("  {split}: skipped {file}: {reason}")),
+            features::extract::Event::SplitDone {
+                split,
+                rows,
+                seconds,
+            } => {
+                out.end();
+                out.say(format!("  {split}: {rows} rows in {seconds:.1} s"));
+            }
+        },
+        Event::Head(p) => match p {
+            head::train::Progress::EpochStart {
+                epoch,
+                epochs,
+                batches,
+            } => {
+                if out.current().is_none() {
+                    out.start("train-head", epochs * batches, "batches");
+                }
+                head_epochs = epochs;
+                done_before = (epoch - 1) * batches;
+                if let Some(b) = out.current() {
+                    b.set_prefix(format!("epoch {epoch}/{epochs}"));
+                }
+            }
+            head::train::Progress::Batch { batch, .. } => out.set(done_before + batch),
+            head::train::Progress::EpochEnd(m) => {
+                out.say(format!("  {}", progress::epoch_line(m, head_epochs, None)))
+            }
+        },
+        Event::Finetune(e) => match e {
+            finetune::Event::Info(s) => out.say(format!("  {s}")),
+            finetune::Event::Skipped {
+                split,
+                file,
+                reason,
+            } => out.say(format!("  {split}: skipped {file}: {reason}")),
+            finetune::Event::PhaseStart { name, total } => out.start(&name, total, "img"),
+            finetune::Event::Progress { done } => out.set(done),
+            finetune::Event::PhaseEnd => out.end(),
+            finetune::Event::Epoch {
+                metrics,
+                epochs,
+                images_per_second,
+            } => out.say(format!(
+                "  {}",
+                progress::epoch_line(metrics, epochs, Some(images_per_second))
+            )),
+        },
+        Event::Scratch(e) => match e {
+            scratch::Event::Info(s) => out.say(format!("  {s}")),
+            scratch::Event::Skipped {
+                split,
+                file,
+                reason,
+            } => out.say(format!("  {split}: skipped {file}: {reason}")),
+            scratch::Event::PhaseStart { name, total } => out.start(&name, total, "img"),
+            scratch::Event::Progress { done } => out.set(done),
+            scratch::Event::PhaseEnd => out.end(),
+            scratch::Event::Epoch {
+                metrics,
+                epochs,
+                images_per_second,
+            } => out.say(format!(
+                "  {}",
+                progress::epoch_line(&metrics, epochs, Some(images_per_second))
+            )),
+        },
+    });
+    out.end();
+    let summary = summary?;
+    progress::summary(global, &summary, || {
+        print_summary(&summary);
+        Ok(())
+    })
+}
+
+fn print_summary(s: &Summary) {
+    for r in &s.stages {
+        let acc = r
+            .val_accuracy
+            .map_or("—".to_string(), |a| format!("val accuracy {a:.4}"));
+        let reference = match (r.tutorial, r.target) {
+            (Some(t), Some(g)) => format!(" (tutorial {t:.2}, target {g:.3})"),
+            _ => String::new(),
+        };
+        let time = r
+            .seconds
+            .map_or("time not recorded".to_string(), tutorial::report::duration);
+        println!(
+            "stage {:>2} {:<10} {:<10} {acc}{reference}, {time}",
+            r.number,
+            r.stage.name(),
+            r.state
+        );
+    }
+    println!(
+        "wrote {} and {}",
+        s.report_md.display(),
+        s.report_html.display()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: TutorialArgs,
+    }
+
+    fn config(args: &[&str]) -> TutorialConfig {
+        Harness::try_parse_from(
+            ["x", "--data", "d", "--run", "r"]
+                .into_iter()
+                .chain(args.iter().copied()),
+        )
+        .expect("arguments parse")
+        .args
+        .config()
+        .expect("a configuration")
+    }
+
+    #[test]
+    fn defaults_are_the_tutorials_and_quick_flags_can_be_overridden() {
+        let full = config(&[]);
+        assert_eq!(
+            (full.scratch_epochs, full.head_epochs, full.finetune_epochs),
+            (50, 50, 50)
+        );
+        assert_eq!((full.limit, full.aug_cache, full.size), (None, 10, 150));
+        assert_eq!(full.finetune_lr, 1e-4);
+        assert_eq!(full.stages, Stage::ALL.to_vec());
+
+        let quick = config(&["--quick", "--head-epochs", "7", "--stages", "extract,head"]);
+        assert_eq!(
+            (
+                quick.scratch_epochs,
+                quick.head_epochs,
+                quick.finetune_epochs
+            ),
+            (2, 7, 2)
+        );
+        assert_eq!((quick.limit, quick.aug_cache), (Some(16), 1));
+        assert_eq!(quick.stages, vec![Stage::Extract, Stage::TrainHead]);
+        let limited = config(&["--quick", "--limit", "40", "--aug-cache", "3"]);
+        assert_eq!((limited.limit, limited.aug_cache), (Some(40), 3));
+    }
+}

@@ -1,0 +1,170 @@
+//! Streaming predictions: image files go through `features::infer::run_images` (parallel decode
+//! workers, batches in file order, the same decode/resize/preprocessing as extraction) into the one
+//! ONNX classifier, and come back as [`Prediction`]s batch by batch; unreadable images are reported
+//! as skipped and the rest goes on.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use features::dataset::Item;
+use features::infer::{run_images, BatchOut};
+use features::runtime::{self, Runner, SessionOptions};
+use features::store::Skipped;
+use serde::Serialize;
+
+use crate::classifier::Classifier;
+use crate::error::{Error, Result};
+
+/// One class and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    pub class: String,
+    pub probability: f32,
+}
+
+/// The classifier's answer for one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The file as given (or relative to the data folder when evaluating).
+    pub file: String,
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The item's label (only meaningful for labelled data).
+    #[serde(skip)]
+    pub label: usize,
+    /// The most probable class and its probability.
+    pub class: String,
+    pub index: usize,
+    pub probability: f32,
+    /// The `k` most probable classes, best first.
+    pub top: Vec<Ranked>,
+    /// Every class's probability, in class order.
+    pub probabilities: Vec<f32>,
+}
+
+/// Totals of a prediction pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunStats {
+    pub images: usize,
+    pub predicted: usize,
+    pub skipped: Vec<Skipped>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// Receives each batch's predictions and skipped files, in input order.
+pub type OnBatch<'a> = dyn FnMut(&[Prediction], &[Skipped]) -> Result<()> + 'a;
+
+/// A classifier with its ONNX Runtime session.
+pub struct Predictor {
+    pub classifier: Classifier,
+    runner: Runner,
+}
+
+/// Class indices sorted by decreasing probability (ties keep class order; NaN last).
+pub fn ranking(probs: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..probs.len()).collect();
+    let key = |i: usize| {
+        if probs[i].is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            probs[i]
+        }
+    };
+    idx.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
+    idx
+}
+
+impl Prediction {
+    /// Builds the prediction of `item` from its probability row.
+    pub fn new(item: &Item, probs: &[f32], classes: &[String], top_k: usize) -> Self {
+        let order = ranking(probs);
+        let best = order.first().copied().unwrap_or(0);
+        Prediction {
+            file: item.rel.clone(),
+            path: item.path.clone(),
+            label: item.label,
+            class: classes.get(best).cloned().unwrap_or_default(),
+            index: best,
+            probability: probs.get(best).copied().unwrap_or(f32::NAN),
+            top: order
+                .iter()
+                .take(top_k.max(1))
+                .map(|&i| Ranked {
+                    class: classes[i].clone(),
+                    probability: probs[i],
+                })
+                .collect(),
+            probabilities: probs.to_vec(),
+        }
+    }
+}
+
+impl Predictor {
+    /// Starts an ONNX Runtime session for `classifier`.
+    pub fn new(classifier: Classifier, opts: &SessionOptions) -> Result<Self> {
+        let runner = runtime::session(&classifier.onnx, opts)?;
+        Ok(Predictor { classifier, runner })
+    }
+
+    /// `"cpu"` or `"cuda"`: where the session runs.
+    pub fn device(&self) -> &'static str {
+        self.runner.device
+    }
+
+    /// Classifies `items` in batches of `batch`, calling `on_batch` with each batch's predictions
+    /// and skipped files in input order. Only an error of the session or of `on_batch` stops it.
+    pub fn run(
+        &mut self,
+        items: &[Item],
+        batch: usize,
+        top_k: usize,
+        on_batch: &mut OnBatch,
+    ) -> Result<RunStats> {
+        let start = Instant::now();
+        let classes = self.classifier.classes.clone();
+        let k = classes.len();
+        let mut stats = RunStats {
+            images: items.len(),
+            ..Default::default()
+        };
+        let mut failure: Option<Error> = None;
+        let spec = self.classifier.spec;
+        let result = run_images(
+            &mut self.runner,
+            &spec,
+            items,
+            batch,
+            &mut |out: BatchOut| {
+                let width: usize = out.row_shape.iter().product();
+                if !out.items.is_empty() && width != k {
+                    failure = Some(Error::Mismatch(format!(
+                        "the classifier returns rows of shape {:?} but has {k} classes",
+                        out.row_shape
+                    )));
+                    return Err(features::Error::Invalid("stopped".into()));
+                }
+                let preds: Vec<Prediction> = out
+                    .items
+                    .iter()
+                    .zip(out.rows.chunks_exact(k.max(1)))
+                    .map(|(it, row)| Prediction::new(it, row, &classes, top_k))
+                    .collect();
+                stats.predicted += preds.len();
+                stats.skipped.extend_from_slice(out.skipped);
+                if let Err(e) = on_batch(&preds, out.skipped) {
+                    failure = Some(e);
+                    return Err(features::Error::Invalid("stopped".into()));
+                }
+                Ok(())
+            },
+        );
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        result?;
+        stats.seconds = start.elapsed().as_secs_f64();
+        stats.images_per_second = stats.predicted as f64 / stats.seconds.max(1e-9);
+        Ok(stats)
+    }
+}

@@ -1,0 +1,161 @@
+//! What `bottleneck scratch` is asked to do ([`ScratchConfig`], tutorial defaults) and where its
+//! files go ([`ScratchPaths`]).
+
+use std::path::{Path, PathBuf};
+
+use features::augment::AugmentParams;
+use head::metrics::Keep;
+use head::optim::OptimizerConfig;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Default seed of initialisation, shuffling, augmentation and dropout.
+pub const DEFAULT_SEED: u64 = 1337;
+
+/// Settings of one training run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScratchConfig {
+    /// Data folder `DIR/<split>/<class>/*`.
+    pub data: PathBuf,
+    /// Run folder; results go to `RUN/scratch/`.
+    pub run: PathBuf,
+    pub train_split: String,
+    /// Validation split (never augmented).
+    pub val_split: String,
+    /// Input side in pixels (the tutorial: 150).
+    pub size: u32,
+    /// Total epochs (the tutorial: 50).
+    pub epochs: usize,
+    /// Stop after this many epochs of this call (the checkpoint allows `resume`).
+    pub stop_after: Option<usize>,
+    /// Images per step (the tutorial: 16).
+    pub batch_size: usize,
+    /// Images per validation forward pass (does not change results).
+    pub eval_batch_size: usize,
+    /// The tutorial: RMSprop, Keras defaults (lr 1e-3, ρ 0.9, ε 1e-7).
+    pub optimizer: OptimizerConfig,
+    /// Training augmentation (the tutorial: shear 0.2, zoom 0.2, horizontal flip).
+    pub augment: AugmentParams,
+    pub seed: u64,
+    /// Filters of the conv blocks (the tutorial: 32, 32, 64).
+    pub filters: Vec<usize>,
+    /// Hidden dense units (the tutorial: 64).
+    pub hidden: usize,
+    /// Dropout rate (the tutorial: 0.5).
+    pub dropout: f32,
+    /// Weights to save: `last` (the tutorial) or `best` (lowest validation loss).
+    pub keep: Keep,
+    /// Delete an existing `RUN/scratch` and start over.
+    pub force: bool,
+    /// Continue from `RUN/scratch/checkpoint.safetensors`.
+    pub resume: bool,
+}
+
+impl ScratchConfig {
+    /// The tutorial's settings for `data` and `run`.
+    pub fn new(data: impl Into<PathBuf>, run: impl Into<PathBuf>) -> Self {
+        ScratchConfig {
+            data: data.into(),
+            run: run.into(),
+            train_split: "train".into(),
+            val_split: "validation".into(),
+            size: 150,
+            epochs: 50,
+            stop_after: None,
+            batch_size: 16,
+            eval_batch_size: 32,
+            optimizer: OptimizerConfig::rmsprop(1e-3),
+            augment: AugmentParams::tutorial(),
+            seed: DEFAULT_SEED,
+            filters: vec![32, 32, 64],
+            hidden: 64,
+            dropout: 0.5,
+            keep: Keep::Last,
+            force: false,
+            resume: false,
+        }
+    }
+
+    /// Checks every option, naming the flag to fix.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Invalid("--epochs must be at least 1".into()));
+        }
+        if self.stop_after == Some(0) {
+            return Err(Error::Invalid("--stop-after must be at least 1".into()));
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        if self.size < 8 || self.size > 1024 {
+            return Err(Error::Invalid(format!(
+                "--size {} is out of range; use 8 to 1024 (the tutorial: 150)",
+                self.size
+            )));
+        }
+        if self.force && self.resume {
+            return Err(Error::Invalid(
+                "--force starts over and --resume continues: pass only one".into(),
+            ));
+        }
+        self.optimizer.validate()?;
+        self.augment.validate()?;
+        Ok(())
+    }
+}
+
+/// The files under `RUN/scratch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ScratchPaths {
+    pub dir: PathBuf,
+    pub model: PathBuf,
+    pub checkpoint: PathBuf,
+    pub metrics: PathBuf,
+    pub confusion: PathBuf,
+    pub curves_png: PathBuf,
+    pub curves_svg: PathBuf,
+}
+
+impl ScratchPaths {
+    /// The files of `run`.
+    pub fn new(run: &Path) -> Self {
+        let dir = run.join("scratch");
+        ScratchPaths {
+            model: dir.join("model.safetensors"),
+            checkpoint: dir.join("checkpoint.safetensors"),
+            metrics: dir.join("metrics.json"),
+            confusion: dir.join("confusion.json"),
+            curves_png: dir.join("curves.png"),
+            curves_svg: dir.join("curves.svg"),
+            dir,
+        }
+    }
+
+    /// Prepares the folder: refuses to clobber results unless `force` (which deletes them) or
+    /// `resume` (which needs the checkpoint).
+    pub fn prepare(&self, force: bool, resume: bool) -> Result<()> {
+        let occupied = match std::fs::read_dir(&self.dir) {
+            Ok(mut entries) => entries.next().is_some(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        if resume {
+            if !self.checkpoint.is_file() {
+                return Err(Error::Invalid(format!(
+                    "--resume: no checkpoint at {}; start a new run without --resume",
+                    self.checkpoint.display()
+                )));
+            }
+        } else if occupied {
+            if !force {
+                return Err(Error::Exists {
+                    path: self.dir.clone(),
+                    resumable: self.checkpoint.is_file(),
+                });
+            }
+            std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+    }
+}

@@ -1,0 +1,173 @@
+//! The photos of a split decoded and resized once into one in-memory 8-bit buffer (`[n, size,
+//! size, 3]`, Keras-parity nearest resize), and turning them into network input scaled by 1/255:
+//! plain (validation) or randomly augmented (training), each image with its own RNG stream
+//! derived from `(seed, epoch, image)`, so batches are reproducible whatever the thread count.
+
+use features::augment::{Augmenter, ImageF32};
+use features::dataset::Split;
+use features::preprocess::{self, Resize};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// The usable images of one split.
+pub struct ImageSet {
+    /// Split name.
+    pub name: String,
+    /// Image side in pixels.
+    pub size: usize,
+    /// `[n, size, size, 3]` RGB bytes.
+    pub pixels: Vec<u8>,
+    /// Relative paths, in split order.
+    pub files: Vec<String>,
+    pub labels: Vec<u32>,
+    /// `(file, reason)` of images that could not be decoded.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl ImageSet {
+    /// Number of usable images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when no image is usable.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes per image.
+    pub fn image_len(&self) -> usize {
+        self.size * self.size * 3
+    }
+
+    /// The bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let per = self.image_len();
+        &self.pixels[i * per..(i + 1) * per]
+    }
+}
+
+/// Images decoded per parallel chunk (progress is reported after each).
+const LOAD_CHUNK: usize = 32;
+
+/// Decodes and resizes (Keras `load_img` nearest) every image of `split` in parallel; unreadable
+/// files are skipped and listed. `on_progress(done)` is called after each chunk.
+pub fn load_split(
+    split: &Split,
+    size: u32,
+    on_progress: &mut dyn FnMut(usize),
+) -> Result<ImageSet> {
+    let per = size as usize * size as usize * 3;
+    let mut set = ImageSet {
+        name: split.name.clone(),
+        size: size as usize,
+        pixels: Vec::with_capacity(split.items.len() * per),
+        files: Vec::new(),
+        labels: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let mut done = 0;
+    for chunk in split.items.chunks(LOAD_CHUNK) {
+        let decoded: Vec<std::result::Result<Vec<u8>, String>> = chunk
+            .par_iter()
+            .map(|item| {
+                let img = features::image_io::load_rgb8(&item.path).map_err(|e| match e {
+                    features::Error::Image { reason, .. } => reason,
+                    other => other.to_string(),
+                })?;
+                preprocess::resize(&img.image, size, size, Resize::Nearest)
+                    .map(|r| r.into_raw())
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        for (item, r) in chunk.iter().zip(decoded) {
+            match r {
+                Ok(px) => {
+                    set.pixels.extend_from_slice(&px);
+                    set.files.push(item.rel.clone());
+                    set.labels.push(item.label as u32);
+                }
+                Err(reason) => set.skipped.push((item.rel.clone(), reason)),
+            }
+        }
+        done += chunk.len();
+        on_progress(done);
+    }
+    if set.is_empty() {
+        return Err(Error::Data(format!(
+            "split '{}': none of its {} images could be read{}; fix or remove them",
+            split.name,
+            split.items.len(),
+            set.skipped
+                .first()
+                .map(|(f, r)| format!(" (first: {f}: {r})"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(set)
+}
+
+/// A reproducible RNG for image `image` of epoch `epoch` under `seed`, for `purpose`.
+pub fn image_rng(seed: u64, purpose: u64, epoch: u64, image: u64) -> ChaCha8Rng {
+    // SplitMix-style mixing of the seed and the purpose/epoch into one 64-bit seed; the image
+    // picks the ChaCha stream, so streams never overlap.
+    let mut z = seed
+        ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut rng = ChaCha8Rng::seed_from_u64(z);
+    rng.set_stream(image);
+    rng
+}
+
+/// RNG purposes.
+pub const PURPOSE_AUGMENT: u64 = 1;
+pub const PURPOSE_SHUFFLE: u64 = 2;
+pub const PURPOSE_DROPOUT: u64 = 3;
+pub const PURPOSE_INIT: u64 = 4;
+
+/// Writes images `idx` of `set` into `out` (`[idx.len(), size, size, 3]`) scaled by 1/255,
+/// augmented when `aug` is given (`(augmenter, seed, epoch)`).
+pub fn write_batch(
+    set: &ImageSet,
+    idx: &[usize],
+    aug: Option<(&Augmenter, u64, u64)>,
+    out: &mut [f32],
+) -> Result<()> {
+    let per = set.image_len();
+    if out.len() != idx.len() * per {
+        return Err(Error::Invalid(format!(
+            "batch buffer holds {} values, {} images need {}",
+            out.len(),
+            idx.len(),
+            idx.len() * per
+        )));
+    }
+    let s = set.size as u32;
+    out.par_chunks_exact_mut(per)
+        .zip(idx.par_iter())
+        .try_for_each(|(slot, &i)| -> Result<()> {
+            let src = set.image(i);
+            match aug {
+                Some((augmenter, seed, epoch)) if !augmenter.is_identity() => {
+                    let img = ImageF32::from_raw(s, s, src.iter().map(|&v| v as f32).collect())?;
+                    let mut rng = image_rng(seed, PURPOSE_AUGMENT, epoch, i as u64);
+                    let a = augmenter.augment_with(&img, &mut rng);
+                    for (o, v) in slot.iter_mut().zip(a.as_slice()) {
+                        *o = v / 255.0;
+                    }
+                }
+                _ => {
+                    for (o, &v) in slot.iter_mut().zip(src) {
+                        *o = v as f32 / 255.0;
+                    }
+                }
+            }
+            Ok(())
+        })
+}

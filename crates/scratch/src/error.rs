@@ -1,0 +1,52 @@
+//! The one error type of the `scratch` crate.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while training the small convnet from scratch.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Scanning, decoding or augmenting images failed.
+    #[error(transparent)]
+    Features(#[from] features::Error),
+    /// Metrics, optimizer or plotting (shared with the head stage) failed.
+    #[error(transparent)]
+    Head(#[from] head::Error),
+    /// A tensor operation failed inside Candle (optimizer variables).
+    #[error("tensor operation: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The data folder cannot be trained on (missing split, one class, no readable image, …).
+    #[error("{0}")]
+    Data(String),
+    /// `RUN/scratch` already holds results.
+    #[error("{} already exists: pass --force to start over{}", path.display(), if *resumable { " or --resume to continue it" } else { "" })]
+    Exists { path: PathBuf, resumable: bool },
+    /// A model or checkpoint file is missing, corrupt or does not match the configuration.
+    #[error("{}: {reason}", path.display())]
+    ModelFile { path: PathBuf, reason: String },
+    /// The loss became NaN or infinite.
+    #[error("{0}")]
+    Diverged(String),
+    /// A user-supplied option is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

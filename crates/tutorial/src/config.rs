@@ -1,0 +1,234 @@
+//! What a tutorial run is asked to do ([`TutorialConfig`]), its stages ([`Stage`]), the tutorial's
+//! settings and published accuracies, and the `--quick` preset.
+
+use std::path::PathBuf;
+
+use features::extract::Precision;
+use features::manifest::HubOptions;
+use features::preprocess::Preprocess;
+use features::runtime::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The stages of the tutorial, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Stage 1: the small convnet trained from scratch on augmented images.
+    Scratch,
+    /// Stage 2a: VGG16 bottleneck features of every image.
+    Extract,
+    /// Stage 2b: the dense classifier trained on the features.
+    TrainHead,
+    /// Stage 3: block5 fine-tuned together with the head.
+    Finetune,
+}
+
+/// Accuracies the tutorial published and the ones this project aims for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Reference {
+    pub tutorial: f64,
+    pub target: f64,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 4] = [
+        Stage::Scratch,
+        Stage::Extract,
+        Stage::TrainHead,
+        Stage::Finetune,
+    ];
+
+    /// The stage's command name (`scratch`, `extract`, `train-head`, `finetune`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Scratch => "scratch",
+            Stage::Extract => "extract",
+            Stage::TrainHead => "train-head",
+            Stage::Finetune => "finetune",
+        }
+    }
+
+    /// The tutorial's numbering: 1, 2a, 2b, 3.
+    pub fn number(self) -> &'static str {
+        match self {
+            Stage::Scratch => "1",
+            Stage::Extract => "2a",
+            Stage::TrainHead => "2b",
+            Stage::Finetune => "3",
+        }
+    }
+
+    /// One line saying what the stage does.
+    pub fn title(self) -> &'static str {
+        match self {
+            Stage::Scratch => "small convnet trained from scratch",
+            Stage::Extract => "VGG16 bottleneck features",
+            Stage::TrainHead => "dense head on the bottleneck features",
+            Stage::Finetune => "block5 fine-tuned with the head",
+        }
+    }
+
+    /// The folder of the stage's outputs inside the run.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Stage::Scratch => "scratch",
+            Stage::Extract => "features",
+            Stage::TrainHead => "head",
+            Stage::Finetune => "finetune",
+        }
+    }
+
+    /// The tutorial's published validation accuracy and our target (none for extraction).
+    pub fn reference(self) -> Option<Reference> {
+        let (tutorial, target) = match self {
+            Stage::Scratch => (0.80, 0.82),
+            Stage::Extract => return None,
+            Stage::TrainHead => (0.90, 0.970),
+            Stage::Finetune => (0.94, 0.980),
+        };
+        Some(Reference { tutorial, target })
+    }
+
+    /// Parses a comma-separated list (`scratch,extract,train-head,finetune`, also `head`, `all`).
+    pub fn parse_list(s: &str) -> Result<Vec<Stage>> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let stages: &[Stage] = match part {
+                "all" => &Stage::ALL,
+                "scratch" | "1" => &[Stage::Scratch],
+                "extract" | "2a" => &[Stage::Extract],
+                "train-head" | "head" | "2b" => &[Stage::TrainHead],
+                "finetune" | "3" => &[Stage::Finetune],
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "unknown stage '{other}': use scratch, extract, train-head, finetune (comma-separated) or all"
+                    )))
+                }
+            };
+            out.extend_from_slice(stages);
+        }
+        if out.is_empty() {
+            return Err(Error::Invalid("--stages lists no stage".into()));
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything `bottleneck tutorial` needs.
+#[derive(Debug, Clone)]
+pub struct TutorialConfig {
+    /// Data folder `DIR/{train,validation}/<class>/*`.
+    pub data: PathBuf,
+    /// Model name or `.onnx` path of the backbone.
+    pub model: String,
+    /// Preprocessing; default: the model manifest's.
+    pub preprocess: Option<Preprocess>,
+    /// Run folder.
+    pub run: PathBuf,
+    /// Stages to run (the others are only reported when their outputs exist).
+    pub stages: Vec<Stage>,
+    /// Use only the first N images of each class of each split (linked into `RUN/tutorial-data`).
+    pub limit: Option<usize>,
+    /// Side of the square network input (the tutorial: 150).
+    pub size: u32,
+    /// Backbone precision for extraction and the frozen part of fine-tuning.
+    pub precision: Precision,
+    /// Where ONNX Runtime runs (extraction, the frozen part of fine-tuning).
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    pub threads: Option<usize>,
+    pub scratch_epochs: usize,
+    pub head_epochs: usize,
+    pub finetune_epochs: usize,
+    pub finetune_lr: f64,
+    /// Augmented draws per training image cached for fine-tuning (0: augment afresh every epoch).
+    pub aug_cache: usize,
+    /// Input tensor of the block to fine-tune; default: the model manifest's.
+    pub split_at: Option<String>,
+    /// Replace outputs of RUN that were made from other inputs or settings.
+    pub force: bool,
+    pub hub: HubOptions,
+}
+
+impl TutorialConfig {
+    /// The tutorial's settings: 50 epochs per stage, fine-tuning with SGD lr 1e-4, 150-pixel images.
+    pub fn new(
+        data: impl Into<PathBuf>,
+        model: impl Into<String>,
+        run: impl Into<PathBuf>,
+    ) -> Self {
+        TutorialConfig {
+            data: data.into(),
+            model: model.into(),
+            preprocess: None,
+            run: run.into(),
+            stages: Stage::ALL.to_vec(),
+            limit: None,
+            size: 150,
+            precision: Precision::Fp32,
+            device: Device::Cpu,
+            threads: None,
+            scratch_epochs: 50,
+            head_epochs: 50,
+            finetune_epochs: 50,
+            finetune_lr: finetune::config::DEFAULT_LEARNING_RATE,
+            aug_cache: finetune::config::DEFAULT_AUG_CACHE,
+            split_at: None,
+            force: false,
+            hub: HubOptions::from_env(),
+        }
+    }
+
+    /// The `--quick` preset: 16 images per class and split, 2 scratch epochs, 5 head epochs,
+    /// 2 fine-tuning epochs, one cached augmented draw per image.
+    pub fn quick(mut self) -> Self {
+        self.limit = Some(16);
+        self.scratch_epochs = 2;
+        self.head_epochs = 5;
+        self.finetune_epochs = 2;
+        self.aug_cache = 1;
+        self
+    }
+
+    /// Checks the numbers.
+    pub fn validate(&self) -> Result<()> {
+        for (flag, n) in [
+            ("--scratch-epochs", self.scratch_epochs),
+            ("--head-epochs", self.head_epochs),
+            ("--finetune-epochs", self.finetune_epochs),
+        ] {
+            if n == 0 {
+                return Err(Error::Invalid(format!("{flag} must be at least 1")));
+            }
+        }
+        if self.limit == Some(0) {
+            return Err(Error::Invalid("--limit must be at least 1".into()));
+        }
+        if !(self.finetune_lr > 0.0 && self.finetune_lr.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "--finetune-lr {} must be a positive number",
+                self.finetune_lr
+            )));
+        }
+        if self.stages.is_empty() {
+            return Err(Error::Invalid("no stage to run".into()));
+        }
+        Ok(())
+    }
+
+    /// True when `stage` is among the stages to run.
+    pub fn runs(&self, stage: Stage) -> bool {
+        self.stages.contains(&stage)
+    }
+}

@@ -1,0 +1,218 @@
+//! The inputs every stage depends on (data folder and its content, model and its sha256,
+//! preprocessing, image size, precision), the `--limit` subset of the data, and the digests that
+//! the stages' own metadata can be checked against.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use features::dataset::{self, Dataset};
+use features::manifest;
+use features::preprocess::{Preprocess, PREPROCESS_CHOICES};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::TutorialConfig;
+use crate::error::{Error, Result};
+
+/// Folder of the `--limit` subset inside the run (symbolic links to the data).
+pub const SUBSET_DIR: &str = "tutorial-data";
+
+/// What the outputs of a tutorial run were made from (recorded in `RUN/tutorial.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    /// The data folder as given on the command line, made absolute.
+    pub data: String,
+    /// Images per class and split when only a subset was used.
+    pub limit: Option<usize>,
+    /// Digest of every image name, label and content of every split.
+    pub data_digest: String,
+    pub classes: Vec<String>,
+    /// Images per split.
+    pub images: BTreeMap<String, usize>,
+    pub model: String,
+    pub model_sha256: String,
+    pub preprocess: String,
+    pub image_size: u32,
+    pub precision: String,
+}
+
+impl Inputs {
+    /// Fields that differ from `other`, as `name: this vs other`.
+    pub fn differences(&self, other: &Inputs) -> Vec<String> {
+        differences(self, other)
+    }
+}
+
+/// Fields of two serialisable values that differ, as `name: a vs b` (long values shortened).
+pub fn differences<T: Serialize>(a: &T, b: &T) -> Vec<String> {
+    let a = serde_json::to_value(a).unwrap_or_default();
+    let b = serde_json::to_value(b).unwrap_or_default();
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return vec!["values cannot be compared".into()];
+    };
+    let short = |v: &serde_json::Value| {
+        let s = v.to_string();
+        match s.char_indices().nth(60) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s,
+        }
+    };
+    a.iter()
+        .filter_map(|(k, va)| {
+            let vb = b.get(k).cloned().unwrap_or_default();
+            (*va != vb).then(|| format!("{k}: {} vs {}", short(va), short(&vb)))
+        })
+        .collect()
+}
+
+/// One image of a split with the sha256 of its bytes.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    pub rel: String,
+    pub label: usize,
+    pub content: [u8; 32],
+}
+
+/// The checked inputs of a run.
+pub struct Prepared {
+    pub inputs: Inputs,
+    /// The data folder the stages read (the subset folder with `--limit`).
+    pub data_dir: PathBuf,
+    pub dataset: Dataset,
+    /// Every image of every split with its content hash, in scan order.
+    pub hashed: BTreeMap<String, Vec<Hashed>>,
+    pub preprocess: Preprocess,
+    /// The model as the stages should be told (a name, or an absolute path).
+    pub model: String,
+}
+
+impl Prepared {
+    /// The digest fine-tuning records for a split (`Settings::train_digest`): name, label and content
+    /// of every image that is not in `skipped`.
+    pub fn split_digest(&self, split: &str, skipped: &BTreeSet<String>) -> Option<String> {
+        let items = self.hashed.get(split)?;
+        let mut h = Sha256::new();
+        for it in items.iter().filter(|i| !skipped.contains(&i.rel)) {
+            h.update((it.rel.len() as u64).to_le_bytes());
+            h.update(it.rel.as_bytes());
+            h.update((it.label as u64).to_le_bytes());
+            h.update(it.content);
+        }
+        Some(hex::encode(h.finalize()))
+    }
+}
+
+/// Resolves the model, links the `--limit` subset, scans and hashes the data.
+pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
+    let data_abs = std::fs::canonicalize(&cfg.data).map_err(|e| {
+        Error::Invalid(format!(
+            "data folder {} cannot be read ({e}); pass --data DIR with DIR/train/<class>/*.jpg and DIR/validation/<class>/*.jpg",
+            cfg.data.display()
+        ))
+    })?;
+    let data_dir = match cfg.limit {
+        Some(n) => link_subset(&data_abs, &cfg.run.join(SUBSET_DIR), n)?,
+        None => data_abs.clone(),
+    };
+    let dataset = dataset::scan(&data_dir)?;
+    for split in ["train", "validation"] {
+        if dataset.split(split).is_none() {
+            return Err(Error::Invalid(format!(
+                "{} has no '{split}' split: the tutorial needs DIR/train/<class>/* and DIR/validation/<class>/*",
+                cfg.data.display()
+            )));
+        }
+    }
+    let model = manifest::resolve(&cfg.model, &cfg.hub)?;
+    let preprocess = match (cfg.preprocess, model.manifest.as_ref()) {
+        (Some(p), _) => p,
+        (None, Some(m)) => m.preprocess,
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{} has no manifest, so its preprocessing is unknown: pass --preprocess with one of {PREPROCESS_CHOICES}",
+                model.path.display()
+            )))
+        }
+    };
+    let mut hashed = BTreeMap::new();
+    let mut all = Sha256::new();
+    for split in &dataset.splits {
+        let mut items = Vec::with_capacity(split.items.len());
+        for item in &split.items {
+            let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
+            let content: [u8; 32] = Sha256::digest(&bytes).into();
+            for part in [split.name.as_bytes(), item.rel.as_bytes()] {
+                all.update((part.len() as u64).to_le_bytes());
+                all.update(part);
+            }
+            all.update((item.label as u64).to_le_bytes());
+            all.update(content);
+            items.push(Hashed {
+                rel: item.rel.clone(),
+                label: item.label,
+                content,
+            });
+        }
+        hashed.insert(split.name.clone(), items);
+    }
+    let inputs = Inputs {
+        data: data_abs.to_string_lossy().into_owned(),
+        limit: cfg.limit,
+        data_digest: hex::encode(all.finalize()),
+        classes: dataset.classes.clone(),
+        images: dataset
+            .splits
+            .iter()
+            .map(|s| (s.name.clone(), s.items.len()))
+            .collect(),
+        model: model.name.clone(),
+        model_sha256: model.sha256.clone(),
+        preprocess: preprocess.name().into(),
+        image_size: cfg.size,
+        precision: cfg.precision.name().into(),
+    };
+    Ok(Prepared {
+        inputs,
+        data_dir,
+        dataset,
+        hashed,
+        preprocess,
+        model: model.name,
+    })
+}
+
+/// Rebuilds `dir` as `DIR/<split>/<class>/` links to the first `per_class` images of each class.
+fn link_subset(data: &Path, dir: &Path, per_class: usize) -> Result<PathBuf> {
+    let full = dataset::scan(data)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    for split in &full.splits {
+        let mut taken = vec![0usize; full.classes.len()];
+        for item in &split.items {
+            if taken[item.label] >= per_class {
+                continue;
+            }
+            taken[item.label] += 1;
+            let target = dir.join(&item.rel);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            link_or_copy(&item.path, &target)?;
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
+fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(src, dst).map_err(|e| Error::io(dst, e))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::copy(src, dst)
+            .map(|_| ())
+            .map_err(|e| Error::io(dst, e))
+    }
+}
