@@ -61,7 +61,6 @@ pub struct AugmentFlags {
 
 impl AugmentFlags {
     /// The parameters these flags describe, on top of the `tutorial` preset unless `--augment` names another.
-    #[allow(dead_code)] // for the training commands (finetune, scratch) that flatten these flags
     pub fn to_params(&self) -> anyhow::Result<AugmentParams> {
         self.to_params_or("tutorial")
     }

@@ -95,47 +95,28 @@ impl ScratchArgs {
 
 pub fn run(args: &ScratchArgs, global: &Global) -> anyhow::Result<()> {
     let cfg = args.config()?;
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let report = scratch::train(&cfg, &mut |ev| {
-        match ev {
-        Event::Info(s) => match &bar {
-            Some(b) if !global.quiet && !global.json => b.println(s),
-            _ => progress::note(global, s),
-        },
+    let mut out = progress::Phases::new(global);
+    let report = scratch::train(&cfg, &mut |ev| match ev {
+        Event::Info(s) => out.say(s),
         Event::Skipped {
             split,
             file,
             reason,
-        } => progress::note(global, format!("{split}: skipped {file}: {reason}")),
-        Event::PhaseStart { name, total } => {
-            bar = Some(progress::bar(global, total as u64, &name, "img"))
-        }
-        Event::Progress { done } => {
-            if let Some(b) = &bar {
-                b.set_position(done as u64);
-            }
-        }
-        Event::PhaseEnd => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
-        }
+        } => out.say(format!("{split}: skipped {file}: {reason}")),
+        Event::PhaseStart { name, total } => out.start(&name, total, "img"),
+        Event::Progress { done } => out.set(done),
+        Event::PhaseEnd => out.end(),
         Event::Epoch {
-            metrics: m,
+            metrics,
             epochs,
             images_per_second,
-        } => progress::note(
-            global,
-            format!(
-                "epoch {:>3}/{epochs}: loss {:.4} acc {:.4} | val_loss {:.4} val_acc {:.4} | {:.1} s, {:.1} img/s",
-                m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.seconds, images_per_second
-            ),
-        ),
-    }
+        } => out.say(progress::epoch_line(
+            &metrics,
+            epochs,
+            Some(images_per_second),
+        )),
     });
-    if let Some(b) = bar.take() {
-        b.finish_and_clear();
-    }
+    out.end();
     let report = report?;
     progress::summary(global, &report, || {
         print_summary(&report, &cfg);
