@@ -86,6 +86,30 @@ impl<'g> Phases<'g> {
             b.finish_and_clear();
         }
     }
+
+    /// Shows what a training stage (finetune, scratch) reports; lines start with `indent`.
+    pub fn stage_event(&mut self, ev: head::stage::StageEvent<'_>, indent: &str) {
+        use head::stage::StageEvent as E;
+        match ev {
+            E::Info(s) => self.say(format!("{indent}{s}")),
+            E::Skipped {
+                split,
+                file,
+                reason,
+            } => self.say(format!("{indent}{split}: skipped {file}: {reason}")),
+            E::PhaseStart { name, total } => self.start(&name, total, "img"),
+            E::Progress { done } => self.set(done),
+            E::PhaseEnd => self.end(),
+            E::Epoch {
+                metrics,
+                epochs,
+                images_per_second,
+            } => self.say(format!(
+                "{indent}{}",
+                epoch_line(metrics, epochs, Some(images_per_second))
+            )),
+        }
+    }
 }
 
 /// One epoch's line, as every training command prints it.

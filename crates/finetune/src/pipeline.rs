@@ -4,7 +4,7 @@
 
 use features::augment::Augmenter;
 use features::runtime::SessionOptions;
-use head::metrics::{ConfusionMatrix, EpochMetrics, Keep, Metrics};
+use head::metrics::{ConfusionMatrix, Keep, Metrics};
 use serde::Serialize;
 
 use crate::caches;
@@ -22,30 +22,8 @@ use crate::outputs;
 use crate::setup;
 use crate::train::{self, EpochData, Outcome, Source, State};
 
-/// Progress reports.
-#[derive(Debug)]
-pub enum Event<'a> {
-    /// A line of information (model, device, checks, caches).
-    Info(String),
-    /// An image could not be read and is left out.
-    Skipped {
-        split: &'a str,
-        file: &'a str,
-        reason: &'a str,
-    },
-    /// A phase over `total` images begins.
-    PhaseStart { name: String, total: usize },
-    /// `done` images of the current phase are processed.
-    Progress { done: usize },
-    /// The current phase ended.
-    PhaseEnd,
-    /// An epoch ended.
-    Epoch {
-        metrics: &'a EpochMetrics,
-        epochs: usize,
-        images_per_second: f64,
-    },
-}
+/// Progress reports (shared with the other training stages).
+pub use head::stage::StageEvent as Event;
 
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]

@@ -14,6 +14,7 @@ pub mod optim;
 pub mod pipeline;
 pub mod plot;
 pub mod source;
+pub mod stage;
 pub mod train;
 
 pub use error::{Error, Result};

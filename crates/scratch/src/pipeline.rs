@@ -20,31 +20,8 @@ use crate::error::{Error, Result};
 use crate::model::{self, ModelMeta};
 use crate::net::{self, Arch, Params};
 
-/// Progress reported while [`train`] runs.
-#[derive(Clone, Debug)]
-pub enum Event {
-    /// A line of information.
-    Info(String),
-    /// An image that could not be decoded (left out).
-    Skipped {
-        split: String,
-        file: String,
-        reason: String,
-    },
-    /// A phase over `total` images begins (decoding a split, an epoch's training, validation).
-    PhaseStart { name: String, total: usize },
-    /// Images done in the current phase.
-    Progress { done: usize },
-    /// The current phase ended.
-    PhaseEnd,
-    /// An epoch finished.
-    Epoch {
-        metrics: EpochMetrics,
-        epochs: usize,
-        /// Training throughput of the epoch (augmentation + forward + backward + update).
-        images_per_second: f64,
-    },
-}
+/// Progress reports (shared with the other training stages).
+pub use head::stage::StageEvent as Event;
 
 /// The settings a checkpoint continues with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,9 +164,9 @@ fn load_data(
         on_event(Event::PhaseEnd);
         for (file, reason) in &set.skipped {
             on_event(Event::Skipped {
-                split: split.name.clone(),
-                file: file.clone(),
-                reason: reason.clone(),
+                split: &split.name,
+                file,
+                reason,
             });
         }
         sets.push(set);
@@ -453,7 +430,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         epoch_seconds.push(m.seconds);
         history.push(m.clone());
         on_event(Event::Epoch {
-            metrics: m.clone(),
+            metrics: &m,
             epochs: cfg.epochs,
             images_per_second: n as f64 / train_seconds.max(1e-9),
         });

@@ -72,7 +72,7 @@ pub enum Event<'a> {
     Extract(features::extract::Event<'a>),
     Head(head::train::Progress<'a>),
     Finetune(finetune::Event<'a>),
-    Scratch(scratch::Event),
+    Scratch(scratch::Event<'a>),
 }
 
 /// What [`run`] did.

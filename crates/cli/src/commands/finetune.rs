@@ -10,7 +10,7 @@ use finetune::config::{
 };
 use finetune::optim::SgdConfig;
 use finetune::rows::Precision;
-use finetune::{finetune, Event, FinetuneConfig, FinetunePaths, Report, Settings};
+use finetune::{finetune, FinetuneConfig, FinetunePaths, Report, Settings};
 use head::metrics::Keep;
 
 use crate::args::Global;
@@ -194,26 +194,7 @@ impl FinetuneArgs {
 pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
     let cfg = args.config()?;
     let mut out = progress::Phases::new(global);
-    let report = finetune(&cfg, &mut |ev| match ev {
-        Event::Info(s) => out.say(s),
-        Event::Skipped {
-            split,
-            file,
-            reason,
-        } => out.say(format!("{split}: skipped {file}: {reason}")),
-        Event::PhaseStart { name, total } => out.start(&name, total, "img"),
-        Event::Progress { done } => out.set(done),
-        Event::PhaseEnd => out.end(),
-        Event::Epoch {
-            metrics,
-            epochs,
-            images_per_second,
-        } => out.say(progress::epoch_line(
-            metrics,
-            epochs,
-            Some(images_per_second),
-        )),
-    });
+    let report = finetune(&cfg, &mut |ev| out.stage_event(ev, ""));
     out.end();
     let report = report?;
     if global.json {

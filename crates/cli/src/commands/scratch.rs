@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use head::metrics::Keep;
 use head::optim::{OptimizerConfig, OptimizerKind};
-use scratch::{Event, ScratchConfig, ScratchReport};
+use scratch::{ScratchConfig, ScratchReport};
 
 use crate::args::Global;
 use crate::commands::augment_preview::AugmentFlags;
@@ -96,26 +96,7 @@ impl ScratchArgs {
 pub fn run(args: &ScratchArgs, global: &Global) -> anyhow::Result<()> {
     let cfg = args.config()?;
     let mut out = progress::Phases::new(global);
-    let report = scratch::train(&cfg, &mut |ev| match ev {
-        Event::Info(s) => out.say(s),
-        Event::Skipped {
-            split,
-            file,
-            reason,
-        } => out.say(format!("{split}: skipped {file}: {reason}")),
-        Event::PhaseStart { name, total } => out.start(&name, total, "img"),
-        Event::Progress { done } => out.set(done),
-        Event::PhaseEnd => out.end(),
-        Event::Epoch {
-            metrics,
-            epochs,
-            images_per_second,
-        } => out.say(progress::epoch_line(
-            &metrics,
-            epochs,
-            Some(images_per_second),
-        )),
-    });
+    let report = scratch::train(&cfg, &mut |ev| out.stage_event(ev, ""));
     out.end();
     let report = report?;
     progress::summary(global, &report, || {

@@ -188,44 +188,8 @@ pub fn run(args: &TutorialArgs, global: &Global) -> anyhow::Result<()> {
                 out.say(format!("  {}", progress::epoch_line(m, head_epochs, None)))
             }
         },
-        Event::Finetune(e) => match e {
-            finetune::Event::Info(s) => out.say(format!("  {s}")),
-            finetune::Event::Skipped {
-                split,
-                file,
-                reason,
-            } => out.say(format!("  {split}: skipped {file}: {reason}")),
-            finetune::Event::PhaseStart { name, total } => out.start(&name, total, "img"),
-            finetune::Event::Progress { done } => out.set(done),
-            finetune::Event::PhaseEnd => out.end(),
-            finetune::Event::Epoch {
-                metrics,
-                epochs,
-                images_per_second,
-            } => out.say(format!(
-                "  {}",
-                progress::epoch_line(metrics, epochs, Some(images_per_second))
-            )),
-        },
-        Event::Scratch(e) => match e {
-            scratch::Event::Info(s) => out.say(format!("  {s}")),
-            scratch::Event::Skipped {
-                split,
-                file,
-                reason,
-            } => out.say(format!("  {split}: skipped {file}: {reason}")),
-            scratch::Event::PhaseStart { name, total } => out.start(&name, total, "img"),
-            scratch::Event::Progress { done } => out.set(done),
-            scratch::Event::PhaseEnd => out.end(),
-            scratch::Event::Epoch {
-                metrics,
-                epochs,
-                images_per_second,
-            } => out.say(format!(
-                "  {}",
-                progress::epoch_line(&metrics, epochs, Some(images_per_second))
-            )),
-        },
+        Event::Finetune(e) => out.stage_event(e, "  "),
+        Event::Scratch(e) => out.stage_event(e, "  "),
     });
     out.end();
     let summary = summary?;
