@@ -19,6 +19,8 @@ fn tutorial(data: &Path, model: &Path, run: &Path, extra: &[&str]) -> Output {
             "caffe",
             "--size",
             "64",
+            "--scratch-size",
+            "64",
             "--split-at",
             "block4_pool",
             "--threads",
@@ -129,6 +131,15 @@ fn quick_tutorial_reports_resumes_and_refuses_other_data() {
     assert_eq!(action_of(&first, "extract"), "run");
     assert!(md.contains(&record["inputs"]["model_sha256"].as_str().unwrap()[..16]));
     assert!(md.contains("| true \\ predicted | bright | dark | recall |"));
+    // The settings each stage ran with, read from its files: the recipe's by default.
+    for line in [
+        "- Stage 1 (`scratch`): 64 px, rmsprop lr 0.001 (cosine), batch 16, 2 epochs, augmentation: rotation ±20°",
+        "- Stage 2a (`extract`): 64 px (nearest resize), caffe preprocessing, fp32",
+        "- Stage 2b (`train-head`): dense 256",
+        "- Stage 3 (`finetune`): block4_pool → block5_pool trained, 64 px, int8 frozen part, SGD lr 0.00001 momentum 0.9",
+    ] {
+        assert!(md.contains(line), "report.md lacks {line:?}:\n{md}");
+    }
 
     // Second sitting: nothing to do, nothing rewritten, the recorded times are kept.
     let head_before = std::fs::metadata(run.join("head/head.safetensors"))

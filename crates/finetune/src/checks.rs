@@ -47,9 +47,9 @@ pub struct Probe<'a> {
     pub images: usize,
 }
 
-/// The FP32 frozen outputs (NCHW rows) of the images `probe` checks, computed with the FP32 cut
-/// `cut`: the reference input of both checks when training runs an int8 frozen part.
-pub fn fp32_rows(cut: &features::onnx::CutModel, probe: &Probe<'_>) -> Result<Vec<f32>> {
+/// The frozen outputs (NCHW rows) of the images `probe` checks, computed with `cut` (with an int8
+/// frozen part: the FP32 cut for the block check, the int8 cut for the export check).
+pub fn frozen_rows(cut: &features::onnx::CutModel, probe: &Probe<'_>) -> Result<Vec<f32>> {
     let n = probe.images.min(probe.set.len()).max(1);
     let mut frozen = crate::frozen::Frozen::new(cut, probe.opts, probe.size)?;
     frozen.run(&inputs(probe.set, n, probe.spec, probe.size)?, n)

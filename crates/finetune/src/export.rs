@@ -1,8 +1,9 @@
 //! `model.onnx`: one ONNX graph that maps a preprocessed image batch to class probabilities. It is
 //! the original model cut at the head's input tensor (for a fine-tuned run, with the trainable
 //! block's initializers replaced by the fine-tuned weights) and Flatten → Gemm → Relu → Gemm →
-//! Sigmoid (as `[1-p, p]`) or Softmax appended with the head's weights. Output: `probabilities`
-//! `[N, classes]`.
+//! Sigmoid (as `[1-p, p]`) or Softmax appended with the head's weights; for a run whose frozen part
+//! was int8, that int8 frozen part replaces the FP32 one (the model exported is the model
+//! validated). Output: `probabilities` `[N, classes]`.
 
 use features::onnx::build::{f32_tensor, int_attr, node};
 use features::onnx::proto::{
@@ -215,8 +216,15 @@ fn info_entries(info: &ExportInfo) -> Result<Vec<(String, String)>> {
     ])
 }
 
-/// Builds the fine-tuned model from the original model bytes and the trained network.
-pub fn export_onnx(original: &[u8], net: &Net, info: &ExportInfo) -> Result<Vec<u8>> {
+/// Builds the fine-tuned model from the original model bytes and the trained network; with
+/// `frozen` (a model of the frozen part, e.g. int8, whose output is the block's input tensor) that
+/// part replaces the original's.
+pub fn export_onnx(
+    original: &[u8],
+    frozen: Option<&[u8]>,
+    net: &Net,
+    info: &ExportInfo,
+) -> Result<Vec<u8>> {
     let cut = features::onnx::cut_at(original, &net.block.output_tensor)?;
     let mut m = decode(&cut.bytes)?;
     let g = m
@@ -241,6 +249,9 @@ pub fn export_onnx(original: &[u8], net: &Net, info: &ExportInfo) -> Result<Vec<
                 })?;
             *t = f32_tensor(name, &dims, values);
         }
+    }
+    if let Some(part) = frozen {
+        crate::splice::splice_frozen(&mut m, part, &net.block.input_tensor)?;
     }
     append_head(
         &mut m,

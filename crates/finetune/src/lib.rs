@@ -21,6 +21,7 @@ pub mod outputs;
 pub mod pipeline;
 pub mod rows;
 pub mod setup;
+pub mod splice;
 pub mod tensors;
 pub mod train;
 

@@ -120,11 +120,13 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         opts: &opts,
         images: cfg.check_images,
     };
-    // Both checks test the FP32 graph (the block, model.onnx), so with an int8 frozen part their
-    // input is the FP32 frozen output of the checked images.
+    // The block check tests the FP32 graph, so with an int8 frozen part its input is the FP32
+    // frozen output of the checked images.
     let mut int8_report = None;
+    let mut export_probe_rows = None;
     if let Some(q) = &s.int8 {
-        fp32_probe_rows = checks::fp32_rows(&s.cut, &probe)?;
+        export_probe_rows = Some(checks::frozen_rows(&q.cut, &probe)?);
+        fp32_probe_rows = checks::frozen_rows(&s.cut, &probe)?;
         let m = fp32_probe_rows.len();
         let diff = checks::max_rel_diff(&val_rows[..m], &fp32_probe_rows);
         on_event(Event::Info(format!(
@@ -288,10 +290,14 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         precision: s.settings.precision,
         int8: int8_report,
         export_note: match s.settings.precision {
-            FrozenPrecision::Fp32 => "model.onnx: the FP32 model with the fine-tuned block and head".into(),
-            FrozenPrecision::Int8 => "model.onnx: the FP32 model with the fine-tuned block and head (the int8 \
-                 frozen part was used for training only; quantize model.onnx separately to deploy in int8)"
-                .into(),
+            FrozenPrecision::Fp32 => {
+                "model.onnx: the FP32 model with the fine-tuned block and head".into()
+            }
+            FrozenPrecision::Int8 => {
+                "model.onnx: the int8 frozen part (as trained and validated) with the \
+                 fine-tuned FP32 block and head"
+                    .into()
+            }
         },
         draw_seconds,
         device: frozen.device().to_string(),
@@ -332,8 +338,6 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         _ => &state.net,
     };
     let eval = train::evaluate(kept, &val_rows, &s.val.labels, row_shape)?;
-    // (int8: `probe.rows` are the FP32 frozen outputs, so model.onnx — FP32 — is compared with
-    // the Candle forward on the same FP32 input.)
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
     outputs::write_block(&paths, kept, &s.settings, metrics.kept_epoch)?;
     outputs::write_head(&paths, kept, &s.head_meta, &s.settings, &metrics)?;
@@ -344,7 +348,12 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         preprocess: s.spec.preprocess.name().into(),
         image_size: s.size,
     };
-    let onnx = export::export_onnx(&s.model.bytes, kept, &info)?;
+    let frozen_part = s.int8.as_ref().map(|q| q.cut.bytes.as_slice());
+    let onnx = export::export_onnx(&s.model.bytes, frozen_part, kept, &info)?;
+    // (int8: model.onnx runs the int8 frozen part, so the Candle forward gets its outputs.)
+    if let Some(rows) = &export_probe_rows {
+        probe.rows = rows;
+    }
     let export_check = checks::export_parity(&onnx, kept, &probe)?;
     head::write_atomic(&paths.model, &onnx)?;
     on_event(Event::Info(format!(

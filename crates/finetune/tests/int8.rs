@@ -56,11 +56,24 @@ fn int8_finetune_trains_one_epoch_and_records_the_precision() {
         "int8 vs FP32 frozen outputs: {}",
         q.frozen_max_rel_diff
     );
-    // Both checks compare FP32 graphs on FP32 frozen outputs, so they hold at full tolerance.
+    // The block check compares FP32 graphs on FP32 frozen outputs, the export check model.onnx
+    // (int8 frozen part) with the Candle forward on int8 frozen outputs: both at full tolerance.
     assert!(r.block_check.max_diff <= finetune::checks::BLOCK_TOLERANCE);
     let export = r.export_check.as_ref().expect("export check");
     assert!(export.max_diff <= finetune::checks::EXPORT_TOLERANCE);
-    assert!(r.export_note.contains("FP32"), "{}", r.export_note);
+    assert!(
+        r.export_note.contains("int8 frozen part"),
+        "{}",
+        r.export_note
+    );
+    // model.onnx carries the int8 frozen part it was validated with (QDQ nodes, int8 metadata).
+    let onnx = std::fs::read(p.run.join("finetune/model.onnx")).unwrap();
+    let meta = finetune::export::metadata(&onnx).unwrap();
+    assert!(
+        meta.iter()
+            .any(|(k, v)| k == "bottleneck.int8.key" && *v == q.key),
+        "model.onnx lacks the int8 key: {meta:?}"
+    );
 
     let fdir = p.run.join("finetune");
     let metrics: serde_json::Value =

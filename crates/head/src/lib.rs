@@ -13,6 +13,7 @@ pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod plot;
+pub mod schedule;
 pub mod source;
 pub mod stage;
 pub mod train;

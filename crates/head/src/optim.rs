@@ -667,6 +667,35 @@ impl Optim {
         &self.config
     }
 
+    /// The moving averages (two slots per variable, in the order of [`Optim::vars`]; a slot the
+    /// kind does not use is empty) and the step count: what a checkpoint must keep for a resumed
+    /// run to continue exactly.
+    pub fn state(&self) -> (&[[Vec<f32>; 2]], u64) {
+        (&self.state, self.iterations)
+    }
+
+    /// Restores what [`Optim::state`] returned; the slots must have this optimizer's sizes.
+    pub fn set_state(&mut self, slots: Vec<[Vec<f32>; 2]>, iterations: u64) -> Result<()> {
+        let fits = slots.len() == self.state.len()
+            && slots
+                .iter()
+                .zip(&self.state)
+                .all(|(a, b)| a[0].len() == b[0].len() && a[1].len() == b[1].len());
+        if !fits {
+            return Err(Error::Invalid(
+                "optimizer state does not fit the variables (another optimizer or network)".into(),
+            ));
+        }
+        self.state = slots;
+        self.iterations = iterations;
+        Ok(())
+    }
+
+    /// Sets the learning rate of the following steps (a schedule's rate for the epoch).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.config.learning_rate = lr;
+    }
+
     /// Number of steps taken so far.
     pub fn iterations(&self) -> u64 {
         self.iterations
@@ -821,6 +850,6 @@ impl candle_nn::Optimizer for Optim {
     }
 
     fn set_learning_rate(&mut self, lr: f64) {
-        self.config.learning_rate = lr;
+        Optim::set_learning_rate(self, lr)
     }
 }

@@ -2,13 +2,12 @@
 //! trained from scratch on augmented images, with its own im2col + matrix-product kernels
 //! (valid 3×3 convolutions, NHWC) and the Keras-exact optimizers of the `head` crate.
 //!
-//! Entry point: [`train`] with a [`ScratchConfig`] (tutorial defaults from [`ScratchConfig::new`]);
-//! it writes `RUN/scratch/{model.safetensors, metrics.json, confusion.json, curves.png,
+//! Entry point: [`train`] with a [`ScratchConfig`] (tutorial defaults from [`ScratchConfig::new`],
+//! bottleneck's recipe from [`ScratchConfig::recipe`]); it writes `RUN/scratch/{model.safetensors, metrics.json, confusion.json, curves.png,
 //! curves.svg}` and a per-epoch `checkpoint.safetensors` used by `--resume`. Every random draw
 //! (initialisation, shuffling, augmentation, dropout) comes from a stream keyed by the seed and
-//! the epoch/batch/image, so a seed reproduces a run exactly; a resumed run continues the same
-//! streams, but the optimizer's moving averages restart from zero (`head::optim::Optim` does not
-//! expose its state), so it is close to, not bitwise equal to, an uninterrupted run.
+//! the epoch/batch/image, so a seed reproduces a run exactly; the checkpoint also holds the
+//! optimizer's moving averages and step count, so a resumed run equals an uninterrupted one.
 
 pub mod config;
 pub mod data;
@@ -19,7 +18,7 @@ pub mod model;
 pub mod net;
 pub mod pipeline;
 
-pub use config::{ScratchConfig, ScratchPaths, DEFAULT_SEED};
+pub use config::{ScratchConfig, ScratchPaths, DEFAULT_SEED, RECIPE_EPOCHS};
 pub use error::{Error, Result};
 pub use net::{Arch, Params};
 pub use pipeline::{evaluate, train, Eval, Event, ScratchReport};

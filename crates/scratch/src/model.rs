@@ -41,8 +41,21 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Extra named f32 vectors stored beside the weights (a checkpoint's optimizer state).
+pub type Extra = Vec<(String, Vec<f32>)>;
+
 /// Encodes weights and metadata as safetensors bytes.
 pub fn to_bytes(params: &Params, meta: &ModelMeta, path: &Path) -> Result<Vec<u8>> {
+    to_bytes_with(params, meta, &[], path)
+}
+
+/// [`to_bytes`] with extra 1-D tensors (names must not collide with the weights').
+pub fn to_bytes_with(
+    params: &Params,
+    meta: &ModelMeta,
+    extra: &[(String, Vec<f32>)],
+    path: &Path,
+) -> Result<Vec<u8>> {
     params.check(&meta.arch)?;
     let shapes = meta.arch.param_shapes();
     let bytes: Vec<Vec<u8>> = params
@@ -50,11 +63,25 @@ pub fn to_bytes(params: &Params, meta: &ModelMeta, path: &Path) -> Result<Vec<u8
         .iter()
         .map(|t| t.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
-    let mut views = Vec::with_capacity(shapes.len());
-    for ((name, shape), b) in shapes.iter().zip(&bytes) {
-        let v = TensorView::new(Dtype::F32, shape.clone(), b)
+    let extra_bytes: Vec<Vec<u8>> = extra
+        .iter()
+        .map(|(_, t)| t.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(shapes.len() + extra.len());
+    let named = shapes
+        .iter()
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .zip(&bytes)
+        .chain(
+            extra
+                .iter()
+                .map(|(n, t)| (n.clone(), vec![t.len()]))
+                .zip(&extra_bytes),
+        );
+    for ((name, shape), b) in named {
+        let v = TensorView::new(Dtype::F32, shape, b)
             .map_err(|e| bad(path, format!("cannot encode {name}: {e}")))?;
-        views.push((name.clone(), v));
+        views.push((name, v));
     }
     let json = |v: serde_json::Result<String>| {
         v.map_err(|e| bad(path, format!("cannot encode metadata: {e}")))
@@ -79,9 +106,43 @@ pub fn to_bytes(params: &Params, meta: &ModelMeta, path: &Path) -> Result<Vec<u8
 
 /// Writes the model file atomically (temporary file + rename).
 pub fn save(path: &Path, params: &Params, meta: &ModelMeta) -> Result<()> {
-    let bytes = to_bytes(params, meta, path)?;
+    save_with(path, params, meta, &[])
+}
+
+/// [`save`] with extra 1-D tensors (see [`to_bytes_with`]).
+pub fn save_with(
+    path: &Path,
+    params: &Params,
+    meta: &ModelMeta,
+    extra: &[(String, Vec<f32>)],
+) -> Result<()> {
+    let bytes = to_bytes_with(params, meta, extra, path)?;
     head::write_atomic(path, &bytes)?;
     Ok(())
+}
+
+/// The extra tensors of a file written by [`save_with`] whose names start with `prefix`.
+pub fn load_extra(path: &Path, prefix: &str) -> Result<Extra> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    let mut out = Vec::new();
+    for (name, t) in st.tensors() {
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        if t.dtype() != Dtype::F32 || t.shape().len() != 1 {
+            return Err(bad(path, format!("tensor {name} is not a 1-D f32 tensor")));
+        }
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.push((name, v));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// Reads a model file written by [`save`].

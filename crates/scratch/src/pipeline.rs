@@ -11,6 +11,7 @@ use features::dataset::{self, Dataset};
 use head::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
 use head::optim::{Optim, OptimizerConfig};
 use head::plot::write_curves;
+use head::schedule::LrSchedule;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -30,18 +31,23 @@ pub struct Settings {
     pub val_split: String,
     pub batch_size: usize,
     pub optimizer: OptimizerConfig,
+    /// Absent in checkpoints written before schedules existed: constant.
+    #[serde(default)]
+    pub schedule: LrSchedule,
     pub augment: AugmentParams,
     pub seed: u64,
     pub keep: Keep,
 }
 
 impl Settings {
-    fn of(cfg: &ScratchConfig) -> Self {
+    /// The settings `cfg` trains with.
+    pub fn of(cfg: &ScratchConfig) -> Self {
         Settings {
             train_split: cfg.train_split.clone(),
             val_split: cfg.val_split.clone(),
             batch_size: cfg.batch_size,
             optimizer: cfg.optimizer.clone(),
+            schedule: cfg.schedule,
             augment: cfg.augment.clone(),
             seed: cfg.seed,
             keep: cfg.keep,
@@ -58,6 +64,55 @@ struct Training {
     kept_epoch: usize,
     train_images: usize,
     val_images: usize,
+    /// Optimizer steps taken; its moving averages are the checkpoint's `optimizer.*` tensors
+    /// (absent from checkpoints of earlier versions, whose resume restarts them from zero).
+    #[serde(default)]
+    optimizer_steps: Option<u64>,
+}
+
+/// Prefix of the optimizer-state tensors in a checkpoint: `optimizer.<var>.<slot>`.
+const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+fn optimizer_tensors(optim: &Optim) -> model::Extra {
+    let (slots, _) = optim.state();
+    slots
+        .iter()
+        .enumerate()
+        .flat_map(|(i, pair)| {
+            pair.iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_empty())
+                .map(move |(j, v)| (format!("{OPTIMIZER_PREFIX}{i:03}.{j}"), v.clone()))
+        })
+        .collect()
+}
+
+/// Puts a checkpoint's optimizer state back; false when the checkpoint has none.
+fn restore_optimizer(optim: &mut Optim, path: &Path, steps: Option<u64>) -> Result<bool> {
+    let Some(steps) = steps else {
+        return Ok(false);
+    };
+    let mut slots: Vec<[Vec<f32>; 2]> = vec![[Vec::new(), Vec::new()]; optim.vars().len()];
+    for (name, v) in model::load_extra(path, OPTIMIZER_PREFIX)? {
+        let slot = name[OPTIMIZER_PREFIX.len()..]
+            .split_once('.')
+            .and_then(|(i, j)| Some((i.parse::<usize>().ok()?, j.parse::<usize>().ok()?)))
+            .filter(|&(i, j)| i < slots.len() && j < 2);
+        let Some((i, j)) = slot else {
+            return Err(Error::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!("unexpected optimizer tensor {name}; start over with --force"),
+            });
+        };
+        slots[i][j] = v;
+    }
+    optim
+        .set_state(slots, steps)
+        .map_err(|e| Error::ModelFile {
+            path: path.to_path_buf(),
+            reason: format!("{e}; start over with --force"),
+        })?;
+    Ok(true)
 }
 
 /// The outcome of [`train`].
@@ -247,7 +302,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     if let Some((_, _, t)) = &resumed {
         if t.settings != settings {
             on_event(Event::Info(
-                "--resume: continuing with the checkpoint's settings (split names, batch, optimizer, augmentation, seed, keep)".into(),
+                "--resume: continuing with the checkpoint's settings (split names, batch, optimizer, schedule, augmentation, seed, keep)".into(),
             ));
             settings = t.settings.clone();
         }
@@ -257,6 +312,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     cfg.val_split = settings.val_split.clone();
     cfg.batch_size = settings.batch_size;
     cfg.optimizer = settings.optimizer.clone();
+    cfg.schedule = settings.schedule;
     cfg.augment = settings.augment.clone();
     cfg.seed = settings.seed;
     cfg.keep = settings.keep;
@@ -282,6 +338,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     arch.validate()?;
     paths.prepare(cfg.force, cfg.resume)?;
 
+    let mut resumed_steps = None;
     let (mut params, mut history) = match resumed {
         Some((p, m, t)) => {
             if m.classes != classes || m.arch != arch {
@@ -293,11 +350,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
                     ),
                 });
             }
-            on_event(Event::Info(format!(
-                "resuming after epoch {} of {} (the optimizer's moving averages restart from zero)",
-                t.history.len(),
-                cfg.epochs
-            )));
+            resumed_steps = t.optimizer_steps;
             (p, t.history)
         }
         None => {
@@ -324,6 +377,19 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         .map(|(t, (_, s))| Var::from_vec(t.clone(), s.as_slice(), &Device::Cpu))
         .collect::<candle_core::Result<_>>()?;
     let mut optim = Optim::new(vars, cfg.optimizer.clone())?;
+    if !history.is_empty() {
+        let restored = restore_optimizer(&mut optim, &paths.checkpoint, resumed_steps)?;
+        on_event(Event::Info(format!(
+            "resuming after epoch {} of {} ({})",
+            history.len(),
+            cfg.epochs,
+            if restored {
+                "optimizer state restored"
+            } else {
+                "a checkpoint without optimizer state: its moving averages restart from zero"
+            }
+        )));
+    }
     let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
 
     // Best weights so far (for keep = best).
@@ -353,6 +419,10 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     let mut epoch_seconds = Vec::new();
     for epoch in first..=last {
         let t0 = Instant::now();
+        optim.set_learning_rate(
+            cfg.schedule
+                .rate(cfg.optimizer.learning_rate, epoch, cfg.epochs),
+        );
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut data::image_rng(
             cfg.seed,
@@ -441,6 +511,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             kept_epoch,
             train_images: n,
             val_images: val.len(),
+            optimizer_steps: Some(optim.iterations()),
         };
         if cfg.keep == Keep::Best && best.as_ref().is_none_or(|(l, _, _)| m.val_loss < *l) {
             best = Some((m.val_loss, epoch, params.clone()));
@@ -450,10 +521,11 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
                 &meta(&arch, &classes, &training(epoch))?,
             )?;
         }
-        model::save(
+        model::save_with(
             &paths.checkpoint,
             &params,
             &meta(&arch, &classes, &training(epoch))?,
+            &optimizer_tensors(&optim),
         )?;
         let partial = Metrics::summarize(
             history.clone(),
@@ -490,6 +562,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         kept_epoch: metrics.kept_epoch,
         train_images: n,
         val_images: val.len(),
+        optimizer_steps: None,
     };
     model::save(&paths.model, &kept, &meta(&arch, &classes, &training)?)?;
     let ev = evaluate(&arch, &kept, &val, cfg.eval_batch_size)?;
@@ -497,10 +570,14 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     write_json(&paths.metrics, &metrics)?;
     write_json(&paths.confusion, &confusion)?;
     let title = format!(
-        "small convnet from scratch, {} ({}, lr {}, batch {})",
+        "small convnet from scratch, {} ({}, lr {}{}, batch {})",
         classes.join("/"),
         cfg.optimizer.kind,
         cfg.optimizer.learning_rate,
+        match cfg.schedule {
+            LrSchedule::Constant => "",
+            LrSchedule::Cosine => " cosine",
+        },
         cfg.batch_size
     );
     write_curves(

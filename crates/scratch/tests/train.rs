@@ -135,6 +135,13 @@ fn a_seed_reproduces_a_run_and_resume_continues_it() {
     assert!(second.finished);
     assert_eq!(second.metrics.epochs.len(), 2);
     assert_eq!(second.metrics.epochs[0], first.metrics.epochs[0]);
+    // The optimizer state travels in the checkpoint: the resumed run equals the uninterrupted one.
+    assert_eq!(losses(&second.metrics), losses(&m1));
+    let (p4, _) = model::load(&second.paths.model).unwrap();
+    assert_eq!(
+        p4, p1,
+        "resumed weights differ from the uninterrupted run's"
+    );
 }
 
 #[test]
@@ -180,4 +187,40 @@ fn bad_inputs_give_clear_errors() {
         .unwrap_err()
         .to_string()
         .contains("checkpoint"));
+}
+
+#[test]
+fn a_cosine_schedule_changes_later_epochs_and_is_kept_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic(&data);
+    let mut constant = config(&data, &tmp.path().join("constant"));
+    constant.epochs = 3;
+    let a = train(&constant, &mut |_| {}).unwrap();
+    let mut cosine = config(&data, &tmp.path().join("cosine"));
+    cosine.epochs = 3;
+    cosine.schedule = head::schedule::LrSchedule::Cosine;
+    let b = train(&cosine, &mut |_| {}).unwrap();
+    let nums = |e: &head::metrics::EpochMetrics| (e.loss, e.accuracy, e.val_loss, e.val_accuracy);
+    // Epoch 1 runs at the base rate either way; later epochs run at lower rates.
+    assert_eq!(nums(&a.metrics.epochs[0]), nums(&b.metrics.epochs[0]));
+    assert_ne!(a.metrics.epochs[1].loss, b.metrics.epochs[1].loss);
+
+    // Interrupted after epoch 1 and resumed without naming the schedule: the checkpoint's
+    // cosine schedule (and optimizer state) continue, so the result equals the uninterrupted run.
+    let mut part = cosine.clone();
+    part.run = tmp.path().join("resumed");
+    part.stop_after = Some(1);
+    train(&part, &mut |_| {}).unwrap();
+    let (settings, _) = scratch::pipeline::checkpoint_settings(
+        &tmp.path().join("resumed/scratch/checkpoint.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(settings.schedule, head::schedule::LrSchedule::Cosine);
+    let mut rest = config(&data, &part.run);
+    rest.epochs = 3;
+    rest.resume = true;
+    let c = train(&rest, &mut |_| {}).unwrap();
+    let all = |m: &head::metrics::Metrics| m.epochs.iter().map(nums).collect::<Vec<_>>();
+    assert_eq!(all(&c.metrics), all(&b.metrics));
 }

@@ -266,7 +266,7 @@ pub fn finetune(cfg: &TutorialConfig, prep: &Prepared) -> Result<Found> {
         &mut d,
         "finetune precision",
         s.precision.name(),
-        cfg.precision.name(),
+        cfg.finetune_precision.name(),
     );
     cmp(
         &mut d,

@@ -34,6 +34,12 @@ pub struct Inputs {
     pub preprocess: String,
     pub image_size: u32,
     pub precision: String,
+    /// Stage 1's input side (absent from records of earlier versions).
+    #[serde(default)]
+    pub scratch_size: u32,
+    /// Precision of fine-tuning's frozen part (absent from records of earlier versions).
+    #[serde(default)]
+    pub finetune_precision: String,
 }
 
 impl Inputs {
@@ -170,6 +176,8 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         preprocess: preprocess.name().into(),
         image_size: cfg.size,
         precision: cfg.precision.name().into(),
+        scratch_size: cfg.scratch_size,
+        finetune_precision: cfg.finetune_precision.name().into(),
     };
     Ok(Prepared {
         inputs,

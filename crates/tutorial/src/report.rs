@@ -50,6 +50,8 @@ pub struct Row {
     /// Learning curves, relative to the run folder.
     pub curves: Option<String>,
     pub confusion: Option<ConfusionMatrix>,
+    /// What the stage ran with, read from its files.
+    pub settings: Option<String>,
 }
 
 impl Row {
@@ -132,6 +134,7 @@ fn row(run: &Path, record: &Record, stage: Stage, action: Action, found: &Found)
         machine: rec.map(|r| r.machine.clone()),
         curves,
         confusion: read_confusion(&dir.join("confusion.json")),
+        settings: crate::settings::line(run, stage),
     })
 }
 
@@ -266,6 +269,12 @@ pub fn markdown(inputs: &Inputs, rows: &[Row]) -> String {
         let _ = writeln!(s, "\nTotal recorded time of the stages: {}.", duration(t));
     }
     let _ = writeln!(s, "\n{NOTE}");
+    s += "\n## Settings (as recorded in each stage's files)\n\n";
+    for r in rows {
+        if let Some(line) = &r.settings {
+            let _ = writeln!(s, "- Stage {} (`{}`): {line}", r.number, r.stage.name());
+        }
+    }
     s += "\n## Learning curves\n";
     for r in rows.iter().filter(|r| r.curves.is_some()) {
         if let Some(c) = &r.curves {
@@ -306,13 +315,17 @@ fn intro(inputs: &Inputs, rows: &[Row]) -> Vec<String> {
             inputs.classes.join(", ")
         ),
         format!(
-            "Model: `{}`, sha256 `{}`, precision {}, {} preprocessing, {}×{} pixels",
+            "Model: `{}`, sha256 `{}`, {} preprocessing, {}×{} pixels (stage 1: {}×{}); extraction {}, \
+             fine-tuning's frozen part {}",
             inputs.model,
             inputs.model_sha256,
-            inputs.precision,
             inputs.preprocess,
             inputs.image_size,
-            inputs.image_size
+            inputs.image_size,
+            inputs.scratch_size,
+            inputs.scratch_size,
+            inputs.precision,
+            inputs.finetune_precision
         ),
     ];
     let ran = machines(rows);
@@ -408,7 +421,19 @@ pub fn html(inputs: &Inputs, rows: &[Row]) -> String {
         );
     }
     let _ = writeln!(s, "<p>{}</p>", code_html(NOTE));
-    s += "<h2>Learning curves</h2>\n";
+    s += "<h2>Settings (as recorded in each stage's files)</h2>\n<ul>\n";
+    for r in rows {
+        if let Some(line) = &r.settings {
+            let _ = writeln!(
+                s,
+                "<li>Stage {} (<code>{}</code>): {}</li>",
+                r.number,
+                r.stage.name(),
+                esc(line)
+            );
+        }
+    }
+    s += "</ul>\n<h2>Learning curves</h2>\n";
     for r in rows {
         if let Some(c) = &r.curves {
             let _ = writeln!(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use scratch::{ScratchConfig, ScratchPaths};
+use scratch::ScratchPaths;
 
 use crate::check::{self, Found};
 use crate::config::TutorialConfig;
@@ -48,10 +48,10 @@ pub fn check(cfg: &TutorialConfig, prep: &Prepared) -> Result<Found> {
             meta.classes, i.classes
         ));
     }
-    if meta.image_size != cfg.size as usize {
+    if meta.image_size != cfg.scratch_size as usize {
         d.push(format!(
             "scratch image size: {} there vs {} asked",
-            meta.image_size, cfg.size
+            meta.image_size, cfg.scratch_size
         ));
     }
     let count = |split: &str| i.images.get(split).copied().unwrap_or(0);
@@ -71,16 +71,7 @@ pub fn check(cfg: &TutorialConfig, prep: &Prepared) -> Result<Found> {
         None => d.push("scratch checkpoint without training facts".into()),
     }
     if let Ok((there, _)) = scratch::pipeline::checkpoint_settings(&paths.checkpoint) {
-        let tut = ScratchConfig::new(&prep.data_dir, &cfg.run);
-        let asked = scratch::pipeline::Settings {
-            train_split: tut.train_split,
-            val_split: tut.val_split,
-            batch_size: tut.batch_size,
-            optimizer: tut.optimizer,
-            augment: tut.augment,
-            seed: tut.seed,
-            keep: tut.keep,
-        };
+        let asked = scratch::pipeline::Settings::of(&cfg.scratch_config(&prep.data_dir));
         d.extend(
             inputs::differences(&there, &asked)
                 .into_iter()
@@ -126,9 +117,7 @@ pub fn run(
     force: bool,
     on_event: &mut dyn FnMut(scratch::Event),
 ) -> Result<scratch::ScratchReport> {
-    let mut scfg = ScratchConfig::new(&prep.data_dir, &cfg.run);
-    scfg.size = cfg.size;
-    scfg.epochs = cfg.scratch_epochs;
+    let mut scfg = cfg.scratch_config(&prep.data_dir);
     scfg.resume = resume;
     scfg.force = force && !resume;
     let report = scratch::train(&scfg, on_event).map_err(|e| Error::Scratch(e.to_string()))?;

@@ -310,7 +310,7 @@ fn run_finetune(
     fcfg.epochs = cfg.finetune_epochs;
     fcfg.sgd.learning_rate = cfg.finetune_lr;
     fcfg.aug_cache = cfg.aug_cache;
-    fcfg.precision = cfg.precision;
+    fcfg.precision = cfg.finetune_precision;
     fcfg.device = cfg.device;
     fcfg.threads = cfg.threads;
     fcfg.hub = cfg.hub.clone();

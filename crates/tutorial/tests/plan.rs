@@ -37,6 +37,7 @@ fn config(s: &Setup, stages: &str) -> TutorialConfig {
     let mut cfg = TutorialConfig::new(&s.data, s.model.to_string_lossy(), &s.run).quick();
     cfg.preprocess = Some(Preprocess::Caffe);
     cfg.size = 64;
+    cfg.scratch_size = 64;
     cfg.split_at = Some("block4_pool".into());
     cfg.threads = Some(1);
     cfg.stages = Stage::parse_list(stages).unwrap();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use head::metrics::Keep;
 use head::optim::{OptimizerConfig, OptimizerKind};
+use head::schedule::LrSchedule;
 use scratch::{ScratchConfig, ScratchReport};
 
 use crate::args::Global;
@@ -45,6 +46,9 @@ pub struct ScratchArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.0)]
     pub momentum: f64,
+    /// Learning rate by epoch: constant (the tutorial) or cosine (from --lr down to ~0 at the last epoch).
+    #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
+    pub lr_schedule: LrSchedule,
     /// Image side in pixels.
     #[arg(long, default_value_t = 150)]
     pub size: u32,
@@ -60,8 +64,8 @@ pub struct ScratchArgs {
     /// Delete an existing RUN/scratch and start over.
     #[arg(long)]
     pub force: bool,
-    /// Continue from RUN/scratch/checkpoint.safetensors with its settings (the optimizer's
-    /// moving averages restart from zero).
+    /// Continue from RUN/scratch/checkpoint.safetensors with its settings and optimizer state
+    /// (the result equals an uninterrupted run).
     #[arg(long)]
     pub resume: bool,
     #[command(flatten)]
@@ -81,6 +85,7 @@ impl ScratchArgs {
         }
         opt.momentum = self.momentum;
         cfg.optimizer = opt;
+        cfg.schedule = self.lr_schedule;
         cfg.size = self.size;
         cfg.keep = self.keep;
         cfg.train_split = self.train_split.clone();

@@ -1,0 +1,72 @@
+//! One line per stage saying what it actually ran with, read from the stage's own files (so a
+//! reused stage reports its real settings, not the ones asked for this time).
+
+use std::path::Path;
+
+use crate::config::Stage;
+
+/// The settings line of `stage` in `run`, or `None` when its files are missing or unreadable.
+pub fn line(run: &Path, stage: Stage) -> Option<String> {
+    let dir = run.join(stage.dir());
+    match stage {
+        Stage::Scratch => {
+            let file = dir.join("checkpoint.safetensors");
+            let (s, epochs) = scratch::pipeline::checkpoint_settings(&file).ok()?;
+            let (_, meta) = scratch::model::load(&file).ok()?;
+            Some(format!(
+                "{} px, {} lr {}{}, batch {}, {} epochs, augmentation: {}",
+                meta.image_size,
+                s.optimizer.kind,
+                s.optimizer.learning_rate,
+                match s.schedule {
+                    head::schedule::LrSchedule::Constant => String::new(),
+                    other => format!(" ({other})"),
+                },
+                s.batch_size,
+                epochs,
+                s.augment.summary()
+            ))
+        }
+        Stage::Extract => {
+            let m = features::store::read_meta(&dir.join("train.safetensors")).ok()?;
+            Some(format!(
+                "{} px ({} resize), {} preprocessing, {}, output {}",
+                m.image_size, m.resize, m.preprocess, m.precision, m.output_tensor
+            ))
+        }
+        Stage::TrainHead => {
+            let m = head::read_meta(&dir.join("head.safetensors")).ok()?;
+            Some(format!(
+                "dense {} + dropout {}, {} lr {}, batch {}, {} epochs, keeps the {} epoch",
+                m.hidden,
+                m.dropout,
+                m.optimizer.kind,
+                m.optimizer.learning_rate,
+                m.batch_size,
+                m.epochs,
+                match m.keep {
+                    head::metrics::Keep::Best => "lowest-val-loss",
+                    head::metrics::Keep::Last => "last",
+                }
+            ))
+        }
+        Stage::Finetune => {
+            let (s, epochs) =
+                finetune::checkpoint::read_settings(&dir.join("checkpoint.safetensors")).ok()?;
+            Some(format!(
+                "{} → {} trained, {} px, {} frozen part, SGD lr {} momentum {}, batch {}, {} epochs, \
+                 --aug-cache {}, augmentation: {}",
+                s.split_at,
+                s.output_tensor,
+                s.image_size,
+                s.precision.name(),
+                s.sgd.learning_rate,
+                s.sgd.momentum,
+                s.batch_size,
+                epochs,
+                s.aug_cache,
+                s.augment.summary()
+            ))
+        }
+    }
+}
