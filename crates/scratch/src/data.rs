@@ -53,11 +53,12 @@ impl ImageSet {
 /// Images decoded per parallel chunk (progress is reported after each).
 const LOAD_CHUNK: usize = 32;
 
-/// Decodes and resizes (Keras `load_img` nearest) every image of `split` in parallel; unreadable
-/// files are skipped and listed. `on_progress(done)` is called after each chunk.
+/// Decodes and resizes (`Resize::Nearest` is Keras `load_img`) every image of `split` in parallel;
+/// unreadable files are skipped and listed. `on_progress(done)` is called after each chunk.
 pub fn load_split(
     split: &Split,
     size: u32,
+    resize: Resize,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<ImageSet> {
     let per = size as usize * size as usize * 3;
@@ -78,7 +79,7 @@ pub fn load_split(
                     features::Error::Image { reason, .. } => reason,
                     other => other.to_string(),
                 })?;
-                preprocess::resize(&img.image, size, size, Resize::Nearest)
+                preprocess::resize(&img.image, size, size, resize)
                     .map(|r| r.into_raw())
                     .map_err(|e| e.to_string())
             })

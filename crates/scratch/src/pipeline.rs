@@ -8,6 +8,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use features::augment::{AugmentParams, Augmenter};
 use features::dataset::{self, Dataset};
+use features::preprocess::Resize;
 use head::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
 use head::optim::{Optim, OptimizerConfig};
 use head::plot::write_curves;
@@ -34,6 +35,9 @@ pub struct Settings {
     /// Absent in checkpoints written before schedules existed: constant.
     #[serde(default)]
     pub schedule: LrSchedule,
+    /// Resize filter (absent in checkpoints of earlier versions: nearest).
+    #[serde(default = "nearest")]
+    pub resize: Resize,
     pub augment: AugmentParams,
     pub seed: u64,
     pub keep: Keep,
@@ -48,11 +52,16 @@ impl Settings {
             batch_size: cfg.batch_size,
             optimizer: cfg.optimizer.clone(),
             schedule: cfg.schedule,
+            resize: cfg.resize,
             augment: cfg.augment.clone(),
             seed: cfg.seed,
             keep: cfg.keep,
         }
     }
+}
+
+fn nearest() -> Resize {
+    Resize::Nearest
 }
 
 /// What the `training` metadata of the model and checkpoint files holds.
@@ -213,7 +222,7 @@ fn load_data(
             name: format!("decode {}", split.name),
             total: split.items.len(),
         });
-        let set = data::load_split(split, cfg.size, &mut |done| {
+        let set = data::load_split(split, cfg.size, cfg.resize, &mut |done| {
             on_event(Event::Progress { done })
         })?;
         on_event(Event::PhaseEnd);
@@ -252,7 +261,7 @@ fn meta(arch: &Arch, classes: &[String], training: &Training) -> Result<ModelMet
         classes: classes.to_vec(),
         image_size: arch.size,
         preprocess: "unit".into(),
-        resize: "nearest".into(),
+        resize: training.settings.resize.name().into(),
         architecture: arch.describe(),
         arch: arch.clone(),
         training: serde_json::to_value(training)
@@ -313,6 +322,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     cfg.batch_size = settings.batch_size;
     cfg.optimizer = settings.optimizer.clone();
     cfg.schedule = settings.schedule;
+    cfg.resize = settings.resize;
     cfg.augment = settings.augment.clone();
     cfg.seed = settings.seed;
     cfg.keep = settings.keep;

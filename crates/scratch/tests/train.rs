@@ -62,7 +62,13 @@ fn learns_synthetic_data_and_writes_every_file() {
     assert_eq!(meta.classes, vec!["bright", "dark"]);
     assert_eq!((meta.image_size, meta.preprocess.as_str()), (32, "unit"));
     let ds = features::dataset::scan(&data).unwrap();
-    let val = scratch::data::load_split(ds.split("validation").unwrap(), 32, &mut |_| {}).unwrap();
+    let val = scratch::data::load_split(
+        ds.split("validation").unwrap(),
+        32,
+        features::preprocess::Resize::Nearest,
+        &mut |_| {},
+    )
+    .unwrap();
     let ev = scratch::evaluate(&meta.arch, &params, &val, 7).unwrap();
     assert!((ev.accuracy - m.kept_val_accuracy).abs() < 1e-12);
     assert!((ev.loss - m.kept_val_loss).abs() < 1e-6);
@@ -223,4 +229,23 @@ fn a_cosine_schedule_changes_later_epochs_and_is_kept_on_resume() {
     let c = train(&rest, &mut |_| {}).unwrap();
     let all = |m: &head::metrics::Metrics| m.epochs.iter().map(nums).collect::<Vec<_>>();
     assert_eq!(all(&c.metrics), all(&b.metrics));
+}
+
+#[test]
+fn the_resize_filter_is_used_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic(&data);
+    let run = |name: &str, resize| {
+        let mut cfg = config(&data, &tmp.path().join(name));
+        cfg.epochs = 1;
+        cfg.resize = resize;
+        let r = train(&cfg, &mut |_| {}).unwrap();
+        let (_, meta) = model::load(&r.paths.model).unwrap();
+        (r.metrics.epochs[0].loss, meta.resize)
+    };
+    let (a, ra) = run("nearest", features::preprocess::Resize::Nearest);
+    let (b, rb) = run("bilinear", features::preprocess::Resize::Bilinear);
+    assert_eq!((ra.as_str(), rb.as_str()), ("nearest", "bilinear"));
+    assert_ne!(a, b, "the filter did not change the input");
 }

@@ -14,8 +14,9 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
             let (s, epochs) = scratch::pipeline::checkpoint_settings(&file).ok()?;
             let (_, meta) = scratch::model::load(&file).ok()?;
             Some(format!(
-                "{} px, {} lr {}{}, batch {}, {} epochs, augmentation: {}",
+                "{} px ({} resize), {} lr {}{}, batch {}, {} epochs, augmentation: {}",
                 meta.image_size,
+                s.resize.name(),
                 s.optimizer.kind,
                 s.optimizer.learning_rate,
                 match s.schedule {

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use features::preprocess::Resize;
 use head::metrics::Keep;
 use head::optim::{OptimizerConfig, OptimizerKind};
 use head::schedule::LrSchedule;
@@ -52,6 +53,9 @@ pub struct ScratchArgs {
     /// Image side in pixels.
     #[arg(long, default_value_t = 150)]
     pub size: u32,
+    /// Resize filter: nearest (Keras load_img, the tutorial), bilinear, bicubic, lanczos.
+    #[arg(long, default_value = "nearest")]
+    pub resize: Resize,
     /// Weights to save: last (the tutorial) or best (lowest validation loss).
     #[arg(long, default_value = "last")]
     pub keep: Keep,
@@ -87,6 +91,7 @@ impl ScratchArgs {
         cfg.optimizer = opt;
         cfg.schedule = self.lr_schedule;
         cfg.size = self.size;
+        cfg.resize = self.resize;
         cfg.keep = self.keep;
         cfg.train_split = self.train_split.clone();
         cfg.val_split = self.val_split.clone();
