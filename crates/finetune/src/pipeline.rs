@@ -33,7 +33,7 @@ pub struct Report {
     /// Precision of the frozen part (`fp32` or `int8`); the block and the head train in FP32.
     pub precision: FrozenPrecision,
     pub int8: Option<Int8Report>,
-    /// What `model.onnx` holds (always the FP32 graph with the fine-tuned weights).
+    /// What `model.onnx` holds (the fine-tuned block and head after the run's frozen part).
     pub export_note: String,
     /// Seconds each augmented draw built in this session took (empty when all were cached).
     pub draw_seconds: Vec<f64>,
@@ -123,9 +123,7 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     // The block check tests the FP32 graph, so with an int8 frozen part its input is the FP32
     // frozen output of the checked images.
     let mut int8_report = None;
-    let mut export_probe_rows = None;
     if let Some(q) = &s.int8 {
-        export_probe_rows = Some(checks::frozen_rows(&q.cut, &probe)?);
         fp32_probe_rows = checks::frozen_rows(&s.cut, &probe)?;
         let m = fp32_probe_rows.len();
         let diff = checks::max_rel_diff(&val_rows[..m], &fp32_probe_rows);
@@ -351,7 +349,12 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let frozen_part = s.int8.as_ref().map(|q| q.cut.bytes.as_slice());
     let onnx = export::export_onnx(&s.model.bytes, frozen_part, kept, &info)?;
     // (int8: model.onnx runs the int8 frozen part, so the Candle forward gets its outputs.)
-    if let Some(rows) = &export_probe_rows {
+    let int8_probe_rows = s
+        .int8
+        .as_ref()
+        .map(|q| checks::frozen_rows(&q.cut, &probe))
+        .transpose()?;
+    if let Some(rows) = &int8_probe_rows {
         probe.rows = rows;
     }
     let export_check = checks::export_parity(&onnx, kept, &probe)?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use features::onnx::proto::{ModelProto, OperatorSetIdProto};
+use features::onnx::proto::ModelProto;
 
 use crate::error::{Error, Result};
 use crate::graph::decode;
@@ -114,7 +114,7 @@ pub fn splice_frozen(m: &mut ModelProto, part: &[u8], tensor: &str) -> Result<()
     for op in p.opset_import {
         match m.opset_import.iter_mut().find(|o| o.domain == op.domain) {
             Some(o) => o.version = o.version.max(op.version),
-            None => m.opset_import.push(OperatorSetIdProto { ..op }),
+            None => m.opset_import.push(op),
         }
     }
     m.metadata_props.extend(p.metadata_props);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{synthetic, synthetic_config};
-use features::dataset::scan;
+use features::dataset::{scan, Item};
 use features::onnx::Layout;
 use features::preprocess::{self, Preprocess, Resize};
 use features::runtime::{session, SessionOptions};
@@ -13,6 +13,18 @@ use finetune::conv::Nhwc;
 use finetune::frozen::run_images;
 use finetune::net::Net;
 use finetune::{finetune, load_head};
+
+/// The photos as one NCHW caffe-preprocessed batch at 64 px (what the synthetic runs use).
+fn caffe_inputs(items: &[Item]) -> Vec<f32> {
+    let per = 3 * 64 * 64;
+    let mut input = vec![0f32; items.len() * per];
+    for (slot, it) in input.chunks_exact_mut(per).zip(items) {
+        let img = features::image_io::load_rgb8(&it.path).unwrap().image;
+        let img = preprocess::resize(&img, 64, 64, Resize::Nearest).unwrap();
+        preprocess::write_input(&img, Preprocess::Caffe, Layout::Nchw, slot).unwrap();
+    }
+    input
+}
 
 #[test]
 fn exported_model_equals_the_candle_forward_of_the_saved_weights() {
@@ -89,13 +101,7 @@ fn exported_model_equals_the_candle_forward_of_the_saved_weights() {
     let data = scan(&p.data).unwrap();
     let items = &data.split("validation").unwrap().items;
     let n = items.len();
-    let per = 3 * 64 * 64;
-    let mut input = vec![0f32; n * per];
-    for (slot, it) in input.chunks_exact_mut(per).zip(items) {
-        let img = features::image_io::load_rgb8(&it.path).unwrap().image;
-        let img = preprocess::resize(&img, 64, 64, Resize::Nearest).unwrap();
-        preprocess::write_input(&img, Preprocess::Caffe, Layout::Nchw, slot).unwrap();
-    }
+    let input = caffe_inputs(items);
     let opts = SessionOptions {
         threads: Some(1),
         ..Default::default()
@@ -173,13 +179,7 @@ fn head_only_export_equals_backbone_in_ort_plus_head_in_candle() {
     let data = scan(&p.data).unwrap();
     let items = &data.split("validation").unwrap().items[..5];
     let n = items.len();
-    let per = 3 * 64 * 64;
-    let mut input = vec![0f32; n * per];
-    for (slot, it) in input.chunks_exact_mut(per).zip(items) {
-        let img = features::image_io::load_rgb8(&it.path).unwrap().image;
-        let img = preprocess::resize(&img, 64, 64, Resize::Nearest).unwrap();
-        preprocess::write_input(&img, Preprocess::Caffe, Layout::Nchw, slot).unwrap();
-    }
+    let input = caffe_inputs(items);
     let opts = SessionOptions {
         threads: Some(1),
         ..Default::default()

@@ -282,10 +282,11 @@ fn read_checkpoint(path: &Path) -> Result<(Params, ModelMeta, Training)> {
     Ok((params, meta, training))
 }
 
-/// The settings stored in a checkpoint and its epoch count (for `--resume` defaults).
-pub fn checkpoint_settings(path: &Path) -> Result<(Settings, usize)> {
-    let (_, _, t) = read_checkpoint(path)?;
-    Ok((t.settings, t.epochs))
+/// The settings stored in a checkpoint, its epoch count (for `--resume` defaults) and the file's
+/// metadata (classes, image size, resize filter), from one read.
+pub fn checkpoint_settings(path: &Path) -> Result<(Settings, usize, ModelMeta)> {
+    let (_, meta, t) = read_checkpoint(path)?;
+    Ok((t.settings, t.epochs, meta))
 }
 
 /// Trains the network described by `cfg` and writes every output file under `RUN/scratch/`.

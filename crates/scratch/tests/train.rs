@@ -218,7 +218,7 @@ fn a_cosine_schedule_changes_later_epochs_and_is_kept_on_resume() {
     part.run = tmp.path().join("resumed");
     part.stop_after = Some(1);
     train(&part, &mut |_| {}).unwrap();
-    let (settings, _) = scratch::pipeline::checkpoint_settings(
+    let (settings, _, _) = scratch::pipeline::checkpoint_settings(
         &tmp.path().join("resumed/scratch/checkpoint.safetensors"),
     )
     .unwrap();

@@ -11,8 +11,7 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
     match stage {
         Stage::Scratch => {
             let file = dir.join("checkpoint.safetensors");
-            let (s, epochs) = scratch::pipeline::checkpoint_settings(&file).ok()?;
-            let (_, meta) = scratch::model::load(&file).ok()?;
+            let (s, epochs, meta) = scratch::pipeline::checkpoint_settings(&file).ok()?;
             Some(format!(
                 "{} px ({} resize), {} lr {}{}, batch {}, {} epochs, augmentation: {}",
                 meta.image_size,

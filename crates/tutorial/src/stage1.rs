@@ -13,6 +13,7 @@ use crate::inputs::{self, Prepared};
 /// The `training` facts of a scratch model or checkpoint file that the tutorial compares.
 #[derive(Debug, serde::Deserialize)]
 struct Training {
+    settings: scratch::pipeline::Settings,
     epochs: usize,
     train_images: usize,
     val_images: usize,
@@ -70,10 +71,10 @@ pub fn check(cfg: &TutorialConfig, prep: &Prepared) -> Result<Found> {
         }
         None => d.push("scratch checkpoint without training facts".into()),
     }
-    if let Ok((there, _)) = scratch::pipeline::checkpoint_settings(&paths.checkpoint) {
+    if let Some(t) = &training {
         let asked = scratch::pipeline::Settings::of(&cfg.scratch_config(&prep.data_dir));
         d.extend(
-            inputs::differences(&there, &asked)
+            inputs::differences(&t.settings, &asked)
                 .into_iter()
                 .map(|x| format!("scratch {x} (there vs asked)")),
         );

@@ -76,7 +76,7 @@ pub struct FinetuneArgs {
     pub cache_precision: Option<Precision>,
     /// Precision of the frozen part below the trained block: fp32, or int8 (quantized in Rust on first use
     /// with 64 training photos, cached in RUN/models/; the block and the head still train in FP32, and
-    /// model.onnx is the FP32 graph with the fine-tuned weights) [default: fp32, or the checkpoint's].
+    /// model.onnx carries that int8 frozen part) [default: fp32, or the checkpoint's].
     #[arg(long)]
     pub precision: Option<FrozenPrecision>,
     /// Weights to save: best (lowest validation loss) or last [default: best].
