@@ -133,7 +133,7 @@ fn quick_tutorial_reports_resumes_and_refuses_other_data() {
     assert!(md.contains("| true \\ predicted | bright | dark | recall |"));
     // The settings each stage ran with, read from its files: the recipe's by default.
     for line in [
-        "- Stage 1 (`scratch`): 64 px (nearest resize), rmsprop lr 0.001 (cosine), batch 16, 2 epochs, augmentation: shear ±11.5°, zoom 0.8–1.2, horizontal flip",
+        "- Stage 1 (`scratch`): 64 px (nearest resize), rmsprop lr 0.001 (cosine), batch 16, 2 epochs, augmentation: width shift ±0.1, height shift ±0.1, shear ±11.5°, zoom 0.8–1.2, horizontal flip",
         "- Stage 2a (`extract`): 64 px (nearest resize), caffe preprocessing, fp32",
         "- Stage 2b (`train-head`): dense 256",
         "- Stage 3 (`finetune`): block4_pool → block5_pool trained, 64 px, int8 frozen part, SGD lr 0.00001 momentum 0.9",

@@ -7,10 +7,12 @@
 //! curves.svg}` and a per-epoch `checkpoint.safetensors` used by `--resume`. Every random draw
 //! (initialisation, shuffling, augmentation, dropout) comes from a stream keyed by the seed and
 //! the epoch/batch/image, so a seed reproduces a run exactly; the checkpoint also holds the
-//! optimizer's moving averages and step count, so a resumed run equals an uninterrupted one.
+//! optimizer's moving averages and step count (and the weight average of `ema`), so a resumed run
+//! equals an uninterrupted one.
 
 pub mod config;
 pub mod data;
+pub mod ema;
 pub mod error;
 pub mod kernels;
 pub mod matmul;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::data::{self, ImageSet};
+use crate::ema::{self, WeightAverage};
 use crate::error::{Error, Result};
 use crate::model::{self, ModelMeta};
 use crate::net::{self, Arch, Params};
@@ -41,6 +42,10 @@ pub struct Settings {
     pub augment: AugmentParams,
     pub seed: u64,
     pub keep: Keep,
+    /// Momentum of the weight average that is validated and saved (absent in checkpoints of
+    /// earlier versions: none).
+    #[serde(default)]
+    pub ema: Option<f64>,
 }
 
 impl Settings {
@@ -56,6 +61,7 @@ impl Settings {
             augment: cfg.augment.clone(),
             seed: cfg.seed,
             keep: cfg.keep,
+            ema: cfg.ema,
         }
     }
 }
@@ -327,6 +333,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     cfg.augment = settings.augment.clone();
     cfg.seed = settings.seed;
     cfg.keep = settings.keep;
+    cfg.ema = settings.ema;
     if let Some((_, m, _)) = &resumed {
         cfg.size = m.image_size as u32;
         cfg.filters = m.arch.filters.clone();
@@ -401,6 +408,19 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             }
         )));
     }
+    let mut average = match cfg.ema {
+        None => None,
+        Some(m) if history.is_empty() => Some(WeightAverage::new(m, &params)),
+        Some(m) => {
+            let extra = model::load_extra(&paths.checkpoint, ema::PREFIX)?;
+            Some(
+                WeightAverage::from_extra(m, extra, &params).map_err(|e| Error::ModelFile {
+                    path: paths.checkpoint.clone(),
+                    reason: format!("{e}; start over with --force"),
+                })?,
+            )
+        }
+    };
     let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
 
     // Best weights so far (for keep = best).
@@ -479,6 +499,9 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             for (p, v) in params.tensors.iter_mut().zip(optim.vars()) {
                 *p = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             }
+            if let Some(avg) = &mut average {
+                avg.update(&params);
+            }
             done += batch.len();
             on_event(Event::Progress { done });
         }
@@ -491,7 +514,9 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             name: "validate".into(),
             total: val.len(),
         });
-        let ev = evaluate(&arch, &params, &val, cfg.eval_batch_size)?;
+        // What is validated, kept and saved: the weight average when there is one.
+        let weights = average.as_ref().map_or(&params, |a| a.params());
+        let ev = evaluate(&arch, weights, &val, cfg.eval_batch_size)?;
         on_event(Event::PhaseEnd);
         if !ev.loss.is_finite() {
             stopped_early = Some(format!(
@@ -525,18 +550,22 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             optimizer_steps: Some(optim.iterations()),
         };
         if cfg.keep == Keep::Best && best.as_ref().is_none_or(|(l, _, _)| m.val_loss < *l) {
-            best = Some((m.val_loss, epoch, params.clone()));
+            best = Some((m.val_loss, epoch, weights.clone()));
             model::save(
                 &paths.model,
-                &params,
+                weights,
                 &meta(&arch, &classes, &training(epoch))?,
             )?;
+        }
+        let mut state = optimizer_tensors(&optim);
+        if let Some(avg) = &average {
+            state.extend(avg.to_extra());
         }
         model::save_with(
             &paths.checkpoint,
             &params,
             &meta(&arch, &classes, &training(epoch))?,
-            &optimizer_tensors(&optim),
+            &state,
         )?;
         let partial = Metrics::summarize(
             history.clone(),
@@ -562,8 +591,9 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         val.len(),
         cfg.val_split.clone(),
     )?;
-    let kept = match (&best, cfg.keep) {
-        (Some((_, _, p)), Keep::Best) => p.clone(),
+    let kept = match (&best, cfg.keep, &average) {
+        (Some((_, _, p)), Keep::Best, _) => p.clone(),
+        (_, _, Some(avg)) => avg.params().clone(),
         _ => params.clone(),
     };
     let training = Training {

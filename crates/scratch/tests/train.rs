@@ -20,6 +20,18 @@ fn synthetic(dir: &Path) {
     features::testdata::write_synthetic(dir, &[("train", 24), ("validation", 10)], 11).unwrap();
 }
 
+/// The validation split of `data` at 32 px, as training loads it.
+fn validation_set(data: &Path) -> scratch::data::ImageSet {
+    let ds = features::dataset::scan(data).unwrap();
+    scratch::data::load_split(
+        ds.split("validation").unwrap(),
+        32,
+        features::preprocess::Resize::Nearest,
+        &mut |_| {},
+    )
+    .unwrap()
+}
+
 #[test]
 fn learns_synthetic_data_and_writes_every_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -61,14 +73,7 @@ fn learns_synthetic_data_and_writes_every_file() {
     let (params, meta) = model::load(&report.paths.model).unwrap();
     assert_eq!(meta.classes, vec!["bright", "dark"]);
     assert_eq!((meta.image_size, meta.preprocess.as_str()), (32, "unit"));
-    let ds = features::dataset::scan(&data).unwrap();
-    let val = scratch::data::load_split(
-        ds.split("validation").unwrap(),
-        32,
-        features::preprocess::Resize::Nearest,
-        &mut |_| {},
-    )
-    .unwrap();
+    let val = validation_set(&data);
     let ev = scratch::evaluate(&meta.arch, &params, &val, 7).unwrap();
     assert!((ev.accuracy - m.kept_val_accuracy).abs() < 1e-12);
     assert!((ev.loss - m.kept_val_loss).abs() < 1e-6);
@@ -248,4 +253,64 @@ fn the_resize_filter_is_used_and_recorded() {
     let (b, rb) = run("bilinear", features::preprocess::Resize::Bilinear);
     assert_eq!((ra.as_str(), rb.as_str()), ("nearest", "bilinear"));
     assert_ne!(a, b, "the filter did not change the input");
+}
+
+#[test]
+fn a_weight_average_is_validated_saved_and_resumed_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    synthetic(&data);
+    let run = |name: &str, ema: Option<f64>, stop_after: Option<usize>, resume: bool| {
+        let mut cfg = config(&data, &tmp.path().join(name));
+        cfg.epochs = 3;
+        cfg.ema = ema;
+        cfg.stop_after = stop_after;
+        cfg.resume = resume;
+        train(&cfg, &mut |_| {}).unwrap()
+    };
+    let raw = run("raw", None, None, false);
+    let avg = run("avg", Some(0.9), None, false);
+    // Training itself is the same (the optimizer updates the raw weights either way) …
+    let train_nums = |r: &scratch::ScratchReport| -> Vec<(f64, f64)> {
+        r.metrics
+            .epochs
+            .iter()
+            .map(|e| (e.loss, e.accuracy))
+            .collect()
+    };
+    assert_eq!(train_nums(&raw), train_nums(&avg));
+    // … but validation sees the average, and the saved model is the average.
+    assert_ne!(
+        raw.metrics.epochs[2].val_loss,
+        avg.metrics.epochs[2].val_loss
+    );
+    let (raw_params, _) = model::load(&raw.paths.model).unwrap();
+    let (avg_params, meta) = model::load(&avg.paths.model).unwrap();
+    assert_ne!(raw_params, avg_params);
+    let val = validation_set(&data);
+    let ev = scratch::evaluate(&meta.arch, &avg_params, &val, 5).unwrap();
+    assert!((ev.loss - avg.metrics.epochs[2].val_loss).abs() < 1e-6);
+    // The checkpoint carries the average: a resumed run equals the uninterrupted one, and the
+    // resumed run keeps the checkpoint's momentum without being told.
+    let first = run("resumed", Some(0.9), Some(1), false);
+    assert!(!first.finished);
+    let rest = run("resumed", None, None, true);
+    assert_eq!(rest.settings.ema, Some(0.9));
+    let nums = |r: &scratch::ScratchReport| -> Vec<(f64, f64, f64, f64)> {
+        r.metrics
+            .epochs
+            .iter()
+            .map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy))
+            .collect()
+    };
+    assert_eq!(nums(&rest), nums(&avg));
+    let (resumed_params, _) = model::load(&rest.paths.model).unwrap();
+    assert_eq!(resumed_params, avg_params);
+    // A momentum outside (0, 1) names the flag.
+    let mut bad = config(&data, &tmp.path().join("bad"));
+    bad.ema = Some(1.0);
+    assert!(train(&bad, &mut |_| {})
+        .unwrap_err()
+        .to_string()
+        .contains("--ema"));
 }

@@ -13,7 +13,7 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
             let file = dir.join("checkpoint.safetensors");
             let (s, epochs, meta) = scratch::pipeline::checkpoint_settings(&file).ok()?;
             Some(format!(
-                "{} px ({} resize), {} lr {}{}, batch {}, {} epochs, augmentation: {}",
+                "{} px ({} resize), {} lr {}{}{}, batch {}, {} epochs{}, augmentation: {}",
                 meta.image_size,
                 s.resize.name(),
                 s.optimizer.kind,
@@ -22,8 +22,15 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
                     head::schedule::LrSchedule::Constant => String::new(),
                     other => format!(" ({other})"),
                 },
+                match s.optimizer.weight_decay {
+                    0.0 => String::new(),
+                    wd => format!(" weight decay {wd}"),
+                },
                 s.batch_size,
                 epochs,
+                s.ema
+                    .map(|m| format!(", weight average (EMA {m}) validated and saved"))
+                    .unwrap_or_default(),
                 s.augment.summary()
             ))
         }

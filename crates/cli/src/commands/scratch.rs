@@ -47,6 +47,9 @@ pub struct ScratchArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.0)]
     pub momentum: f64,
+    /// Decoupled weight decay (Keras 3 `weight_decay`: every step `w -= w·wd·lr`).
+    #[arg(long, value_name = "WD", default_value_t = 0.0)]
+    pub weight_decay: f64,
     /// Learning rate by epoch: constant (the tutorial) or cosine (from --lr down to ~0 at the last epoch).
     #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
     pub lr_schedule: LrSchedule,
@@ -59,6 +62,10 @@ pub struct ScratchArgs {
     /// Weights to save: last (the tutorial) or best (lowest validation loss).
     #[arg(long, default_value = "last")]
     pub keep: Keep,
+    /// Validate and save an exponential moving average of the weights with this momentum per step
+    /// (Keras `use_ema`/`ema_momentum`; e.g. 0.999) [default: off, the raw weights].
+    #[arg(long, value_name = "MOMENTUM")]
+    pub ema: Option<f64>,
     /// Split to train on.
     #[arg(long, default_value = "train")]
     pub train_split: String,
@@ -88,11 +95,13 @@ impl ScratchArgs {
             opt.learning_rate = lr;
         }
         opt.momentum = self.momentum;
+        opt.weight_decay = self.weight_decay;
         cfg.optimizer = opt;
         cfg.schedule = self.lr_schedule;
         cfg.size = self.size;
         cfg.resize = self.resize;
         cfg.keep = self.keep;
+        cfg.ema = self.ema;
         cfg.train_split = self.train_split.clone();
         cfg.val_split = self.val_split.clone();
         cfg.force = self.force;
