@@ -47,9 +47,10 @@ pub struct ScratchArgs {
     /// SGD momentum.
     #[arg(long, default_value_t = 0.0)]
     pub momentum: f64,
-    /// Decoupled weight decay (Keras 3 `weight_decay`: every step `w -= w·wd·lr`).
-    #[arg(long, value_name = "WD", default_value_t = 0.0)]
-    pub weight_decay: f64,
+    /// Decoupled weight decay (Keras 3 `weight_decay`: every step `w -= w·wd·lr`) [default: 0, or
+    /// 0.004 for adamw].
+    #[arg(long, value_name = "WD")]
+    pub weight_decay: Option<f64>,
     /// Learning rate by epoch: constant (the tutorial) or cosine (from --lr down to ~0 at the last epoch).
     #[arg(long, value_name = "SCHEDULE", default_value = "constant")]
     pub lr_schedule: LrSchedule,
@@ -95,7 +96,9 @@ impl ScratchArgs {
             opt.learning_rate = lr;
         }
         opt.momentum = self.momentum;
-        opt.weight_decay = self.weight_decay;
+        if let Some(wd) = self.weight_decay {
+            opt.weight_decay = wd;
+        }
         cfg.optimizer = opt;
         cfg.schedule = self.lr_schedule;
         cfg.size = self.size;
