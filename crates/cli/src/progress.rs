@@ -69,11 +69,6 @@ impl<'g> Phases<'g> {
         self.bar = Some(bar(self.global, total as u64, label, unit));
     }
 
-    /// The current bar, if any (to set its prefix or length).
-    pub fn current(&self) -> Option<&ProgressBar> {
-        self.bar.as_ref()
-    }
-
     pub fn set(&self, done: usize) {
         if let Some(b) = &self.bar {
             b.set_position(done as u64);
@@ -88,8 +83,8 @@ impl<'g> Phases<'g> {
     }
 
     /// Shows what a training stage (finetune, scratch) reports; lines start with `indent`.
-    pub fn stage_event(&mut self, ev: head::stage::StageEvent<'_>, indent: &str) {
-        use head::stage::StageEvent as E;
+    pub fn stage_event(&mut self, ev: train::stage::StageEvent<'_>, indent: &str) {
+        use train::stage::StageEvent as E;
         match ev {
             E::Info(s) => self.say(format!("{indent}{s}")),
             E::Skipped {
@@ -114,7 +109,7 @@ impl<'g> Phases<'g> {
 
 /// One epoch's line, as every training command prints it.
 pub fn epoch_line(
-    m: &head::metrics::EpochMetrics,
+    m: &train::metrics::EpochMetrics,
     epochs: usize,
     images_per_second: Option<f64>,
 ) -> String {

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use features::onnx::synth::{self, VggSpec};
-use features::testdata;
+use testkit::synth::{self, VggSpec};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bottleneck"))
@@ -22,7 +21,7 @@ fn tiny(dir: &Path) -> String {
 fn extract_json_then_up_to_date() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 3), ("validation", 2)], 11).unwrap();
+    testkit::write_synthetic(&data, &[("train", 3), ("validation", 2)], 11).unwrap();
     let model = tiny(t.path());
     let run = t.path().join("run");
     let args = |cmd: &mut Command| {
@@ -66,7 +65,7 @@ fn extract_json_then_up_to_date() {
 fn errors_exit_1_usage_exits_2() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 1)], 1).unwrap();
+    testkit::write_synthetic(&data, &[("train", 1)], 1).unwrap();
     let model = tiny(t.path());
     let out = bin()
         .args(["extract", "--data"])
@@ -105,7 +104,7 @@ fn errors_exit_1_usage_exits_2() {
 fn hub_model_offline_is_a_clear_error() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 1)], 1).unwrap();
+    testkit::write_synthetic(&data, &[("train", 1)], 1).unwrap();
     let out = bin()
         .args(["extract", "--offline", "--model", "vgg16", "--data"])
         .arg(&data)
@@ -124,12 +123,12 @@ fn hub_model_offline_is_a_clear_error() {
 
 #[test]
 fn kill_9_leaves_no_half_written_file_and_rerun_completes() {
-    let Some(shared) = testdata::shared_root() else {
+    let Some(shared) = testkit::shared_root() else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::link_shared_subset(&shared, &data, &["train"], 24).unwrap();
+    testkit::link_shared_subset(&shared, &data, &["train"], 24).unwrap();
     let model = shared.join("models/vgg16_keras_notop.onnx");
     let run = t.path().join("run");
     let mut cmd = bin();

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use features::onnx::synth::{self, VggSpec};
-use features::testdata;
+use testkit::synth::{self, VggSpec};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bottleneck"))
@@ -35,7 +34,7 @@ fn fails(out: Output) -> String {
 /// Data (3 train + 2 validation per class), tiny model, and a run with features and a head.
 fn prepared(dir: &Path) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
-    testdata::write_synthetic(&data, &[("train", 3), ("validation", 2)], 7).unwrap();
+    testkit::write_synthetic(&data, &[("train", 3), ("validation", 2)], 7).unwrap();
     let model = dir.join("tiny.onnx");
     std::fs::write(&model, synth::vgg_like(&VggSpec::default())).unwrap();
     let run = dir.join("run");

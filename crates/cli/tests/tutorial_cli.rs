@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use features::onnx::synth::{self, VggSpec};
-use features::testdata;
+use testkit::synth::{self, VggSpec};
 
 fn tutorial(data: &Path, model: &Path, run: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bottleneck"))
@@ -75,7 +74,7 @@ fn action_of(summary: &serde_json::Value, stage: &str) -> String {
 fn quick_tutorial_reports_resumes_and_refuses_other_data() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 8), ("validation", 4)], 5).unwrap();
+    testkit::write_synthetic(&data, &[("train", 8), ("validation", 4)], 5).unwrap();
     let model = t.path().join("tiny.onnx");
     std::fs::write(&model, synth::vgg_like(&VggSpec::default())).unwrap();
     let run = t.path().join("run");
@@ -190,7 +189,7 @@ fn quick_tutorial_reports_resumes_and_refuses_other_data() {
 
     // Other data in the same run folder is refused, naming the way out.
     let other = t.path().join("other");
-    testdata::write_synthetic(&other, &[("train", 8), ("validation", 4)], 6).unwrap();
+    testkit::write_synthetic(&other, &[("train", 8), ("validation", 4)], 6).unwrap();
     let out = tutorial(&other, &model, &run, &longer);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -9,10 +9,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing a file failed.
-    #[error("{}: {cause}", path.display())]
+    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
-        cause: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     /// The zip file cannot be read.
     #[error("{}: {reason}", path.display())]
@@ -49,7 +50,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            cause: source,
+            source,
         }
     }
 }

@@ -9,10 +9,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing a file failed.
-    #[error("{}: {cause}", path.display())]
+    #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
-        cause: std::io::Error,
+        #[source]
+        source: std::io::Error,
     },
     /// An image could not be decoded or is not usable.
     #[error("{}: {reason}", path.display())]
@@ -41,6 +42,19 @@ pub enum Error {
     /// A user-supplied option is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// An ONNX Runtime call failed (its own error kept as the source).
+    #[error("ONNX Runtime")]
+    Ort(#[from] ort::Error),
+    /// An ONNX Runtime call failed; what it meant for the user and what to do.
+    #[error("{what}")]
+    OrtContext {
+        what: String,
+        #[source]
+        source: ort::Error,
+    },
+    /// A file of the run folder could not be written, or the folder is in use.
+    #[error(transparent)]
+    RunFolder(#[from] runfs::Error),
 }
 
 impl Error {
@@ -48,13 +62,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            cause: source,
+            source,
         }
-    }
-}
-
-impl From<ort::Error> for Error {
-    fn from(e: ort::Error) -> Self {
-        Error::Runtime(e.to_string())
     }
 }

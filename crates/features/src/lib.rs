@@ -13,7 +13,7 @@ pub mod onnx;
 pub mod preprocess;
 pub mod quantize;
 pub mod runtime;
+pub mod sheet;
 pub mod store;
-pub mod testdata;
 
 pub use error::{Error, Result};

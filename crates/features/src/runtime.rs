@@ -153,11 +153,11 @@ pub fn session(model: &[u8], opts: &SessionOptions) -> Result<Runner> {
                 session,
                 device: "cuda",
             })
-            .map_err(|e| {
-                Error::Runtime(format!(
-                "the CUDA execution provider failed to start ({e}); install the CUDA build with \
-                 scripts/setup.sh --cuda (needs CUDA 12 and cuDNN 9), or use --device cpu"
-            ))
+            .map_err(|source| Error::OrtContext {
+                what: "the CUDA execution provider failed to start; install the CUDA build with \
+                       scripts/setup.sh --cuda (needs CUDA 12 and cuDNN 9), or use --device cpu"
+                    .into(),
+                source,
             }),
         Device::Auto => match build(true) {
             Ok(session) => Ok(Runner {

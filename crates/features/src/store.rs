@@ -287,7 +287,7 @@ pub fn list_splits(run: &Path) -> Result<Vec<String>> {
 /// interrupted run never leaves a half-written feature file behind.
 pub struct FeatureWriter {
     target: PathBuf,
-    raw_path: PathBuf,
+    raw_tmp: runfs::TempFile,
     raw: BufWriter<File>,
     row_shape: Vec<usize>,
     rows: usize,
@@ -300,11 +300,11 @@ impl FeatureWriter {
     pub fn create(target: &Path, row_shape: &[usize]) -> Result<Self> {
         let dir = target.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let raw_path = sibling(target, "rows.partial");
-        let raw = File::create(&raw_path).map_err(|e| Error::io(&raw_path, e))?;
+        let raw_tmp = runfs::TempFile::new(&sibling_name(target, "rows"));
+        let raw = raw_tmp.create()?;
         Ok(FeatureWriter {
             target: target.to_path_buf(),
-            raw_path,
+            raw_tmp,
             raw: BufWriter::with_capacity(1 << 20, raw),
             row_shape: row_shape.to_vec(),
             rows: 0,
@@ -334,7 +334,7 @@ impl FeatureWriter {
         }
         self.raw
             .write_all(&buf)
-            .map_err(|e| Error::io(&self.raw_path, e))?;
+            .map_err(|e| Error::io(self.raw_tmp.path(), e))?;
         self.rows += 1;
         self.labels.push(label);
         self.files.push(file.to_string());
@@ -351,11 +351,12 @@ impl FeatureWriter {
         meta.files = std::mem::take(&mut self.files);
         meta.format_version = FORMAT_VERSION;
         let row_len = self.row_len();
-        self.raw.flush().map_err(|e| Error::io(&self.raw_path, e))?;
+        let raw_path = self.raw_tmp.path().to_path_buf();
+        self.raw.flush().map_err(|e| Error::io(&raw_path, e))?;
         let raw_file = self
             .raw
             .into_inner()
-            .map_err(|e| Error::io(&self.raw_path, e.into_error()))?;
+            .map_err(|e| Error::io(&raw_path, e.into_error()))?;
         drop(raw_file);
 
         let n = self.rows;
@@ -373,12 +374,12 @@ impl FeatureWriter {
             header.push(b' ');
         }
 
-        let tmp = sibling(&self.target, "tmp");
+        let tmp = runfs::TempFile::new(&self.target);
         let result = (|| -> std::io::Result<()> {
-            let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+            let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp.path())?);
             out.write_all(&(header.len() as u64).to_le_bytes())?;
             out.write_all(&header)?;
-            let mut raw = BufReader::new(File::open(&self.raw_path)?);
+            let mut raw = BufReader::new(File::open(&raw_path)?);
             raw.seek(SeekFrom::Start(0))?;
             let copied = std::io::copy(&mut raw, &mut out)?;
             if copied as usize != feat_bytes {
@@ -393,21 +394,19 @@ impl FeatureWriter {
             f.sync_all()?;
             Ok(())
         })();
-        let _ = std::fs::remove_file(&self.raw_path);
+        drop(self.raw_tmp);
         if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, e));
+            return Err(Error::io(tmp.path(), e));
         }
-        std::fs::rename(&tmp, &self.target).map_err(|e| Error::io(&self.target, e))?;
-        Ok(self.target)
+        Ok(tmp.commit()?)
     }
 }
 
-/// A hidden temporary next to `target`: `dir/.<name>.<suffix>`.
-fn sibling(target: &Path, suffix: &str) -> PathBuf {
+/// `dir/<name>.<suffix>` beside `target` (temporaries derived from it stay recognisable).
+fn sibling_name(target: &Path, suffix: &str) -> PathBuf {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    target.with_file_name(format!(".{name}.{suffix}"))
+    target.with_file_name(format!("{name}.{suffix}"))
 }

@@ -5,10 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use features::extract::{self, Event, ExtractConfig};
-use features::onnx::synth::{self, VggSpec};
 use features::preprocess::Preprocess;
 use features::store::{self, FeatureFile};
-use features::testdata;
+use testkit::synth::{self, VggSpec};
 
 fn tiny_model(dir: &Path) -> PathBuf {
     let p = dir.join("tiny.onnx");
@@ -41,7 +40,7 @@ fn run(cfg: &ExtractConfig) -> (extract::ExtractSummary, usize) {
 fn features_shapes_labels_and_files_line_up() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 4), ("validation", 2)], 7).unwrap();
+    testkit::write_synthetic(&data, &[("train", 4), ("validation", 2)], 7).unwrap();
     let model = tiny_model(t.path());
     let (s, up) = run(&config(&data, &model, &t.path().join("run")));
     assert_eq!(up, 0);
@@ -67,7 +66,7 @@ fn features_shapes_labels_and_files_line_up() {
 fn cache_is_reused_and_invalidated_by_every_input() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 2), ("validation", 2)], 3).unwrap();
+    testkit::write_synthetic(&data, &[("train", 2), ("validation", 2)], 3).unwrap();
     let model = tiny_model(t.path());
     let run_dir = t.path().join("run");
     let cfg = config(&data, &model, &run_dir);
@@ -122,7 +121,7 @@ fn cache_is_reused_and_invalidated_by_every_input() {
 fn bad_images_are_skipped_and_listed_or_fatal_with_strict() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 3)], 5).unwrap();
+    testkit::write_synthetic(&data, &[("train", 3)], 5).unwrap();
     let cats = data.join("train/bright");
     fs::write(cats.join("empty.jpg"), b"").unwrap();
     fs::write(cats.join("notes.jpg"), b"this is text, not a photo").unwrap();
@@ -243,7 +242,7 @@ fn exif_orientation_is_applied() {
 fn model_without_manifest_needs_preprocess() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 1)], 1).unwrap();
+    testkit::write_synthetic(&data, &[("train", 1)], 1).unwrap();
     let model = tiny_model(t.path());
     let mut cfg = config(&data, &model, &t.path().join("run"));
     cfg.preprocess = None;
@@ -274,7 +273,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 fn int8_precision_is_recorded_and_separates_the_cache() {
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 5), ("validation", 2)], 21).unwrap();
+    testkit::write_synthetic(&data, &[("train", 5), ("validation", 2)], 21).unwrap();
     let model = tiny_model(t.path());
     let run_dir = t.path().join("run");
     let fp32 = config(&data, &model, &run_dir);

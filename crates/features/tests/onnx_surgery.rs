@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use features::onnx::proto::tensor_shape_proto::{dimension::Value::DimValue, Dimension};
 use features::onnx::proto::type_proto::Value;
 use features::onnx::proto::{tensor_proto::DataType, ModelProto, TensorProto};
-use features::onnx::synth::{expose_outputs, vgg_like, vgg_like_proto, VggSpec};
 use features::onnx::{self, Layout};
 use features::runtime::{session, Device, SessionOptions};
 use ort::value::TensorRef;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::synth::{expose_outputs, vgg_like, vgg_like_proto, VggSpec};
 
 type Outputs = HashMap<String, (Vec<usize>, Vec<f32>)>;
 

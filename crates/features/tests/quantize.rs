@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use features::extract::{load_backbone, prepare, Backbone};
 use features::manifest::HubOptions;
 use features::onnx::proto::{ModelProto, NodeProto, TensorProto};
-use features::onnx::synth::{self, VggSpec};
 use features::onnx::Layout;
 use features::preprocess::{Preprocess, Resize};
 use features::quantize::{
@@ -18,10 +17,10 @@ use features::quantize::{
     QParams,
 };
 use features::runtime::{session, Device, SessionOptions};
-use features::testdata;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::synth::{self, VggSpec};
 
 const OPTS: SessionOptions = SessionOptions {
     device: Device::Cpu,
@@ -305,7 +304,7 @@ fn optimized(model: &[u8], dir: &Path) -> ModelProto {
 fn tiny_vgg_quantized_runs_int8_in_onnx_runtime_and_stays_close_to_fp32() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 12), ("validation", 6)], 3).unwrap();
+    testkit::write_synthetic(&data, &[("train", 12), ("validation", 6)], 3).unwrap();
     let b = backbone(&write_model(tmp.path(), &VggSpec::default()));
     let spec = calib(&data);
     let (int8, info) = quantize_backbone(&b, &spec).unwrap();
@@ -394,7 +393,7 @@ fn tiny_vgg_quantized_runs_int8_in_onnx_runtime_and_stays_close_to_fp32() {
 fn int8_activations_also_fuse_and_stay_close() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 10), ("validation", 4)], 5).unwrap();
+    testkit::write_synthetic(&data, &[("train", 10), ("validation", 4)], 5).unwrap();
     let b = backbone(&write_model(
         tmp.path(),
         &VggSpec {
@@ -437,7 +436,7 @@ fn other_ops_stay_fp32_and_are_listed() {
     // NHWC input: a Transpose before the first Conv and after the last pool.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 10), ("validation", 3)], 9).unwrap();
+    testkit::write_synthetic(&data, &[("train", 10), ("validation", 3)], 9).unwrap();
     let spec_model = VggSpec {
         nhwc: true,
         blocks: vec![(2, 4), (2, 8)],
@@ -560,7 +559,7 @@ fn cache_key_changes_when_any_input_changes() {
 fn int8_model_is_cached_and_redone_when_its_key_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 8)], 11).unwrap();
+    testkit::write_synthetic(&data, &[("train", 8)], 11).unwrap();
     let b = backbone(&write_model(
         tmp.path(),
         &VggSpec {
@@ -671,7 +670,7 @@ fn empty_calibration_folder_is_refused_with_its_name() {
 fn unreadable_calibration_images_are_named_and_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 8)], 13).unwrap();
+    testkit::write_synthetic(&data, &[("train", 8)], 13).unwrap();
     fs::write(data.join("train/bright/bright.0.png"), b"not a png").unwrap();
     fs::write(data.join("train/dark/dark.1.jpg"), b"").unwrap();
     let b = backbone(&write_model(
@@ -700,7 +699,7 @@ fn unreadable_calibration_images_are_named_and_skipped() {
 fn fewer_than_eight_usable_images_is_an_error_that_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 5)], 17).unwrap();
+    testkit::write_synthetic(&data, &[("train", 5)], 17).unwrap();
     for f in [
         "train/bright/bright.0.png",
         "train/dark/dark.0.png",
@@ -730,7 +729,7 @@ fn fewer_than_eight_usable_images_is_an_error_that_says_so() {
 fn a_plain_folder_of_images_calibrates() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::write_synthetic(&data, &[("train", 6)], 19).unwrap();
+    testkit::write_synthetic(&data, &[("train", 6)], 19).unwrap();
     let flat = tmp.path().join("flat");
     fs::create_dir_all(&flat).unwrap();
     for f in files_of(&data.join("train")) {
@@ -752,12 +751,12 @@ fn a_plain_folder_of_images_calibrates() {
 
 #[test]
 fn real_vgg16_quantizes_on_16_shared_photos_and_matches_fp32() {
-    let Some(shared) = testdata::shared_root() else {
+    let Some(shared) = testkit::shared_root() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    testdata::link_shared_subset(&shared, &data, &["train", "validation"], 8).unwrap();
+    testkit::link_shared_subset(&shared, &data, &["train", "validation"], 8).unwrap();
     let model = shared.join("models/vgg16_keras_notop.onnx");
     let b = load_backbone(&model.to_string_lossy(), None, &HubOptions::default()).unwrap();
     assert_eq!(

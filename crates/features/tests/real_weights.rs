@@ -8,7 +8,6 @@ use features::extract::{self, ExtractConfig};
 use features::onnx::Layout;
 use features::preprocess::{Preprocess, Resize};
 use features::store::{self, FeatureFile};
-use features::testdata;
 
 fn python() -> Option<PathBuf> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
@@ -24,12 +23,12 @@ fn python() -> Option<PathBuf> {
 
 #[test]
 fn real_vgg16_features_match_python_onnxruntime() {
-    let Some(shared) = testdata::shared_root() else {
+    let Some(shared) = testkit::shared_root() else {
         return;
     };
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testdata::link_shared_subset(&shared, &data, &["validation"], 12).unwrap();
+    testkit::link_shared_subset(&shared, &data, &["validation"], 12).unwrap();
     let model = shared.join("models/vgg16_keras_notop.onnx");
     let mut cfg = ExtractConfig::new(&data, model.to_string_lossy(), t.path().join("run"));
     cfg.preprocess = None; // recognised by sha256 → vgg16-keras manifest → caffe

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use finetune::block::{Block, ConvLayer, Layer};
-use finetune::conv::Nhwc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use train::kernels::Nhwc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let iters: usize = std::env::args()

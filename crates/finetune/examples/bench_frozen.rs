@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(2);
     let batches: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(4);
-    let shared = features::testdata::shared_root().ok_or("the shared data is missing")?;
+    let shared = testkit::shared_root().ok_or("the shared data is missing")?;
     let model = std::fs::read(shared.join("models/vgg16_keras_notop.onnx"))?;
     let dir = shared.join("data/dogs_vs_cats/train/cats");
     let mut files: Vec<_> = std::fs::read_dir(&dir)?

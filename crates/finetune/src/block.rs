@@ -1,11 +1,10 @@
 //! The trainable conv block (e.g. VGG16 block5: three 3×3 convs + ReLU, then a 2×2 max pool) with
 //! its forward pass, which keeps what the backward pass needs, and its hand-written backward pass.
-//! Weights are held as im2col matrices `[9·in, out]`; the products run as Candle matmuls.
+//! Weights are held as im2col matrices `[9·in, out]`; the products run on `train::kernels`.
 
-use candle_core::Tensor;
-
-use crate::conv::{self, Nhwc};
 use crate::error::{Error, Result};
+use train::kernels::conv::{self, Nhwc};
+use train::kernels::{product, MatRef, Threads};
 
 /// One 3×3, stride 1, padding 1 convolution (optionally followed by ReLU).
 #[derive(Clone, Debug, PartialEq)]
@@ -82,7 +81,7 @@ pub struct Block {
 /// What one layer's forward pass leaves for the backward pass.
 enum Saved {
     Conv {
-        cols: Tensor,
+        cols: Vec<f32>,
         out: Vec<f32>,
         input: Nhwc,
     },
@@ -188,10 +187,13 @@ impl Block {
             let input: &[f32] = saved.last().map(Saved::out).unwrap_or(x);
             let s = match l {
                 Layer::Conv(c) => {
-                    let cols = conv::im2col3x3(input, dims);
-                    let cols = conv::matrix(cols, dims.pixels(), 9 * c.cin)?;
-                    let w = conv::matrix_from(&c.wm, 9 * c.cin, c.cout)?;
-                    let mut out = conv::to_vec(&cols.matmul(&w)?)?;
+                    let mut cols = vec![0f32; dims.pixels() * 9 * c.cin];
+                    conv::im2col3x3(input, dims, 1, &mut cols);
+                    let mut out = product(
+                        MatRef::new(&cols, dims.pixels(), 9 * c.cin),
+                        MatRef::new(&c.wm, 9 * c.cin, c.cout),
+                        Threads::All,
+                    );
                     conv::bias_relu(&mut out, &c.bias, c.relu);
                     let s = Saved::Conv {
                         cols,
@@ -202,7 +204,9 @@ impl Block {
                     s
                 }
                 Layer::MaxPool { .. } => {
-                    let (out, arg) = conv::maxpool2x2(input, dims);
+                    let pooled = dims.pooled().len();
+                    let (mut out, mut arg) = (vec![0f32; pooled], vec![0u32; pooled]);
+                    conv::maxpool2x2(input, dims, &mut out, &mut arg);
                     let s = Saved::Pool {
                         arg,
                         out,
@@ -261,16 +265,18 @@ impl Block {
                     }
                     drop(out);
                     let bias = conv::column_sums(&g, c.cout);
-                    let dpre = conv::matrix(g, input.pixels(), c.cout)?;
-                    let wm = conv::to_vec(&cols.t()?.matmul(&dpre)?)?;
+                    let (rows, k) = (input.pixels(), 9 * c.cin);
+                    let dpre = MatRef::new(&g, rows, c.cout);
+                    let wm = product(MatRef::t(&cols, rows, k), dpre, Threads::All);
                     drop(cols);
                     grads.push(ConvGrad { wm, bias });
                     if first && !want_input_grad {
                         g = Vec::new();
                     } else {
-                        let w = conv::matrix_from(&c.wm, 9 * c.cin, c.cout)?;
-                        let dcols = dpre.matmul(&w.t()?)?;
-                        g = conv::with_f32(&dcols, |d| conv::col2im3x3(d, input))?;
+                        let dcols = product(dpre, MatRef::t(&c.wm, k, c.cout), Threads::All);
+                        let mut dx = vec![0f32; input.len()];
+                        conv::col2im3x3(&dcols, input, 1, &mut dx);
+                        g = dx;
                     }
                 }
                 _ => {
@@ -290,31 +296,4 @@ impl Block {
     }
 }
 
-/// NCHW `[n, c, h, w]` values as NHWC.
-pub fn nchw_to_nhwc(x: &[f32], d: Nhwc) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    let plane = d.h * d.w;
-    for b in 0..d.n {
-        for c in 0..d.c {
-            let src = &x[(b * d.c + c) * plane..(b * d.c + c + 1) * plane];
-            for (p, &v) in src.iter().enumerate() {
-                out[(b * plane + p) * d.c + c] = v;
-            }
-        }
-    }
-    out
-}
-
-/// NHWC values as NCHW `[n, c, h, w]`.
-pub fn nhwc_to_nchw(x: &[f32], d: Nhwc) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    let plane = d.h * d.w;
-    for b in 0..d.n {
-        for p in 0..plane {
-            for c in 0..d.c {
-                out[(b * d.c + c) * plane + p] = x[(b * plane + p) * d.c + c];
-            }
-        }
-    }
-    out
-}
+pub use train::kernels::conv::{nchw_to_nhwc, nhwc_to_nchw};

@@ -30,7 +30,7 @@ pub fn base_key(s: &Setup) -> String {
     if let Some(t) = &tag {
         parts.push(("frozen", t));
     }
-    data::digest(&parts)
+    runfs::digest::of_strings(&parts)
 }
 
 /// The folder holding this run's caches (per frozen precision).
@@ -47,7 +47,7 @@ pub fn validation_maps(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RowReader> {
     let path = data::validation_path(&dir(s, paths));
-    let key = data::digest(&[("base", &base_key(s)), ("validation", &s.val.digest)]);
+    let key = runfs::digest::of_strings(&[("base", &base_key(s)), ("validation", &s.val.digest)]);
     if let Some(r) = data::open_if_current(&path, &key, s.val.len()) {
         on_event(Event::Info(format!(
             "validation feature maps: reusing {}",
@@ -102,7 +102,7 @@ pub fn augmented_draws(
         serde_json::to_string(&cfg.augment).map_err(|e| Error::Invalid(e.to_string()))?;
     for k in 0..cfg.aug_cache {
         let path = data::draw_path(&dir(s, paths), k);
-        let key = data::digest(&[
+        let key = runfs::digest::of_strings(&[
             ("base", &base),
             ("train", &s.train.digest),
             ("augment", &aug_json),
@@ -153,18 +153,4 @@ pub fn augmented_draws(
         readers.push(RowReader::open(&path)?);
     }
     Ok((readers, draw_seconds))
-}
-
-/// Removes hidden `.name.tmp-PID` files a killed run left behind (partial writes of files that
-/// are rebuilt anyway).
-pub fn remove_stale_temporaries(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp-") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }

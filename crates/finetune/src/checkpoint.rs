@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use head::metrics::EpochMetrics;
+use train::metrics::EpochMetrics;
 
 use crate::config::Settings;
+use crate::epoch::State;
 use crate::error::{Error, Result};
 use crate::net::Net;
 use crate::tensors::{self, F32Tensor, Loaded};
-use crate::train::State;
 
 const FORMAT: &str = "bottleneck-finetune-checkpoint";
 const FORMAT_VERSION: u32 = 1;
@@ -144,39 +144,48 @@ fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String> {
         .map_err(|e| Error::Invalid(format!("cannot encode checkpoint metadata: {e}")))
 }
 
-/// The checkpoint of a training state.
-pub fn of_state(state: &State, settings: &Settings, epochs: usize) -> Checkpoint {
+/// The checkpoint of a training state after the epochs of `history`.
+pub fn of_state(
+    state: &State,
+    history: &[EpochMetrics],
+    best: Option<&(usize, Net)>,
+    settings: &Settings,
+    epochs: usize,
+) -> Checkpoint {
     let copy = |n: &Net| n.params().iter().map(|p| p.to_vec()).collect();
     Checkpoint {
         settings: settings.clone(),
         epochs,
-        history: state.history.clone(),
+        history: history.to_vec(),
         params: copy(&state.net),
-        velocity: state.sgd.velocity.clone(),
-        iterations: state.sgd.iterations,
-        best: state.best.as_ref().map(|(e, n)| (*e, copy(n))),
+        velocity: state
+            .optim
+            .state()
+            .0
+            .iter()
+            .map(|[v, _]| v.clone())
+            .collect(),
+        iterations: state.optim.iterations(),
+        best: best.map(|(e, n)| (*e, copy(n))),
     }
 }
 
-/// Puts a checkpoint's weights, optimizer state, history and best epoch into `state`.
-pub fn restore(state: &mut State, ck: Checkpoint, path: &Path) -> Result<()> {
+/// Puts a checkpoint's weights and optimizer state into `state`; returns where the run stands
+/// (its history and best epoch) for the epoch driver.
+pub fn restore(
+    state: &mut State,
+    ck: Checkpoint,
+    path: &Path,
+) -> Result<train::driver::Progress<Net>> {
     apply_params(&mut state.net, ck.params, path)?;
-    if ck.velocity.len() != state.sgd.velocity.len()
-        || ck
-            .velocity
-            .iter()
-            .zip(&state.sgd.velocity)
-            .any(|(a, b)| a.len() != b.len())
-    {
-        return Err(Error::file(
+    let slots = ck.velocity.into_iter().map(|v| [v, Vec::new()]).collect();
+    state.optim.set_state(slots, ck.iterations).map_err(|_| {
+        Error::file(
             path,
             "the optimizer state does not fit the network; start over with --force",
-        ));
-    }
-    state.sgd.velocity = ck.velocity;
-    state.sgd.iterations = ck.iterations;
-    state.history = ck.history;
-    state.best = match ck.best {
+        )
+    })?;
+    let best = match ck.best {
         Some((e, p)) => {
             let mut best = state.net.clone();
             apply_params(&mut best, p, path)?;
@@ -184,7 +193,10 @@ pub fn restore(state: &mut State, ck: Checkpoint, path: &Path) -> Result<()> {
         }
         None => None,
     };
-    Ok(())
+    Ok(train::driver::Progress {
+        history: ck.history,
+        best,
+    })
 }
 
 fn apply_params(net: &mut Net, values: Vec<Vec<f32>>, path: &Path) -> Result<()> {

@@ -4,11 +4,11 @@
 use features::runtime::{self, SessionOptions};
 
 use crate::block::{nchw_to_nhwc, nhwc_to_nchw};
-use crate::conv::Nhwc;
 use crate::error::{Error, Result};
 use crate::frozen::run_images;
 use crate::images::{self, ImageSet, InputSpec};
 use crate::net::Net;
+use train::kernels::Nhwc;
 
 /// Largest relative difference accepted between the Candle block and ONNX Runtime.
 pub const BLOCK_TOLERANCE: f64 = 1e-4;

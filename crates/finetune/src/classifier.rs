@@ -3,11 +3,12 @@
 //! training forward pass (inverted dropout), loss and hand-written backward pass.
 
 use candle_core::{Device, Tensor};
-use head::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
 use head::{HeadConfig, HeadModel};
+use train::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
 
-use crate::conv::{self, matrix, matrix_from, to_vec};
 use crate::error::{Error, Result};
+use train::kernels::conv;
+use train::kernels::{product, MatRef, Threads};
 
 /// The head's weights. `w1` rows follow the NHWC flattening of the block output; the Keras head
 /// file stores them in CHW (Flatten of NCHW) order: see [`Classifier::from_head`].
@@ -71,8 +72,8 @@ impl Classifier {
         let vars = model.vars();
         let values: Vec<Vec<f32>> = vars
             .iter()
-            .map(|v| conv::to_vec(&v.as_tensor().flatten_all()?))
-            .collect::<Result<_>>()?;
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect::<candle_core::Result<_>>()?;
         let [w1, b1, w2, b2]: [Vec<f32>; 4] = values
             .try_into()
             .map_err(|_| Error::Invalid("a head model has four tensors".into()))?;
@@ -140,10 +141,10 @@ impl Classifier {
     pub fn logits(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         self.check_input(x, n)?;
         let (d, h, k) = (self.input_dim(), self.hidden, self.outputs());
-        let xt = matrix_from(x, n, d)?;
-        let mut a = to_vec(&xt.matmul(&matrix_from(&self.w1, d, h)?)?)?;
+        let all = Threads::All;
+        let mut a = product(MatRef::new(x, n, d), MatRef::new(&self.w1, d, h), all);
         conv::bias_relu(&mut a, &self.b1, true);
-        let mut z = to_vec(&matrix(a, n, h)?.matmul(&matrix_from(&self.w2, h, k)?)?)?;
+        let mut z = product(MatRef::new(&a, n, h), MatRef::new(&self.w2, h, k), all);
         conv::bias_relu(&mut z, &self.b2, false);
         Ok(z)
     }
@@ -174,10 +175,8 @@ impl Classifier {
                 )));
             }
         }
-        let xt = matrix_from(x, n, d)?;
-        let w1 = matrix_from(&self.w1, d, h)?;
-        let w2 = matrix_from(&self.w2, h, k)?;
-        let mut act = to_vec(&xt.matmul(&w1)?)?;
+        let all = Threads::All;
+        let mut act = product(MatRef::new(x, n, d), MatRef::new(&self.w1, d, h), all);
         conv::bias_relu(&mut act, &self.b1, true);
         let mut dropped = act.clone();
         if let Some(m) = mask {
@@ -185,8 +184,11 @@ impl Classifier {
                 *v *= s;
             }
         }
-        let dropped_t = matrix(dropped, n, h)?;
-        let mut z = to_vec(&dropped_t.matmul(&w2)?)?;
+        let mut z = product(
+            MatRef::new(&dropped, n, h),
+            MatRef::new(&self.w2, h, k),
+            all,
+        );
         conv::bias_relu(&mut z, &self.b2, false);
 
         // Loss and dL/dz of the batch mean.
@@ -217,17 +219,15 @@ impl Classifier {
             }
         }
         let gb2 = conv::column_sums(&dz, k);
-        let dz_t = matrix(dz, n, k)?;
-        let gw2 = to_vec(&dropped_t.t()?.matmul(&dz_t)?)?;
-        let mut da = to_vec(&dz_t.matmul(&w2.t()?)?)?;
+        let gw2 = product(MatRef::t(&dropped, n, h), MatRef::new(&dz, n, k), all);
+        let mut da = product(MatRef::new(&dz, n, k), MatRef::t(&self.w2, h, k), all);
         for (i, g) in da.iter_mut().enumerate() {
             let m = mask.map_or(1.0, |m| m[i]);
             *g = if act[i] > 0.0 { *g * m } else { 0.0 };
         }
         let gb1 = conv::column_sums(&da, h);
-        let da_t = matrix(da, n, h)?;
-        let gw1 = to_vec(&xt.t()?.matmul(&da_t)?)?;
-        let dx = to_vec(&da_t.matmul(&w1.t()?)?)?;
+        let gw1 = product(MatRef::t(x, n, d), MatRef::new(&da, n, h), all);
+        let dx = product(MatRef::new(&da, n, h), MatRef::t(&self.w1, d, h), all);
         Ok(HeadStep {
             loss_sum,
             correct,

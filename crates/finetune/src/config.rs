@@ -7,12 +7,12 @@ use features::augment::AugmentParams;
 pub use features::extract::Precision as FrozenPrecision;
 use features::manifest::HubOptions;
 use features::runtime::Device;
-use head::metrics::Keep;
 use serde::{Deserialize, Serialize};
+use train::metrics::Keep;
 
 use crate::error::{Error, Result};
-use crate::optim::SgdConfig;
 use crate::rows::Precision;
+use train::optim::SgdConfig;
 
 /// Default learning rate (the tutorial: SGD lr 1e-4, momentum 0.9).
 pub const DEFAULT_LEARNING_RATE: f64 = 1e-4;
@@ -83,7 +83,7 @@ impl FinetuneConfig {
                 weight_decay: 0.0,
             },
             augment: AugmentParams::tutorial(),
-            seed: 1337,
+            seed: runfs::DEFAULT_SEED,
             aug_cache: DEFAULT_AUG_CACHE,
             cache_precision: Precision::F16,
             precision: FrozenPrecision::Fp32,

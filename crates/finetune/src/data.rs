@@ -8,9 +8,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use features::augment::Augmenter;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
@@ -19,30 +16,6 @@ use crate::rows::{Precision, RowReader, RowWriter};
 
 /// Version of the cache layout; part of every cache key.
 pub const CACHE_FORMAT: &str = "finetune-cache-v1";
-
-/// A reproducible RNG for `(seed, purpose, index)` with stream `stream` (e.g. an image index).
-pub fn derived_rng(seed: u64, purpose: &str, index: u64, stream: u64) -> ChaCha8Rng {
-    let mut h = Sha256::new();
-    h.update(seed.to_le_bytes());
-    h.update((purpose.len() as u64).to_le_bytes());
-    h.update(purpose.as_bytes());
-    h.update(index.to_le_bytes());
-    let mut rng = ChaCha8Rng::from_seed(h.finalize().into());
-    rng.set_stream(stream);
-    rng
-}
-
-/// Digest of a list of labelled strings (cache keys).
-pub fn digest(parts: &[(&str, &str)]) -> String {
-    let mut h = Sha256::new();
-    for (k, v) in parts {
-        for s in [k, v] {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        }
-    }
-    hex::encode(h.finalize())
-}
 
 /// How the training images are augmented.
 pub struct Augmentation<'a> {
@@ -70,7 +43,7 @@ pub fn frozen_rows(
         match aug {
             None => images::write_plain(img, spec, slot)?,
             Some(a) => {
-                let mut rng = derived_rng(a.seed, a.purpose, a.index, i as u64);
+                let mut rng = runfs::seed::keyed(a.seed, a.purpose, a.index, i as u64);
                 images::write_augmented(img, a.augmenter, &mut rng, spec, slot)?
             }
         }

@@ -18,6 +18,12 @@ pub enum Error {
     /// Images, models, ONNX graphs or ONNX Runtime (from the `features` crate).
     #[error(transparent)]
     Features(#[from] features::Error),
+    /// Training or writing its outputs failed.
+    #[error(transparent)]
+    Train(#[from] train::Error),
+    /// A file of the run folder could not be written.
+    #[error(transparent)]
+    RunFolder(#[from] runfs::Error),
     /// The trained head (from the `head` crate).
     #[error(transparent)]
     Head(#[from] head::Error),
@@ -70,6 +76,6 @@ impl Error {
 
 impl From<ort::Error> for Error {
     fn from(e: ort::Error) -> Self {
-        Error::Features(features::Error::Runtime(e.to_string()))
+        Error::Features(features::Error::Ort(e))
     }
 }

@@ -3,8 +3,8 @@
 
 use crate::block::{Block, ConvGrad};
 use crate::classifier::Classifier;
-use crate::conv::Nhwc;
 use crate::error::{Error, Result};
+use train::kernels::Nhwc;
 
 /// Tensor names of the head's parameters (as in `head.safetensors`).
 pub const HEAD_NAMES: [&str; 4] = [

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use head::metrics::{write_json, ConfusionMatrix, Metrics};
 use head::HeadMeta;
+use train::metrics::{write_json, ConfusionMatrix, Metrics};
 
 use crate::config::{FinetunePaths, Settings};
 use crate::error::Result;
@@ -86,7 +86,7 @@ pub fn write_head(
             "{} (fine-tuned {}; see block.safetensors)",
             base.model, net.block.output_tensor
         ),
-        optimizer: settings.sgd.to_head(),
+        optimizer: settings.sgd.to_config(),
         epochs: metrics.epochs.len(),
         batch_size: settings.batch_size,
         seed: settings.seed,
@@ -126,7 +126,7 @@ pub fn write_metrics(
         int8_key: settings.int8_key.as_deref(),
     };
     write_json(&paths.metrics, &file)?;
-    head::plot::write_curves(&metrics.epochs, title, &paths.curves_png, &paths.curves_svg)?;
+    train::plot::write_curves(&metrics.epochs, title, &paths.curves_png, &paths.curves_svg)?;
     Ok(())
 }
 

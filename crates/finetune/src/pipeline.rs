@@ -1,29 +1,32 @@
-//! `finetune` end to end: check the inputs, build the frozen part (ONNX Runtime) and the block
-//! (Candle), check the block against ONNX Runtime, compute or reuse the frozen-output caches,
-//! train epoch by epoch with a checkpoint after each, then write the outputs and `model.onnx`.
+//! `finetune` end to end, one step per function: check the inputs, build the frozen part (ONNX
+//! Runtime) and the block, check the block against ONNX Runtime, resume or start, compute or reuse
+//! the frozen-output caches, train through the shared epoch driver with a checkpoint after each
+//! epoch, then write the outputs and `model.onnx`.
 
 use features::augment::Augmenter;
 use features::runtime::SessionOptions;
-use head::metrics::{ConfusionMatrix, Keep, Metrics};
 use serde::Serialize;
+use train::metrics::{ConfusionMatrix, Metrics};
 
 use crate::caches;
 use crate::checkpoint;
 use crate::checks::{self, CheckResult, Probe};
 use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
-use crate::conv::Nhwc;
+use crate::epoch::{self, EpochData, Source, State};
 use crate::error::{Error, Result};
 use crate::export::{self, ExportInfo};
 use crate::frozen::Frozen;
 use crate::int8::Int8Report;
 use crate::net::Net;
-use crate::optim::Sgd;
 use crate::outputs;
+use crate::rows::RowReader;
 use crate::setup;
-use crate::train::{self, EpochData, Outcome, Source, State};
+use crate::setup::Setup;
+use train::driver::{self, Fitted, Plan, Progress};
+use train::kernels::Nhwc;
 
 /// Progress reports (shared with the other training stages).
-pub use head::stage::StageEvent as Event;
+pub use train::stage::StageEvent as Event;
 
 /// What a run did.
 #[derive(Debug, Clone, Serialize)]
@@ -66,12 +69,76 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let paths = FinetunePaths::new(&cfg.run);
     setup::check_output(&paths, cfg)?;
     let (s, block, classifier) = setup::prepare(cfg, &paths, on_event)?;
-    let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
     let opts = SessionOptions {
         device: cfg.device,
         threads: cfg.threads,
     };
     let mut frozen = Frozen::new(s.int8.as_ref().map_or(&s.cut, |q| &q.cut), &opts, s.size)?;
+    announce(&s, &frozen, block.convs().count(), on_event);
+    let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
+    let checked = check_network(&s, cfg, &opts, &val_reader, block, classifier, on_event)?;
+    let (state, progress, resumed_at) =
+        start_or_resume(cfg, &paths, &s, checked.net.clone(), on_event)?;
+    let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
+    let (readers, draw_seconds) = if progress.history.len() < cfg.epochs {
+        let [c, h, w] = checked.row_shape;
+        caches::augmented_draws(
+            &mut frozen,
+            &augmenter,
+            c * h * w,
+            &s,
+            cfg,
+            &paths,
+            on_event,
+        )?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let source = if cfg.aug_cache > 0 {
+        Source::Cached(&readers)
+    } else {
+        Source::Online {
+            frozen: &mut frozen,
+            set: &s.train,
+            augmenter: &augmenter,
+            spec: s.spec,
+        }
+    };
+    let (state, fitted) =
+        train_epochs(cfg, &paths, &s, &checked, state, progress, source, on_event)?;
+    let mut report = report(
+        cfg,
+        &paths,
+        &s,
+        &checked,
+        &state,
+        &fitted,
+        resumed_at,
+        draw_seconds,
+    );
+    report.device = frozen.device().to_string();
+    report.frozen_seconds_per_image = frozen.seconds_per_image();
+    if fitted.history.is_empty() || !report.finished {
+        return Ok(report);
+    }
+    let kept = match &fitted.best {
+        Some((_, n)) => n,
+        None => &state.net,
+    };
+    let metrics = report.metrics.clone();
+    let out = Outputs {
+        cfg,
+        paths: &paths,
+        s: &s,
+        checked: &checked,
+        opts: &opts,
+    };
+    write_outputs(&out, kept, metrics, &mut report, on_event)?;
+    Ok(report)
+}
+
+/// Tells what runs where.
+fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(Event<'_>)) {
     if let Some(q) = &s.int8 {
         on_event(Event::Info(format!(
             "int8 frozen part: {} convs in int8, calibrated on {} images of split '{}' (seed {}){} in {:.1} s",
@@ -94,13 +161,33 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         s.settings.precision.name(),
         frozen.device(),
         s.settings.output_tensor,
-        block.convs().count(),
+        convs,
         s.spec.preprocess.name(),
         s.size
     )));
+}
 
-    // Validation maps, the network, and its check against ONNX Runtime.
-    let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
+/// The network checked against ONNX Runtime, with the validation maps it is scored on.
+struct Checked {
+    net: Net,
+    val_rows: Vec<f32>,
+    row_shape: [usize; 3],
+    block_check: CheckResult,
+    int8: Option<Int8Report>,
+    initial: epoch::Evaluation,
+}
+
+/// Builds the network, checks the Candle block against ONNX Runtime on a few validation images
+/// (on FP32 frozen outputs, also with an int8 frozen part) and scores the stage-2 head.
+fn check_network(
+    s: &Setup,
+    cfg: &FinetuneConfig,
+    opts: &SessionOptions,
+    val_reader: &RowReader,
+    block: crate::block::Block,
+    classifier: crate::classifier::Classifier,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Checked> {
     let val_rows = val_reader.read_all()?;
     let row_shape: [usize; 3] = val_reader.row_shape.as_slice().try_into().map_err(|_| {
         Error::file(
@@ -110,52 +197,69 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     })?;
     let [c, h, w] = row_shape;
     let net = Net::new(block, classifier, Nhwc { n: 1, h, w, c })?;
-    let fp32_probe_rows;
-    let mut probe = Probe {
+    let probe = Probe {
         set: &s.val,
         rows: &val_rows,
         row_shape,
         spec: s.spec,
         size: s.size,
-        opts: &opts,
+        opts,
         images: cfg.check_images,
     };
-    // The block check tests the FP32 graph, so with an int8 frozen part its input is the FP32
-    // frozen output of the checked images.
-    let mut int8_report = None;
-    if let Some(q) = &s.int8 {
-        fp32_probe_rows = checks::frozen_rows(&s.cut, &probe)?;
-        let m = fp32_probe_rows.len();
-        let diff = checks::max_rel_diff(&val_rows[..m], &fp32_probe_rows);
-        on_event(Event::Info(format!(
-            "int8 frozen outputs differ from FP32 by {diff:.2e} (max relative, {} validation images)",
-            m / (c * h * w)
-        )));
-        int8_report = Some(q.report(diff));
-        probe.rows = &fp32_probe_rows;
-    }
-    let block_check = checks::block_parity(&s.model.bytes, &net, &probe)?;
+    let mut int8 = None;
+    let fp32_rows;
+    let block_probe = match &s.int8 {
+        None => probe,
+        Some(q) => {
+            fp32_rows = checks::frozen_rows(&s.cut, &probe)?;
+            let m = fp32_rows.len();
+            let diff = checks::max_rel_diff(&val_rows[..m], &fp32_rows);
+            on_event(Event::Info(format!(
+                "int8 frozen outputs differ from FP32 by {diff:.2e} (max relative, {} validation images)",
+                m / (c * h * w)
+            )));
+            int8 = Some(q.report(diff));
+            Probe {
+                rows: &fp32_rows,
+                ..probe
+            }
+        }
+    };
+    let block_check = checks::block_parity(&s.model.bytes, &net, &block_probe)?;
     on_event(Event::Info(format!(
         "Candle block matches ONNX Runtime's {} on {} validation images (max relative difference {:.1e})",
         net.block.output_tensor, block_check.images, block_check.max_diff
     )));
-    let initial = train::evaluate(&net, &val_rows, &s.val.labels, row_shape)?;
+    let initial = epoch::evaluate(&net, &val_rows, &s.val.labels, row_shape)?;
     on_event(Event::Info(format!(
         "stage-2 head before fine-tuning: val loss {:.4}, val accuracy {:.4}",
         initial.loss, initial.accuracy
     )));
+    Ok(Checked {
+        net,
+        val_rows,
+        row_shape,
+        block_check,
+        int8,
+        initial,
+    })
+}
 
-    // Training state: fresh, or the checkpoint's.
+/// A fresh training state, or the checkpoint's with `--resume` (and the epochs already done).
+fn start_or_resume(
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    s: &Setup,
+    net: Net,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(State, Progress<Net>, Option<usize>)> {
     let names = net.param_names();
     let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
     let mut state = State {
-        sgd: Sgd::new(cfg.sgd.clone(), &sizes)?,
+        optim: train::optim::Optimizer::new(cfg.sgd.to_config(), &sizes)?,
         net,
-        history: Vec::new(),
-        keep_best: cfg.keep == Keep::Best,
-        best: None,
     };
-    let resumed_at = if cfg.resume {
+    let (progress, resumed_at) = if cfg.resume {
         let ck = checkpoint::load(&paths.checkpoint, &names)?;
         if ck.settings != s.settings {
             return Err(Error::Mismatch(format!(
@@ -163,8 +267,8 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
                 paths.checkpoint.display()
             )));
         }
-        checkpoint::restore(&mut state, ck, &paths.checkpoint)?;
-        let done = state.history.len();
+        let progress = checkpoint::restore(&mut state, ck, &paths.checkpoint)?;
+        let done = progress.history.len();
         if done > cfg.epochs {
             return Err(Error::Invalid(format!(
                 "the checkpoint already has {done} epochs; pass --epochs {done} or more"
@@ -174,119 +278,121 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             "resuming after epoch {done} of {}",
             cfg.epochs
         )));
-        Some(done)
+        (progress, Some(done))
     } else {
         if cfg.force && paths.dir.exists() {
             std::fs::remove_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
         }
-        None
+        (Progress::default(), None)
     };
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
-    caches::remove_stale_temporaries(&caches::dir(&s, &paths));
-    caches::remove_stale_temporaries(&paths.dir);
-    let (readers, draw_seconds) = if state.history.len() < cfg.epochs {
-        caches::augmented_draws(
-            &mut frozen,
-            &augmenter,
-            c * h * w,
-            &s,
-            cfg,
-            &paths,
-            on_event,
-        )?
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    runfs::atomic::remove_stale(&caches::dir(s, paths));
+    runfs::atomic::remove_stale(&paths.dir);
+    Ok((state, progress, resumed_at))
+}
 
-    // Epochs.
-    let title = format!(
+/// The title of the learning curves.
+fn title(cfg: &FinetuneConfig, s: &Setup) -> String {
+    format!(
         "fine-tuning {} + head ({}, SGD lr {} momentum {}, {} frozen part)",
         s.settings.output_tensor,
         s.data.classes.join("/"),
         cfg.sgd.learning_rate,
         cfg.sgd.momentum,
         s.settings.precision.name()
-    );
-    let validation = format!("split {}", cfg.val_split);
-    let summarize = |state: &State, stopped: Option<String>| {
-        Metrics::summarize(
-            state.history.clone(),
-            cfg.keep,
-            stopped,
-            s.train.len(),
-            s.val.len(),
-            validation.clone(),
+    )
+}
+
+fn summarize(
+    cfg: &FinetuneConfig,
+    s: &Setup,
+    history: &[train::metrics::EpochMetrics],
+    stopped: Option<String>,
+) -> Result<Metrics> {
+    Ok(Metrics::summarize(
+        history.to_vec(),
+        cfg.keep,
+        stopped,
+        s.train.len(),
+        s.val.len(),
+        format!("split {}", cfg.val_split),
+    )?)
+}
+
+/// The epochs through the shared driver, checkpointing and writing the metrics after each.
+#[allow(clippy::too_many_arguments)] // the run's parts, each needed by the epochs
+fn train_epochs(
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    s: &Setup,
+    checked: &Checked,
+    state: State,
+    progress: Progress<Net>,
+    source: Source<'_>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(State, Fitted<Net>)> {
+    let names = state.net.param_names();
+    let title = title(cfg, s);
+    let mut on_end = |state: &State, end: &driver::EpochEnd<'_, Net>| -> Result<()> {
+        let ck = checkpoint::of_state(state, end.history, end.best, &s.settings, cfg.epochs);
+        checkpoint::save(&paths.checkpoint, &names, &ck)?;
+        outputs::write_metrics(
+            paths,
+            &summarize(cfg, s, end.history, None)?,
+            &s.settings,
+            &title,
         )
     };
-    let mut stopped_early = None;
-    let mut session_epochs = 0;
-    while state.history.len() < cfg.epochs && cfg.stop_after.is_none_or(|n| session_epochs < n) {
-        let epoch = state.history.len();
-        let mut source = if cfg.aug_cache > 0 {
-            Source::Cached(&readers)
-        } else {
-            Source::Online {
-                frozen: &mut frozen,
-                set: &s.train,
-                augmenter: &augmenter,
-                spec: s.spec,
-            }
-        };
-        let epoch_data = EpochData {
+    let mut learner = epoch::Learner {
+        state,
+        source,
+        data: EpochData {
             labels: &s.train.labels,
-            row_shape,
+            row_shape: checked.row_shape,
             batch_size: cfg.batch_size,
             seed: cfg.seed,
-            val_rows: &val_rows,
+            val_rows: &checked.val_rows,
             val_labels: &s.val.labels,
-        };
-        on_event(Event::PhaseStart {
-            name: format!("epoch {}/{}", epoch + 1, cfg.epochs),
-            total: s.train.len(),
-        });
-        let outcome = train::run_epoch(
-            &mut state,
-            epoch,
-            &mut source,
-            &epoch_data,
-            &mut |done, _| on_event(Event::Progress { done }),
-        )?;
-        on_event(Event::PhaseEnd);
-        match outcome {
-            Outcome::Done {
-                metrics,
-                images_per_second,
-            } => {
-                on_event(Event::Epoch {
-                    metrics: &metrics,
-                    epochs: cfg.epochs,
-                    images_per_second,
-                });
-                checkpoint::save(
-                    &paths.checkpoint,
-                    &names,
-                    &checkpoint::of_state(&state, &s.settings, cfg.epochs),
-                )?;
-                outputs::write_metrics(&paths, &summarize(&state, None)?, &s.settings, &title)?;
-                session_epochs += 1;
-            }
-            Outcome::Diverged(msg) => {
-                if state.history.is_empty() {
-                    return Err(Error::Diverged(msg));
-                }
-                on_event(Event::Info(msg.clone()));
-                stopped_early = Some(msg);
-                break;
-            }
+        },
+        on_end: &mut on_end,
+    };
+    let plan = Plan {
+        epochs: cfg.epochs,
+        stop_after: cfg.stop_after,
+        keep: cfg.keep,
+    };
+    let fitted = driver::fit(&mut learner, &plan, progress, on_event)?;
+    if let Some(why) = &fitted.stopped_early {
+        if fitted.history.is_empty() {
+            return Err(Error::Diverged(why.clone()));
         }
+        on_event(Event::Info(why.clone()));
     }
+    Ok((learner.state, fitted))
+}
 
-    let finished = state.history.len() >= cfg.epochs || stopped_early.is_some();
-    let mut report = Report {
+/// What the run did (outputs not yet written).
+#[allow(clippy::too_many_arguments)] // one field group from each step of the run
+fn report(
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    s: &Setup,
+    checked: &Checked,
+    state: &State,
+    fitted: &Fitted<Net>,
+    resumed_at: Option<usize>,
+    draw_seconds: Vec<f64>,
+) -> Report {
+    let plan = Plan {
+        epochs: cfg.epochs,
+        stop_after: cfg.stop_after,
+        keep: cfg.keep,
+    };
+    Report {
         paths: paths.clone(),
         settings: s.settings.clone(),
         precision: s.settings.precision,
-        int8: int8_report,
+        int8: checked.int8.clone(),
         export_note: match s.settings.precision {
             FrozenPrecision::Fp32 => {
                 "model.onnx: the FP32 model with the fine-tuned block and head".into()
@@ -298,7 +404,7 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             }
         },
         draw_seconds,
-        device: frozen.device().to_string(),
+        device: String::new(),
         train_images: s.train.len(),
         val_images: s.val.len(),
         skipped: s
@@ -309,38 +415,56 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             .cloned()
             .collect(),
         epochs_requested: cfg.epochs,
-        epochs_done: state.history.len(),
+        epochs_done: fitted.history.len(),
         resumed_at,
-        finished,
-        initial_val_loss: initial.loss,
-        initial_val_accuracy: initial.accuracy,
-        metrics: None,
+        finished: fitted.finished(&plan),
+        initial_val_loss: checked.initial.loss,
+        initial_val_accuracy: checked.initial.accuracy,
+        metrics: (!fitted.history.is_empty())
+            .then(|| summarize(cfg, s, &fitted.history, fitted.stopped_early.clone()).ok())
+            .flatten(),
         confusion: None,
-        block_check,
+        block_check: checked.block_check.clone(),
         export_check: None,
-        frozen_seconds_per_image: frozen.seconds_per_image(),
+        frozen_seconds_per_image: 0.0,
         parameters: state.net.parameter_count(),
-    };
-    if state.history.is_empty() {
-        return Ok(report);
     }
-    let metrics = summarize(&state, stopped_early)?;
-    if !finished {
-        report.metrics = Some(metrics);
-        return Ok(report);
-    }
+}
 
-    // Outputs from the kept epoch.
-    let kept = match &state.best {
-        Some((e, n)) if state.keep_best && *e == metrics.kept_epoch => n,
-        _ => &state.net,
+/// What the final outputs are made from.
+struct Outputs<'a> {
+    cfg: &'a FinetuneConfig,
+    paths: &'a FinetunePaths,
+    s: &'a Setup,
+    checked: &'a Checked,
+    opts: &'a SessionOptions,
+}
+
+/// The kept epoch's weights, metrics, confusion matrix and `model.onnx` (checked against the
+/// Candle forward on the frozen part it was trained with).
+fn write_outputs(
+    out: &Outputs<'_>,
+    kept: &Net,
+    metrics: Option<Metrics>,
+    report: &mut Report,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<()> {
+    let Outputs {
+        cfg,
+        paths,
+        s,
+        checked,
+        opts,
+    } = *out;
+    let Some(metrics) = metrics else {
+        return Err(Error::Invalid("no metrics to write".into()));
     };
-    let eval = train::evaluate(kept, &val_rows, &s.val.labels, row_shape)?;
+    let eval = epoch::evaluate(kept, &checked.val_rows, &s.val.labels, checked.row_shape)?;
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
-    outputs::write_block(&paths, kept, &s.settings, metrics.kept_epoch)?;
-    outputs::write_head(&paths, kept, &s.head_meta, &s.settings, &metrics)?;
-    outputs::write_metrics(&paths, &metrics, &s.settings, &title)?;
-    outputs::write_confusion(&paths, &confusion)?;
+    outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
+    outputs::write_head(paths, kept, &s.head_meta, &s.settings, &metrics)?;
+    outputs::write_metrics(paths, &metrics, &s.settings, &title(cfg, s))?;
+    outputs::write_confusion(paths, &confusion)?;
     let info = ExportInfo {
         classes: s.data.classes.clone(),
         preprocess: s.spec.preprocess.name().into(),
@@ -348,17 +472,26 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     };
     let frozen_part = s.int8.as_ref().map(|q| q.cut.bytes.as_slice());
     let onnx = export::export_onnx(&s.model.bytes, frozen_part, kept, &info)?;
+    let mut probe = Probe {
+        set: &s.val,
+        rows: &checked.val_rows,
+        row_shape: checked.row_shape,
+        spec: s.spec,
+        size: s.size,
+        opts,
+        images: cfg.check_images,
+    };
     // (int8: model.onnx runs the int8 frozen part, so the Candle forward gets its outputs.)
-    let int8_probe_rows = s
+    let int8_rows = s
         .int8
         .as_ref()
         .map(|q| checks::frozen_rows(&q.cut, &probe))
         .transpose()?;
-    if let Some(rows) = &int8_probe_rows {
+    if let Some(rows) = &int8_rows {
         probe.rows = rows;
     }
     let export_check = checks::export_parity(&onnx, kept, &probe)?;
-    head::write_atomic(&paths.model, &onnx)?;
+    runfs::write_atomic(&paths.model, &onnx)?;
     on_event(Event::Info(format!(
         "model.onnx matches the Candle forward on {} validation images (max probability difference {:.1e})",
         export_check.images, export_check.max_diff
@@ -366,6 +499,5 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     report.metrics = Some(metrics);
     report.confusion = Some(confusion);
     report.export_check = Some(export_check);
-    report.frozen_seconds_per_image = frozen.seconds_per_image();
-    Ok(report)
+    Ok(())
 }

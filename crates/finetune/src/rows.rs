@@ -60,19 +60,9 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// A hidden sibling temporary path: `dir/.<name>.tmp-<pid>`.
-pub fn temp_path(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    target.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
 /// Streams rows into a new row file.
 pub struct RowWriter {
-    target: PathBuf,
-    tmp: PathBuf,
+    tmp: runfs::TempFile,
     out: Option<BufWriter<File>>,
     rows: usize,
     row_len: usize,
@@ -104,15 +94,13 @@ impl RowWriter {
         while header.len() % 8 != 0 {
             header.push(b' ');
         }
-        let tmp = temp_path(target);
-        let mut out =
-            BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(|e| Error::io(&tmp, e))?);
+        let tmp = runfs::TempFile::new(target);
+        let mut out = BufWriter::with_capacity(1 << 20, tmp.create()?);
         let start = (header.len() as u64).to_le_bytes();
         out.write_all(&start)
             .and_then(|_| out.write_all(&header))
-            .map_err(|e| Error::io(&tmp, e))?;
+            .map_err(|e| Error::io(tmp.path(), e))?;
         Ok(RowWriter {
-            target: target.to_path_buf(),
             tmp,
             out: Some(out),
             rows,
@@ -152,37 +140,30 @@ impl RowWriter {
             return Err(Error::Invalid("row file already finished".into()));
         };
         out.write_all(&self.buf)
-            .map_err(|e| Error::io(&self.tmp, e))?;
+            .map_err(|e| Error::io(self.tmp.path(), e))?;
         self.written += 1;
         Ok(())
     }
 
     /// Checks every row was written, syncs and renames the file into place.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
         if self.written != self.rows {
             return Err(Error::Invalid(format!(
                 "{} of {} rows written",
                 self.written, self.rows
             )));
         }
-        let Some(out) = self.out.take() else {
+        let RowWriter { tmp, out, .. } = self;
+        let Some(out) = out else {
             return Err(Error::Invalid("row file already finished".into()));
         };
         let f = out
             .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+            .map_err(|e| Error::io(tmp.path(), e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(tmp.path(), e))?;
         drop(f);
-        std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))
-    }
-}
-
-impl Drop for RowWriter {
-    /// An unfinished file is removed (a killed process leaves only a hidden temporary behind).
-    fn drop(&mut self) {
-        if self.out.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        tmp.commit()?;
+        Ok(())
     }
 }
 

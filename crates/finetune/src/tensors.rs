@@ -51,7 +51,7 @@ pub fn write(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    Ok(head::write_atomic(path, &bytes)?)
+    Ok(runfs::write_atomic(path, &bytes)?)
 }
 
 /// A read safetensors file: its bytes and metadata.

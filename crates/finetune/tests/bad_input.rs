@@ -5,14 +5,16 @@
 mod common;
 
 use common::{synthetic, synthetic_config};
-use features::onnx::synth::{vgg_like, VggSpec};
 use finetune::classifier::Classifier;
-use finetune::conv::Nhwc;
+use finetune::epoch::{EpochData, Learner, Source, State};
 use finetune::net::Net;
-use finetune::optim::{Sgd, SgdConfig};
 use finetune::rows::{Precision, RowReader, RowWriter};
-use finetune::train::{run_epoch, EpochData, Outcome, Source, State};
 use finetune::{finetune, Error};
+use testkit::synth::{vgg_like, VggSpec};
+use train::driver::{fit, Plan, Progress};
+use train::kernels::Nhwc;
+use train::metrics::Keep;
+use train::optim::{Optimizer, SgdConfig};
 
 fn fails(cfg: &finetune::FinetuneConfig) -> (Error, String) {
     let e = finetune(cfg, &mut |_| {}).expect_err("fine-tuning should have failed");
@@ -167,23 +169,18 @@ fn an_epoch_with_a_nan_loss_leaves_the_last_good_state() {
     )
     .unwrap();
     let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
-    let sgd = Sgd::new(
+    let optim = Optimizer::new(
         SgdConfig {
             learning_rate: 1e-4,
             momentum: 0.9,
             nesterov: false,
             weight_decay: 0.0,
-        },
+        }
+        .to_config(),
         &sizes,
     )
     .unwrap();
-    let mut state = State {
-        net,
-        sgd,
-        history: Vec::new(),
-        keep_best: true,
-        best: None,
-    };
+    let state = State { net, optim };
     let dir = tempfile::tempdir().unwrap();
     let rows = 8;
     let write = |name: &str, value: f32| {
@@ -223,32 +220,34 @@ fn an_epoch_with_a_nan_loss_leaves_the_last_good_state() {
         val_rows: &val_rows,
         val_labels: &labels,
     };
-    let first = run_epoch(
-        &mut state,
-        0,
-        &mut Source::Cached(&clean),
-        &data,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    assert!(matches!(first, Outcome::Done { .. }));
-    let good = state.net.clone();
-    let good_velocity = state.sgd.velocity.clone();
-    let second = run_epoch(
-        &mut state,
-        1,
-        &mut Source::Cached(&poisoned),
-        &data,
-        &mut |_, _| {},
-    )
-    .unwrap();
-    match second {
-        Outcome::Diverged(msg) => assert!(msg.contains("epoch 2"), "{msg}"),
-        Outcome::Done { .. } => panic!("a NaN input should stop the epoch"),
-    }
-    assert_eq!(state.history.len(), 1);
+    let mut on_end = |_: &State, _: &train::driver::EpochEnd<'_, Net>| Ok(());
+    let mut learner = Learner {
+        state,
+        source: Source::Cached(&clean),
+        data,
+        on_end: &mut on_end,
+    };
+    let plan = |epochs| Plan {
+        epochs,
+        stop_after: None,
+        keep: Keep::Last,
+    };
+    let first = fit(&mut learner, &plan(1), Progress::default(), &mut |_| {}).unwrap();
+    assert!(first.stopped_early.is_none() && first.history.len() == 1);
+    let good = learner.state.net.clone();
+    learner.source = Source::Cached(&poisoned);
+    let progress = Progress {
+        history: first.history,
+        best: None,
+    };
+    let second = fit(&mut learner, &plan(2), progress, &mut |_| {}).unwrap();
+    let msg = second
+        .stopped_early
+        .expect("a NaN input should stop the epoch");
+    assert!(msg.contains("epoch 2"), "{msg}");
+    assert_eq!(second.history.len(), 1);
     assert!(
-        state.net == good && state.sgd.velocity == good_velocity,
-        "the state was not rolled back"
+        learner.state.net == good,
+        "the weights were not rolled back"
     );
 }

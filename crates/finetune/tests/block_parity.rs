@@ -6,13 +6,13 @@ use features::preprocess::{self, Preprocess, Resize};
 use features::runtime::{session, SessionOptions};
 use finetune::block::{nchw_to_nhwc, nhwc_to_nchw, Layer};
 use finetune::checks::max_rel_diff;
-use finetune::conv::Nhwc;
 use finetune::frozen::run_images;
 use finetune::graph::block_from_onnx;
+use train::kernels::Nhwc;
 
 #[test]
 fn candle_block5_matches_onnx_runtime_on_real_photos() {
-    let Some(shared) = features::testdata::shared_root() else {
+    let Some(shared) = testkit::shared_root() else {
         return;
     };
     let model = std::fs::read(shared.join("models/vgg16_keras_notop.onnx")).unwrap();

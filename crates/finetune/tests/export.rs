@@ -9,10 +9,10 @@ use features::onnx::Layout;
 use features::preprocess::{self, Preprocess, Resize};
 use features::runtime::{session, SessionOptions};
 use finetune::block::{nchw_to_nhwc, Layer};
-use finetune::conv::Nhwc;
 use finetune::frozen::run_images;
 use finetune::net::Net;
 use finetune::{finetune, load_head};
+use train::kernels::Nhwc;
 
 /// The photos as one NCHW caffe-preprocessed batch at 64 px (what the synthetic runs use).
 fn caffe_inputs(items: &[Item]) -> Vec<f32> {

@@ -3,9 +3,9 @@
 
 use finetune::checkpoint::{self, Checkpoint};
 use finetune::config::Settings;
-use finetune::optim::SgdConfig;
 use finetune::rows::{Precision, RowReader, RowWriter};
-use head::metrics::{EpochMetrics, Keep};
+use train::metrics::{EpochMetrics, Keep};
+use train::optim::SgdConfig;
 
 fn rows(n: usize, len: usize) -> Vec<Vec<f32>> {
     (0..n)

@@ -3,10 +3,10 @@
 
 use finetune::block::{Block, ConvLayer, Layer};
 use finetune::classifier::Classifier;
-use finetune::conv::{self, Nhwc};
 use finetune::net::Net;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use train::kernels::Nhwc;
 
 fn randn(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
@@ -171,35 +171,6 @@ fn block_input_gradient_matches_finite_differences() {
 }
 
 #[test]
-fn col2im_is_the_adjoint_of_im2col() {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let d = Nhwc {
-        n: 2,
-        h: 5,
-        w: 4,
-        c: 3,
-    };
-    let x = randn(&mut rng, d.len(), 1.0);
-    let y = randn(&mut rng, d.pixels() * 9 * d.c, 1.0);
-    let cols = conv::im2col3x3(&x, d);
-    let back = conv::col2im3x3(&y, d);
-    let lhs: f64 = cols
-        .iter()
-        .zip(&y)
-        .map(|(a, b)| (*a as f64) * (*b as f64))
-        .sum();
-    let rhs: f64 = x
-        .iter()
-        .zip(&back)
-        .map(|(a, b)| (*a as f64) * (*b as f64))
-        .sum();
-    assert!(
-        (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0) + 1e-4,
-        "{lhs} vs {rhs}"
-    );
-}
-
-#[test]
 fn conv_matches_a_direct_convolution() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let (cin, cout) = (3, 4);
@@ -247,20 +218,4 @@ fn conv_matches_a_direct_convolution() {
             }
         }
     }
-}
-
-#[test]
-fn maxpool_drops_odd_edges_and_routes_gradients_to_the_maximum() {
-    let d = Nhwc {
-        n: 1,
-        h: 3,
-        w: 3,
-        c: 1,
-    };
-    let x = [1.0, 5.0, 9.0, 2.0, 3.0, 9.0, 9.0, 9.0, 9.0];
-    let (out, arg) = conv::maxpool2x2(&x, d);
-    assert_eq!(out, vec![5.0]);
-    assert_eq!(arg, vec![1]);
-    let dx = conv::maxpool2x2_backward(&[2.5], &arg, x.len());
-    assert_eq!(dx, vec![0.0, 2.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
 }

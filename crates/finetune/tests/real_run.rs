@@ -9,12 +9,12 @@ use finetune::{finetune, FinetuneConfig};
 
 #[test]
 fn short_real_run_keeps_the_heads_validation_accuracy() {
-    let Some(shared) = features::testdata::shared_root() else {
+    let Some(shared) = testkit::shared_root() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    features::testdata::link_shared_subset(&shared, &data, &["train", "validation"], 12).unwrap();
+    testkit::link_shared_subset(&shared, &data, &["train", "validation"], 12).unwrap();
     let model = shared.join("models/vgg16_keras_notop.onnx");
     let run = dir.path().join("run");
     extract_and_train_head(&data, model.to_str().unwrap(), &run, 150, 20);

@@ -1,14 +1,15 @@
-//! Speed benchmark of `head::train::train` on synthetic features shaped like VGG16 `block5_pool`
+//! Speed benchmark of `head::mlp::train` on synthetic features shaped like VGG16 `block5_pool`
 //! at 150×150: 2000 training and 800 validation samples of [512, 4, 4], 50 epochs, batch 16,
 //! RMSprop. Usage: `cargo run --release -p bottleneck-head --example bench_train [EPOCHS] [OPTIMIZER]`.
 
 use std::time::Instant;
 
 use head::data::Samples;
-use head::optim::{OptimizerConfig, OptimizerKind};
-use head::train::{train, Progress, TrainConfig};
+use head::mlp::{train, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use train::optim::{OptimizerConfig, OptimizerKind};
+use train::stage::StageEvent;
 
 /// Sparse non-negative features (like post-ReLU max-pooled activations); for class 1 the first
 /// 64 channels are slightly more active, so the problem is learnable but not trivial.
@@ -60,7 +61,7 @@ fn main() -> head::Result<()> {
     );
     let started = Instant::now();
     let trained = train(&train_set, &val_set, 2, &cfg, &mut |p| {
-        if let Progress::EpochEnd(m) = p {
+        if let StageEvent::Epoch { metrics: m, .. } = p {
             if m.epoch <= 2 || m.epoch % 5 == 0 {
                 println!(
                     "epoch {:>3}  loss {:.4}  acc {:.4}  val_loss {:.4}  val_acc {:.4}  {:.2}s",

@@ -2,8 +2,6 @@
 //! values, label range, at least two classes) and the seeded stratified hold-out split.
 
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 
@@ -160,8 +158,7 @@ impl Samples {
                 "--val-split {fraction} is out of range; it must be between 0 and 1 (e.g. 0.2)"
             )));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(7);
+        let mut rng = runfs::seed::plain(seed, 7);
         let (mut train, mut val) = (Vec::new(), Vec::new());
         for class in 0..num_classes as u32 {
             let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.y[i] == class).collect();

@@ -36,6 +36,12 @@ pub enum Error {
     /// Drawing the learning curves failed.
     #[error("plot {}: {reason}", path.display())]
     Plot { path: PathBuf, reason: String },
+    /// Training or writing its outputs failed.
+    #[error(transparent)]
+    Train(#[from] train::Error),
+    /// A file of the run folder could not be written.
+    #[error(transparent)]
+    RunFolder(#[from] runfs::Error),
     /// A tensor operation failed inside Candle.
     #[error("tensor operation: {0}")]
     Candle(#[from] candle_core::Error),

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
-use crate::metrics::Keep;
 use crate::model::{HeadConfig, HeadModel, TENSOR_NAMES};
-use crate::optim::OptimizerConfig;
+use runfs::write_atomic;
+use train::metrics::Keep;
+use train::optim::OptimizerConfig;
 
 /// Version of the head file layout written by this crate.
 pub const FORMAT_VERSION: u32 = 1;
@@ -145,7 +145,7 @@ pub fn save(path: &Path, model: &HeadModel, meta: &HeadMeta) -> Result<()> {
         path: path.to_path_buf(),
         reason: format!("cannot encode: {e}"),
     })?;
-    write_atomic(path, &bytes)
+    Ok(write_atomic(path, &bytes)?)
 }
 
 /// Reads only the metadata of a head file.

@@ -1,25 +1,16 @@
-//! The dense classifier trained on cached bottleneck features (stage 2b): model, Keras-style
-//! optimizers, training loop, metrics, confusion matrix, learning-curve plots and the
-//! `head.safetensors` file format.
+//! Stage 2b, the classifier trained on cached bottleneck features: the head model, its training
+//! loop, loading a run's feature splits, and the `head.safetensors` file format. Optimizers, losses,
+//! metrics and plots come from the `train` toolkit.
 
 pub mod data;
 pub mod error;
-mod fsutil;
 pub mod headfile;
-pub(crate) mod kernels;
-pub mod loss;
-pub mod metrics;
+pub mod mlp;
 pub mod model;
-pub mod optim;
 pub mod pipeline;
-pub mod plot;
-pub mod schedule;
 pub mod source;
-pub mod stage;
-pub mod train;
 
 pub use error::{Error, Result};
-pub use fsutil::write_atomic;
 pub use headfile::{load, load_on, read_meta, save, HeadMeta};
 pub use model::{HeadConfig, HeadModel};
 

@@ -2,7 +2,7 @@
 //! Dense(N) + softmax for N > 2, its seeded Keras-style initialisation and its inference forward.
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,7 @@ impl HeadModel {
     /// A freshly initialised head: Glorot-uniform kernels and zero biases, drawn from `seed`.
     pub fn new(config: HeadConfig, seed: u64, device: &Device) -> Result<Self> {
         config.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = runfs::seed::plain(seed, 0);
         let (d, h, k) = (config.input_dim(), config.hidden, config.outputs());
         let w1 = glorot_uniform(&mut rng, d, h);
         let w2 = glorot_uniform(&mut rng, h, k);

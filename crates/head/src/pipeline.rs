@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::headfile::{self, HeadMeta, FORMAT_VERSION};
-use crate::metrics::{write_json, ConfusionMatrix, Metrics};
-use crate::plot::write_curves;
+use crate::mlp::{evaluate, train, TrainConfig};
 use crate::source::load_run;
-use crate::train::{evaluate, train, Progress, TrainConfig};
+use train::metrics::{write_json, ConfusionMatrix, Metrics};
+use train::plot::write_curves;
+use train::stage::StageEvent;
 
 /// What `bottleneck train-head` asks for.
 #[derive(Clone, Debug)]
@@ -78,14 +79,14 @@ pub fn check_output(paths: &HeadPaths, force: bool) -> Result<()> {
 /// Trains the head of `opts.run` and writes every output file.
 pub fn train_head(
     opts: &TrainHeadOptions,
-    on_progress: &mut dyn FnMut(Progress<'_>),
+    on_event: &mut dyn FnMut(StageEvent<'_>),
 ) -> Result<TrainReport> {
     let paths = HeadPaths::new(&opts.run);
     check_output(&paths, opts.force)?;
     opts.config.validate()?;
     let data = load_run(&opts.run, opts.val_split, opts.config.seed)?;
     let cfg = &opts.config;
-    let trained = train(&data.train, &data.val, data.classes.len(), cfg, on_progress)?;
+    let trained = train(&data.train, &data.val, data.classes.len(), cfg, on_event)?;
     let metrics = Metrics::summarize(
         trained.history,
         cfg.keep,

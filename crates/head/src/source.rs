@@ -83,7 +83,7 @@ impl SplitData {
     }
 }
 
-/// Training and validation samples ready for [`crate::train::train`].
+/// Training and validation samples ready for [`crate::mlp::train`].
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub train: Samples,

@@ -2,9 +2,9 @@
 
 use candle_core::{Device, Tensor};
 use head::headfile::{load, read_meta, save, HeadMeta, FORMAT_VERSION};
-use head::metrics::Keep;
 use head::model::{HeadConfig, HeadModel};
-use head::optim::OptimizerConfig;
+use train::metrics::Keep;
+use train::optim::OptimizerConfig;
 
 fn meta(classes: &[&str], shape: &[usize]) -> HeadMeta {
     HeadMeta {

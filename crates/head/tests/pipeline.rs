@@ -5,11 +5,11 @@ mod common;
 
 use std::path::Path;
 
-use head::metrics::Keep;
-use head::optim::OptimizerConfig;
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, HeadPaths, TrainHeadOptions};
-use head::train::TrainConfig;
 use head::Error;
+use train::metrics::Keep;
+use train::optim::OptimizerConfig;
 
 fn options(run: &Path) -> TrainHeadOptions {
     TrainHeadOptions {

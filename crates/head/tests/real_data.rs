@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use features::extract::{extract, ExtractConfig};
 use features::preprocess::Preprocess;
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
-use head::train::TrainConfig;
 
 const TRAIN_PER_CLASS: usize = 40;
 const VAL_PER_CLASS: usize = 25;

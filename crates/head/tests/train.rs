@@ -5,11 +5,12 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use head::data::Samples;
-use head::loss::{bce_with_logits_mean, softmax_cross_entropy_mean};
-use head::metrics::Keep;
+use head::mlp::{evaluate, train, TrainConfig};
 use head::model::{HeadConfig, HeadModel};
-use head::optim::OptimizerConfig;
-use head::train::{evaluate, train, Progress, TrainConfig};
+use train::loss::{bce_with_logits_mean, softmax_cross_entropy_mean};
+use train::metrics::Keep;
+use train::optim::OptimizerConfig;
+use train::stage::StageEvent;
 
 fn config(epochs: usize, optimizer: OptimizerConfig) -> TrainConfig {
     TrainConfig {
@@ -37,12 +38,13 @@ fn learns_a_learnable_binary_problem() {
         2,
         &config(8, OptimizerConfig::rmsprop(1e-3)),
         &mut |p| match p {
-            Progress::EpochStart { batches, .. } => {
-                assert_eq!(batches, 25);
+            StageEvent::PhaseStart { total, .. } => {
+                assert_eq!(total, 400);
                 events.0 += 1
             }
-            Progress::Batch { .. } => events.1 += 1,
-            Progress::EpochEnd(_) => events.2 += 1,
+            StageEvent::Progress { .. } => events.1 += 1,
+            StageEvent::Epoch { .. } => events.2 += 1,
+            _ => {}
         },
     )
     .unwrap();
@@ -91,7 +93,7 @@ fn same_seed_same_weights_and_metrics() {
     let a = train(&tr, &va, 2, &cfg, &mut |_| {}).unwrap();
     let b = train(&tr, &va, 2, &cfg, &mut |_| {}).unwrap();
     assert_eq!(a.model.snapshot().unwrap(), b.model.snapshot().unwrap());
-    let strip = |h: &[head::metrics::EpochMetrics]| {
+    let strip = |h: &[train::metrics::EpochMetrics]| {
         h.iter()
             .map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy))
             .collect::<Vec<_>>()

@@ -18,6 +18,12 @@ pub enum Error {
     /// Images, models, ONNX graphs or ONNX Runtime (from the `features` crate).
     #[error(transparent)]
     Features(#[from] features::Error),
+    /// Training or writing its outputs failed.
+    #[error(transparent)]
+    Train(#[from] train::Error),
+    /// A file of the run folder could not be written.
+    #[error(transparent)]
+    RunFolder(#[from] runfs::Error),
     /// The stage-2 head file (from the `head` crate).
     #[error(transparent)]
     Head(#[from] head::Error),

@@ -9,8 +9,8 @@ use std::time::Instant;
 use features::dataset;
 use features::runtime::SessionOptions;
 use features::store::Skipped;
-use head::metrics::ConfusionMatrix;
 use serde::Serialize;
+use train::metrics::ConfusionMatrix;
 
 use crate::classifier::{self, Classifier, ClassifierInfo, LoadOptions};
 use crate::error::{Error, Result};

@@ -38,7 +38,7 @@ pub fn export(run: &Path, out: &Path, force: bool, load: &LoadOptions) -> Result
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    head::write_atomic(out, &c.onnx)?;
+    runfs::write_atomic(out, &c.onnx)?;
     Ok(ExportSummary {
         out: out.to_path_buf(),
         bytes: c.onnx.len(),

@@ -215,11 +215,11 @@ fn moved_backbone_is_found_with_model_or_reported() {
     assert_eq!(c.stage, Stage::Head);
     // Another model (different weights) is refused by its sha256.
     let other = dir.path().join("other.onnx");
-    let spec = features::onnx::synth::VggSpec {
+    let spec = testkit::synth::VggSpec {
         seed: 99,
         ..Default::default()
     };
-    std::fs::write(&other, features::onnx::synth::vgg_like(&spec)).unwrap();
+    std::fs::write(&other, testkit::synth::vgg_like(&spec)).unwrap();
     let err = predict::load(
         &p.run,
         &LoadOptions {

@@ -4,10 +4,10 @@
 
 use features::extract::{extract, ExtractConfig};
 use features::store::{feature_path, FeatureFile};
-use features::testdata::{link_shared_subset, shared_root};
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
-use head::train::TrainConfig;
 use predict::{inputs, LoadOptions, Predictor, Stage};
+use testkit::{link_shared_subset, shared_root};
 
 #[test]
 fn real_vgg16_head_stage_equals_the_head_on_extracted_features() {

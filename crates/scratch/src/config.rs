@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 
 use features::augment::AugmentParams;
 use features::preprocess::Resize;
-use head::metrics::Keep;
-use head::optim::OptimizerConfig;
-use head::schedule::LrSchedule;
 use serde::Serialize;
+use train::metrics::Keep;
+use train::optim::OptimizerConfig;
+use train::schedule::LrSchedule;
 
 use crate::error::{Error, Result};
 
 /// Default seed of initialisation, shuffling, augmentation and dropout.
-pub const DEFAULT_SEED: u64 = 1337;
+pub use runfs::DEFAULT_SEED;
 
 /// Epochs of [`ScratchConfig::recipe`].
 pub const RECIPE_EPOCHS: usize = 100;

@@ -6,8 +6,6 @@
 use features::augment::{Augmenter, ImageF32};
 use features::dataset::Split;
 use features::preprocess::{self, Resize};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -111,21 +109,6 @@ pub fn load_split(
     Ok(set)
 }
 
-/// A reproducible RNG for image `image` of epoch `epoch` under `seed`, for `purpose`.
-pub fn image_rng(seed: u64, purpose: u64, epoch: u64, image: u64) -> ChaCha8Rng {
-    // SplitMix-style mixing of the seed and the purpose/epoch into one 64-bit seed; the image
-    // picks the ChaCha stream, so streams never overlap.
-    let mut z = seed
-        ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let mut rng = ChaCha8Rng::seed_from_u64(z);
-    rng.set_stream(image);
-    rng
-}
-
 /// RNG purposes.
 pub const PURPOSE_AUGMENT: u64 = 1;
 pub const PURPOSE_SHUFFLE: u64 = 2;
@@ -157,7 +140,7 @@ pub fn write_batch(
             match aug {
                 Some((augmenter, seed, epoch)) if !augmenter.is_identity() => {
                     let img = ImageF32::from_raw(s, s, src.iter().map(|&v| v as f32).collect())?;
-                    let mut rng = image_rng(seed, PURPOSE_AUGMENT, epoch, i as u64);
+                    let mut rng = runfs::seed::mixed(seed, PURPOSE_AUGMENT, epoch, i as u64);
                     let a = augmenter.augment_with(&img, &mut rng);
                     for (o, v) in slot.iter_mut().zip(a.as_slice()) {
                         *o = v / 255.0;

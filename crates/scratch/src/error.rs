@@ -18,12 +18,12 @@ pub enum Error {
     /// Scanning, decoding or augmenting images failed.
     #[error(transparent)]
     Features(#[from] features::Error),
-    /// Metrics, optimizer or plotting (shared with the head stage) failed.
+    /// Training or writing its outputs failed.
     #[error(transparent)]
-    Head(#[from] head::Error),
-    /// A tensor operation failed inside Candle (optimizer variables).
-    #[error("tensor operation: {0}")]
-    Candle(#[from] candle_core::Error),
+    Train(#[from] train::Error),
+    /// A file of the run folder could not be written.
+    #[error(transparent)]
+    RunFolder(#[from] runfs::Error),
     /// The data folder cannot be trained on (missing split, one class, no readable image, …).
     #[error("{0}")]
     Data(String),

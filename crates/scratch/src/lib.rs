@@ -10,12 +10,12 @@
 //! optimizer's moving averages and step count (and the weight average of `ema`), so a resumed run
 //! equals an uninterrupted one.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
 pub mod error;
-pub mod kernels;
-pub mod matmul;
+pub mod learner;
 pub mod model;
 pub mod net;
 pub mod pipeline;

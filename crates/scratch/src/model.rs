@@ -117,7 +117,7 @@ pub fn save_with(
     extra: &[(String, Vec<f32>)],
 ) -> Result<()> {
     let bytes = to_bytes_with(params, meta, extra, path)?;
-    head::write_atomic(path, &bytes)?;
+    runfs::write_atomic(path, &bytes)?;
     Ok(())
 }
 

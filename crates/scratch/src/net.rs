@@ -9,8 +9,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::kernels::{self, Hwc};
-use crate::matmul::{matmul, MatRef};
+use train::kernels::conv::{self as kernels, Nhwc};
+use train::kernels::{matmul, MatRef};
 
 thread_local! {
     /// Per-thread im2col / column-gradient buffer, reused across images (fresh multi-megabyte
@@ -73,16 +73,12 @@ impl Arch {
     }
 
     /// Input map of each conv block and the final pooled map.
-    pub fn maps(&self) -> (Vec<Hwc>, Hwc) {
-        let mut d = Hwc {
-            h: self.size,
-            w: self.size,
-            c: 3,
-        };
+    pub fn maps(&self) -> (Vec<Nhwc>, Nhwc) {
+        let mut d = Nhwc::image(self.size, self.size, 3);
         let mut inputs = Vec::new();
         for &f in &self.filters {
             inputs.push(d);
-            d = d.conv_valid(f).pooled();
+            d = d.conv3x3(f, 0).pooled();
         }
         (inputs, d)
     }
@@ -267,13 +263,13 @@ fn conv_image(arch: &Arch, p: &Params, x: &[f32]) -> ImageTrace {
     for (l, &d) in inputs.iter().enumerate() {
         let input: &[f32] = if l == 0 { x } else { &pooled[l - 1] };
         let (w, b) = p.conv(l);
-        let o = d.conv_valid(arch.filters[l]);
+        let o = d.conv3x3(arch.filters[l], 0);
         let rows = o.h * o.w;
         let po = o.pooled();
         let mut out = vec![0f32; po.len()];
         let mut arg = vec![0u32; po.len()];
         with_scratch(rows * 9 * d.c, o.len(), |cols, z| {
-            kernels::im2col_valid(input, d, cols);
+            kernels::im2col3x3(input, d, 0, cols);
             matmul(
                 MatRef::new(cols, rows, 9 * d.c),
                 MatRef::new(w, 9 * d.c, o.c),
@@ -368,7 +364,7 @@ fn conv_image_backward(
     let mut g = dflat.to_vec();
     for l in (0..blocks).rev() {
         let d = inputs[l];
-        let o = d.conv_valid(arch.filters[l]);
+        let o = d.conv3x3(arch.filters[l], 0);
         let rows = o.h * o.w;
         let k = 9 * d.c;
         let input: &[f32] = if l == 0 { x } else { &t.pooled[l - 1] };
@@ -381,7 +377,7 @@ fn conv_image_backward(
         };
         with_scratch(rows * k, o.len(), |cols, dz| {
             kernels::maxpool_relu_backward(&g, &t.pooled[l], &t.args[l], dz);
-            kernels::im2col_valid(input, d, cols);
+            kernels::im2col3x3(input, d, 0, cols);
             matmul(
                 MatRef::t(cols, rows, k),
                 MatRef::new(dz, rows, o.c),
@@ -398,7 +394,7 @@ fn conv_image_backward(
                     cols,
                     false,
                 );
-                kernels::col2im_valid(cols, d, &mut dx);
+                kernels::col2im3x3(cols, d, 0, &mut dx);
             }
         });
         grads[2 * l] = dw;

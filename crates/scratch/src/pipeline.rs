@@ -2,29 +2,29 @@
 //! (augmented, shuffled batches; RMSprop by default), validate after every epoch, checkpoint,
 //! and write the model, metrics, confusion matrix and learning curves.
 
-use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
 use features::augment::{AugmentParams, Augmenter};
 use features::dataset::{self, Dataset};
 use features::preprocess::Resize;
-use head::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
-use head::optim::{Optim, OptimizerConfig};
-use head::plot::write_curves;
-use head::schedule::LrSchedule;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
+use train::driver::{self, Plan};
+use train::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
+use train::optim::{Optimizer, OptimizerConfig};
+use train::plot::write_curves;
+use train::schedule::LrSchedule;
 
+use crate::checkpoint::{meta, read_checkpoint, restore_optimizer, Training};
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::data::{self, ImageSet};
 use crate::ema::{self, WeightAverage};
 use crate::error::{Error, Result};
+use crate::learner::{Run, ScratchLearner, Snapshot};
 use crate::model::{self, ModelMeta};
 use crate::net::{self, Arch, Params};
 
 /// Progress reports (shared with the other training stages).
-pub use head::stage::StageEvent as Event;
+pub use train::stage::StageEvent as Event;
 
 /// The settings a checkpoint continues with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,66 +68,6 @@ impl Settings {
 
 fn nearest() -> Resize {
     Resize::Nearest
-}
-
-/// What the `training` metadata of the model and checkpoint files holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Training {
-    settings: Settings,
-    epochs: usize,
-    history: Vec<EpochMetrics>,
-    kept_epoch: usize,
-    train_images: usize,
-    val_images: usize,
-    /// Optimizer steps taken; its moving averages are the checkpoint's `optimizer.*` tensors
-    /// (absent from checkpoints of earlier versions, whose resume restarts them from zero).
-    #[serde(default)]
-    optimizer_steps: Option<u64>,
-}
-
-/// Prefix of the optimizer-state tensors in a checkpoint: `optimizer.<var>.<slot>`.
-const OPTIMIZER_PREFIX: &str = "optimizer.";
-
-fn optimizer_tensors(optim: &Optim) -> model::Extra {
-    let (slots, _) = optim.state();
-    slots
-        .iter()
-        .enumerate()
-        .flat_map(|(i, pair)| {
-            pair.iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_empty())
-                .map(move |(j, v)| (format!("{OPTIMIZER_PREFIX}{i:03}.{j}"), v.clone()))
-        })
-        .collect()
-}
-
-/// Puts a checkpoint's optimizer state back; false when the checkpoint has none.
-fn restore_optimizer(optim: &mut Optim, path: &Path, steps: Option<u64>) -> Result<bool> {
-    let Some(steps) = steps else {
-        return Ok(false);
-    };
-    let mut slots: Vec<[Vec<f32>; 2]> = vec![[Vec::new(), Vec::new()]; optim.vars().len()];
-    for (name, v) in model::load_extra(path, OPTIMIZER_PREFIX)? {
-        let slot = name[OPTIMIZER_PREFIX.len()..]
-            .split_once('.')
-            .and_then(|(i, j)| Some((i.parse::<usize>().ok()?, j.parse::<usize>().ok()?)))
-            .filter(|&(i, j)| i < slots.len() && j < 2);
-        let Some((i, j)) = slot else {
-            return Err(Error::ModelFile {
-                path: path.to_path_buf(),
-                reason: format!("unexpected optimizer tensor {name}; start over with --force"),
-            });
-        };
-        slots[i][j] = v;
-    }
-    optim
-        .set_state(slots, steps)
-        .map_err(|e| Error::ModelFile {
-            path: path.to_path_buf(),
-            reason: format!("{e}; start over with --force"),
-        })?;
-    Ok(true)
 }
 
 /// The outcome of [`train`].
@@ -262,39 +202,6 @@ fn load_data(
     Ok((ds, train, val))
 }
 
-fn meta(arch: &Arch, classes: &[String], training: &Training) -> Result<ModelMeta> {
-    Ok(ModelMeta {
-        classes: classes.to_vec(),
-        image_size: arch.size,
-        preprocess: "unit".into(),
-        resize: training.settings.resize.name().into(),
-        architecture: arch.describe(),
-        arch: arch.clone(),
-        training: serde_json::to_value(training)
-            .map_err(|e| Error::Invalid(format!("cannot encode training metadata: {e}")))?,
-    })
-}
-
-/// Reads a checkpoint: weights, architecture, classes and training state.
-fn read_checkpoint(path: &Path) -> Result<(Params, ModelMeta, Training)> {
-    let (params, meta) = model::load(path)?;
-    let training: Training =
-        serde_json::from_value(meta.training.clone()).map_err(|e| Error::ModelFile {
-            path: path.to_path_buf(),
-            reason: format!(
-                "not a checkpoint (training state unreadable: {e}); start over with --force"
-            ),
-        })?;
-    Ok((params, meta, training))
-}
-
-/// The settings stored in a checkpoint, its epoch count (for `--resume` defaults) and the file's
-/// metadata (classes, image size, resize filter), from one read.
-pub fn checkpoint_settings(path: &Path) -> Result<(Settings, usize, ModelMeta)> {
-    let (_, meta, t) = read_checkpoint(path)?;
-    Ok((t.settings, t.epochs, meta))
-}
-
 /// Trains the network described by `cfg` and writes every output file under `RUN/scratch/`.
 pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<ScratchReport> {
     cfg.validate()?;
@@ -314,32 +221,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     if !cfg.resume && !cfg.force && paths.dir.is_dir() {
         paths.prepare(false, false)?;
     }
-    let mut settings = Settings::of(cfg);
-    if let Some((_, _, t)) = &resumed {
-        if t.settings != settings {
-            on_event(Event::Info(
-                "--resume: continuing with the checkpoint's settings (split names, batch, optimizer, schedule, augmentation, seed, keep)".into(),
-            ));
-            settings = t.settings.clone();
-        }
-    }
-    let mut cfg = cfg.clone();
-    cfg.train_split = settings.train_split.clone();
-    cfg.val_split = settings.val_split.clone();
-    cfg.batch_size = settings.batch_size;
-    cfg.optimizer = settings.optimizer.clone();
-    cfg.schedule = settings.schedule;
-    cfg.resize = settings.resize;
-    cfg.augment = settings.augment.clone();
-    cfg.seed = settings.seed;
-    cfg.keep = settings.keep;
-    cfg.ema = settings.ema;
-    if let Some((_, m, _)) = &resumed {
-        cfg.size = m.image_size as u32;
-        cfg.filters = m.arch.filters.clone();
-        cfg.hidden = m.arch.hidden;
-        cfg.dropout = m.arch.dropout;
-    }
+    let (cfg, settings) = effective_config(cfg, resumed.as_ref().map(|(_, m, t)| (m, t)), on_event);
     let cfg = &cfg;
 
     let t_load = Instant::now();
@@ -355,16 +237,110 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     };
     arch.validate()?;
     paths.prepare(cfg.force, cfg.resume)?;
+    let run = Run {
+        cfg,
+        paths: &paths,
+        arch: &arch,
+        classes: &classes,
+        settings: &settings,
+        train: &train,
+        val: &val,
+    };
+    let (mut learner, progress) = start_or_resume(&run, resumed, on_event)?;
+    let parameters: usize = learner.snapshot.params.tensors.iter().map(Vec::len).sum();
+    let plan = Plan {
+        epochs: cfg.epochs,
+        stop_after: cfg.stop_after,
+        keep: cfg.keep,
+    };
+    let fitted = driver::fit(&mut learner, &plan, progress, on_event)?;
+    if fitted.history.is_empty() {
+        return Err(Error::Diverged(
+            fitted
+                .stopped_early
+                .unwrap_or_else(|| "no epoch completed".into()),
+        ));
+    }
+    let finished = fitted.finished(&plan);
+    let session = &fitted.history[fitted.history.len() - fitted.session_epochs..];
+    let mean_epoch_seconds = if session.is_empty() {
+        0.0
+    } else {
+        session.iter().map(|e| e.seconds).sum::<f64>() / session.len() as f64
+    };
+    let (metrics, confusion) = write_outputs(&run, &learner, &fitted)?;
+    Ok(ScratchReport {
+        paths: paths.clone(),
+        classes: classes.clone(),
+        architecture: arch.describe(),
+        arch,
+        parameters,
+        train_images: train.len(),
+        val_images: val.len(),
+        skipped: train.skipped.len() + val.skipped.len(),
+        epochs_done: fitted.history.len(),
+        epochs: cfg.epochs,
+        finished,
+        metrics,
+        confusion,
+        mean_epoch_seconds,
+        load_seconds,
+        settings,
+    })
+}
 
+/// The configuration a run continues with: `cfg`, or with `--resume` the checkpoint's settings
+/// and network shape (flags that change them are reported and ignored).
+fn effective_config(
+    cfg: &ScratchConfig,
+    resumed: Option<(&ModelMeta, &Training)>,
+    on_event: &mut dyn FnMut(Event),
+) -> (ScratchConfig, Settings) {
+    let mut settings = Settings::of(cfg);
+    let mut cfg = cfg.clone();
+    let Some((m, t)) = resumed else {
+        return (cfg, settings);
+    };
+    if t.settings != settings {
+        on_event(Event::Info(
+            "--resume: continuing with the checkpoint's settings (split names, batch, optimizer, schedule, augmentation, seed, keep)".into(),
+        ));
+        settings = t.settings.clone();
+    }
+    cfg.train_split = settings.train_split.clone();
+    cfg.val_split = settings.val_split.clone();
+    cfg.batch_size = settings.batch_size;
+    cfg.optimizer = settings.optimizer.clone();
+    cfg.schedule = settings.schedule;
+    cfg.resize = settings.resize;
+    cfg.augment = settings.augment.clone();
+    cfg.seed = settings.seed;
+    cfg.keep = settings.keep;
+    cfg.ema = settings.ema;
+    cfg.size = m.image_size as u32;
+    cfg.filters = m.arch.filters.clone();
+    cfg.hidden = m.arch.hidden;
+    cfg.dropout = m.arch.dropout;
+    (cfg, settings)
+}
+
+/// Fresh weights, or the checkpoint's weights, optimizer state, weight average, history and best
+/// epoch with `--resume`.
+fn start_or_resume<'a>(
+    run: &Run<'a>,
+    resumed: Option<(Params, ModelMeta, Training)>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(ScratchLearner<'a>, driver::Progress<Snapshot>)> {
+    let (cfg, paths, arch) = (run.cfg, run.paths, run.arch);
     let mut resumed_steps = None;
-    let (mut params, mut history) = match resumed {
+    let (params, history) = match resumed {
         Some((p, m, t)) => {
-            if m.classes != classes || m.arch != arch {
+            if m.classes != run.classes || m.arch != *arch {
                 return Err(Error::ModelFile {
                     path: paths.checkpoint.clone(),
                     reason: format!(
                         "the checkpoint was trained on classes {:?} with {}; the data has {:?}: start over with --force",
-                        m.classes, m.architecture, classes
+                        m.classes, m.architecture, run.classes
                     ),
                 });
             }
@@ -372,29 +348,21 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             (p, t.history)
         }
         None => {
-            let mut rng = data::image_rng(cfg.seed, data::PURPOSE_INIT, 0, 0);
-            (Params::init(&arch, &mut rng), Vec::new())
+            let mut rng = runfs::seed::mixed(cfg.seed, data::PURPOSE_INIT, 0, 0);
+            (Params::init(arch, &mut rng), Vec::new())
         }
     };
-    let parameters: usize = params.tensors.iter().map(Vec::len).sum();
     on_event(Event::Info(format!(
         "{} training and {} validation images of {} classes ({}), {} parameters: {}",
-        train.len(),
-        val.len(),
-        classes.len(),
-        classes.join(", "),
-        parameters,
+        run.train.len(),
+        run.val.len(),
+        run.classes.len(),
+        run.classes.join(", "),
+        params.tensors.iter().map(Vec::len).sum::<usize>(),
         arch.describe()
     )));
-
-    let shapes = arch.param_shapes();
-    let vars: Vec<Var> = params
-        .tensors
-        .iter()
-        .zip(&shapes)
-        .map(|(t, (_, s))| Var::from_vec(t.clone(), s.as_slice(), &Device::Cpu))
-        .collect::<candle_core::Result<_>>()?;
-    let mut optim = Optim::new(vars, cfg.optimizer.clone())?;
+    let sizes: Vec<usize> = params.tensors.iter().map(Vec::len).collect();
+    let mut optim = Optimizer::new(cfg.optimizer.clone(), &sizes)?;
     if !history.is_empty() {
         let restored = restore_optimizer(&mut optim, &paths.checkpoint, resumed_steps)?;
         on_event(Event::Info(format!(
@@ -408,7 +376,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             }
         )));
     }
-    let mut average = match cfg.ema {
+    let average = match cfg.ema {
         None => None,
         Some(m) if history.is_empty() => Some(WeightAverage::new(m, &params)),
         Some(m) => {
@@ -421,198 +389,65 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
             )
         }
     };
-    let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
-
-    // Best weights so far (for keep = best).
-    let mut best: Option<(f64, usize, Params)> = None;
-    if cfg.keep == Keep::Best && !history.is_empty() && paths.model.is_file() {
-        let (p, m) = model::load(&paths.model)?;
-        let t: Training = serde_json::from_value(m.training).map_err(|e| Error::ModelFile {
-            path: paths.model.clone(),
-            reason: format!("training metadata unreadable: {e}"),
-        })?;
-        let loss = history
-            .iter()
-            .find(|e| e.epoch == t.kept_epoch)
-            .map_or(f64::INFINITY, |e| e.val_loss);
-        best = Some((loss, t.kept_epoch, p));
-    }
-
-    let first = history.len() + 1;
-    let last = match cfg.stop_after {
-        Some(k) => (first + k - 1).min(cfg.epochs),
-        None => cfg.epochs,
+    let best = resumed_best(run, &history)?;
+    let learner = ScratchLearner {
+        run: run.clone(),
+        augmenter: Augmenter::new(cfg.augment.clone(), cfg.seed)?,
+        optim,
+        snapshot: Snapshot { params, average },
+        batch: vec![0f32; cfg.batch_size * run.train.image_len()],
     };
-    let n = train.len();
-    let per = train.image_len();
-    let mut x = vec![0f32; cfg.batch_size * per];
-    let mut stopped_early = None;
-    let mut epoch_seconds = Vec::new();
-    for epoch in first..=last {
-        let t0 = Instant::now();
-        optim.set_learning_rate(
-            cfg.schedule
-                .rate(cfg.optimizer.learning_rate, epoch, cfg.epochs),
-        );
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut data::image_rng(
-            cfg.seed,
-            data::PURPOSE_SHUFFLE,
-            epoch as u64,
-            0,
-        ));
-        on_event(Event::PhaseStart {
-            name: format!("epoch {epoch}/{}", cfg.epochs),
-            total: n,
-        });
-        let (mut loss_sum, mut correct, mut done) = (0.0f64, 0usize, 0usize);
-        for (b, batch) in order.chunks(cfg.batch_size).enumerate() {
-            let xb = &mut x[..batch.len() * per];
-            data::write_batch(
-                &train,
-                batch,
-                Some((&augmenter, cfg.seed, epoch as u64)),
-                xb,
-            )?;
-            let mut drop_rng =
-                data::image_rng(cfg.seed, data::PURPOSE_DROPOUT, epoch as u64, b as u64);
-            let trace = net::forward(&arch, &params, xb, Some(&mut drop_rng));
-            let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
-            let out = net::loss(&trace.logits, &labels, arch.outputs);
-            if !out.loss_sum.is_finite() {
-                stopped_early = Some(format!(
-                    "the training loss became {} in epoch {epoch}; lower --lr",
-                    out.loss_sum
-                ));
-                break;
-            }
-            loss_sum += out.loss_sum;
-            correct += out.correct;
-            let grads = net::backward(&arch, &params, xb, &trace, &out.dlogits);
-            let tensors: Vec<Tensor> = grads
-                .tensors
-                .into_iter()
-                .zip(&shapes)
-                .map(|(g, (_, s))| Tensor::from_vec(g, s.as_slice(), &Device::Cpu))
-                .collect::<candle_core::Result<_>>()?;
-            optim.step_all(&tensors)?;
-            for (p, v) in params.tensors.iter_mut().zip(optim.vars()) {
-                *p = v.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            }
-            if let Some(avg) = &mut average {
-                avg.update(&params);
-            }
-            done += batch.len();
-            on_event(Event::Progress { done });
-        }
-        on_event(Event::PhaseEnd);
-        if stopped_early.is_some() {
-            break;
-        }
-        let train_seconds = t0.elapsed().as_secs_f64();
-        on_event(Event::PhaseStart {
-            name: "validate".into(),
-            total: val.len(),
-        });
-        // What is validated, kept and saved: the weight average when there is one.
-        let weights = average.as_ref().map_or(&params, |a| a.params());
-        let ev = evaluate(&arch, weights, &val, cfg.eval_batch_size)?;
-        on_event(Event::PhaseEnd);
-        if !ev.loss.is_finite() {
-            stopped_early = Some(format!(
-                "the validation loss became {} in epoch {epoch}; lower --lr",
-                ev.loss
-            ));
-            break;
-        }
-        let m = EpochMetrics {
-            epoch,
-            loss: loss_sum / n as f64,
-            accuracy: correct as f64 / n as f64,
-            val_loss: ev.loss,
-            val_accuracy: ev.accuracy,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        epoch_seconds.push(m.seconds);
-        history.push(m.clone());
-        on_event(Event::Epoch {
-            metrics: &m,
-            epochs: cfg.epochs,
-            images_per_second: n as f64 / train_seconds.max(1e-9),
-        });
-        let training = |kept_epoch| Training {
-            settings: settings.clone(),
-            epochs: cfg.epochs,
-            history: history.clone(),
-            kept_epoch,
-            train_images: n,
-            val_images: val.len(),
-            optimizer_steps: Some(optim.iterations()),
-        };
-        if cfg.keep == Keep::Best && best.as_ref().is_none_or(|(l, _, _)| m.val_loss < *l) {
-            best = Some((m.val_loss, epoch, weights.clone()));
-            model::save(
-                &paths.model,
-                weights,
-                &meta(&arch, &classes, &training(epoch))?,
-            )?;
-        }
-        let mut state = optimizer_tensors(&optim);
-        if let Some(avg) = &average {
-            state.extend(avg.to_extra());
-        }
-        model::save_with(
-            &paths.checkpoint,
-            &params,
-            &meta(&arch, &classes, &training(epoch))?,
-            &state,
-        )?;
-        let partial = Metrics::summarize(
-            history.clone(),
-            cfg.keep,
-            None,
-            n,
-            val.len(),
-            cfg.val_split.clone(),
-        )?;
-        write_json(&paths.metrics, &partial)?;
-    }
+    Ok((learner, driver::Progress { history, best }))
+}
 
-    if history.is_empty() {
-        return Err(Error::Diverged(
-            stopped_early.unwrap_or_else(|| "no epoch completed".into()),
-        ));
+/// With keep = best, the best epoch so far of a resumed run: the weights of `model.safetensors`.
+fn resumed_best(run: &Run<'_>, history: &[EpochMetrics]) -> Result<Option<(usize, Snapshot)>> {
+    let paths = run.paths;
+    if run.cfg.keep != Keep::Best || history.is_empty() || !paths.model.is_file() {
+        return Ok(None);
     }
+    let (p, m) = model::load(&paths.model)?;
+    let t: Training = serde_json::from_value(m.training).map_err(|e| Error::ModelFile {
+        path: paths.model.clone(),
+        reason: format!("training metadata unreadable: {e}"),
+    })?;
+    Ok(Some((
+        t.kept_epoch,
+        Snapshot {
+            params: p,
+            average: None,
+        },
+    )))
+}
+
+/// `model.safetensors` of the kept weights, `metrics.json`, `confusion.json` and the curves.
+fn write_outputs(
+    run: &Run<'_>,
+    learner: &ScratchLearner<'_>,
+    fitted: &driver::Fitted<Snapshot>,
+) -> Result<(Metrics, ConfusionMatrix)> {
+    let (cfg, paths) = (run.cfg, run.paths);
     let metrics = Metrics::summarize(
-        history.clone(),
+        fitted.history.clone(),
         cfg.keep,
-        stopped_early,
-        n,
-        val.len(),
+        fitted.stopped_early.clone(),
+        run.train.len(),
+        run.val.len(),
         cfg.val_split.clone(),
     )?;
-    let kept = match (&best, cfg.keep, &average) {
-        (Some((_, _, p)), Keep::Best, _) => p.clone(),
-        (_, _, Some(avg)) => avg.params().clone(),
-        _ => params.clone(),
+    let kept = match &fitted.best {
+        Some((_, s)) => s.validated(),
+        None => learner.snapshot.validated(),
     };
-    let training = Training {
-        settings: settings.clone(),
-        epochs: cfg.epochs,
-        history: history.clone(),
-        kept_epoch: metrics.kept_epoch,
-        train_images: n,
-        val_images: val.len(),
-        optimizer_steps: None,
-    };
-    model::save(&paths.model, &kept, &meta(&arch, &classes, &training)?)?;
-    let ev = evaluate(&arch, &kept, &val, cfg.eval_batch_size)?;
-    let confusion = ConfusionMatrix::new(&classes, &val.labels, &ev.predictions)?;
+    let training = run.training(&fitted.history, metrics.kept_epoch, None);
+    model::save(&paths.model, kept, &meta(run.arch, run.classes, &training)?)?;
+    let ev = evaluate(run.arch, kept, run.val, cfg.eval_batch_size)?;
+    let confusion = ConfusionMatrix::new(run.classes, &run.val.labels, &ev.predictions)?;
     write_json(&paths.metrics, &metrics)?;
     write_json(&paths.confusion, &confusion)?;
     let title = format!(
         "small convnet from scratch, {} ({}, lr {}{}, batch {})",
-        classes.join("/"),
+        run.classes.join("/"),
         cfg.optimizer.kind,
         cfg.optimizer.learning_rate,
         match cfg.schedule {
@@ -627,27 +462,5 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         &paths.curves_png,
         &paths.curves_svg,
     )?;
-    let mean_epoch_seconds = if epoch_seconds.is_empty() {
-        0.0
-    } else {
-        epoch_seconds.iter().sum::<f64>() / epoch_seconds.len() as f64
-    };
-    Ok(ScratchReport {
-        paths,
-        classes,
-        architecture: arch.describe(),
-        arch,
-        parameters,
-        train_images: n,
-        val_images: val.len(),
-        skipped: train.skipped.len() + val.skipped.len(),
-        epochs_done: history.len(),
-        epochs: cfg.epochs,
-        finished: history.len() >= cfg.epochs || metrics.stopped_early.is_some(),
-        metrics,
-        confusion,
-        mean_epoch_seconds,
-        load_seconds,
-        settings,
-    })
+    Ok((metrics, confusion))
 }

@@ -17,7 +17,7 @@ fn config(data: &Path, run: &Path) -> ScratchConfig {
 }
 
 fn synthetic(dir: &Path) {
-    features::testdata::write_synthetic(dir, &[("train", 24), ("validation", 10)], 11).unwrap();
+    testkit::write_synthetic(dir, &[("train", 24), ("validation", 10)], 11).unwrap();
 }
 
 /// The validation split of `data` at 32 px, as training loads it.
@@ -116,7 +116,7 @@ fn a_seed_reproduces_a_run_and_resume_continues_it() {
     let (m2, p2) = run_once("b", 5);
     let (m3, p3) = run_once("c", 6);
     assert_eq!(p1, p2, "same seed, different weights");
-    let losses = |m: &head::metrics::Metrics| -> Vec<(f64, f64)> {
+    let losses = |m: &train::metrics::Metrics| -> Vec<(f64, f64)> {
         m.epochs.iter().map(|e| (e.loss, e.val_loss)).collect()
     };
     assert_eq!(losses(&m1), losses(&m2));
@@ -167,7 +167,7 @@ fn bad_inputs_give_clear_errors() {
     assert!(msg.contains(&empty.display().to_string()), "{msg}");
     // No validation split.
     let data = tmp.path().join("data");
-    features::testdata::write_synthetic(&data, &[("train", 2)], 1).unwrap();
+    testkit::write_synthetic(&data, &[("train", 2)], 1).unwrap();
     let err = train(&config(&data, &run), &mut |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(
@@ -188,7 +188,7 @@ fn bad_inputs_give_clear_errors() {
         .contains("--epochs"));
     let mut cfg = config(&data, &run);
     cfg.size = 9;
-    features::testdata::write_synthetic(&data, &[("validation", 2)], 2).unwrap();
+    testkit::write_synthetic(&data, &[("validation", 2)], 2).unwrap();
     let err = train(&cfg, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("--size 9"), "{err}");
     // --resume without a checkpoint.
@@ -210,9 +210,9 @@ fn a_cosine_schedule_changes_later_epochs_and_is_kept_on_resume() {
     let a = train(&constant, &mut |_| {}).unwrap();
     let mut cosine = config(&data, &tmp.path().join("cosine"));
     cosine.epochs = 3;
-    cosine.schedule = head::schedule::LrSchedule::Cosine;
+    cosine.schedule = train::schedule::LrSchedule::Cosine;
     let b = train(&cosine, &mut |_| {}).unwrap();
-    let nums = |e: &head::metrics::EpochMetrics| (e.loss, e.accuracy, e.val_loss, e.val_accuracy);
+    let nums = |e: &train::metrics::EpochMetrics| (e.loss, e.accuracy, e.val_loss, e.val_accuracy);
     // Epoch 1 runs at the base rate either way; later epochs run at lower rates.
     assert_eq!(nums(&a.metrics.epochs[0]), nums(&b.metrics.epochs[0]));
     assert_ne!(a.metrics.epochs[1].loss, b.metrics.epochs[1].loss);
@@ -223,16 +223,16 @@ fn a_cosine_schedule_changes_later_epochs_and_is_kept_on_resume() {
     part.run = tmp.path().join("resumed");
     part.stop_after = Some(1);
     train(&part, &mut |_| {}).unwrap();
-    let (settings, _, _) = scratch::pipeline::checkpoint_settings(
+    let (settings, _, _) = scratch::checkpoint::checkpoint_settings(
         &tmp.path().join("resumed/scratch/checkpoint.safetensors"),
     )
     .unwrap();
-    assert_eq!(settings.schedule, head::schedule::LrSchedule::Cosine);
+    assert_eq!(settings.schedule, train::schedule::LrSchedule::Cosine);
     let mut rest = config(&data, &part.run);
     rest.epochs = 3;
     rest.resume = true;
     let c = train(&rest, &mut |_| {}).unwrap();
-    let all = |m: &head::metrics::Metrics| m.epochs.iter().map(nums).collect::<Vec<_>>();
+    let all = |m: &train::metrics::Metrics| m.epochs.iter().map(nums).collect::<Vec<_>>();
     assert_eq!(all(&c.metrics), all(&b.metrics));
 }
 

@@ -9,9 +9,9 @@ use features::extract::{self, ExtractConfig, Precision};
 use features::preprocess::Resize;
 use features::store;
 use finetune::{FinetuneConfig, FinetunePaths};
-use head::metrics::Metrics;
 use head::pipeline::HeadPaths;
 use sha2::{Digest, Sha256};
+use train::metrics::Metrics;
 
 use crate::config::{Stage, TutorialConfig};
 use crate::error::{Error, Result};

@@ -18,6 +18,12 @@ pub enum Error {
     /// Scanning the data, resolving the model or extracting features failed.
     #[error(transparent)]
     Features(#[from] features::Error),
+    /// Training or writing its outputs failed.
+    #[error(transparent)]
+    Train(#[from] train::Error),
+    /// A file of the run folder could not be written.
+    #[error(transparent)]
+    RunFolder(#[from] runfs::Error),
     /// Training the head (stage 2b) failed.
     #[error(transparent)]
     Head(#[from] head::Error),

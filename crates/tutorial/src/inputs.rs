@@ -206,21 +206,8 @@ fn link_subset(data: &Path, dir: &Path, per_class: usize) -> Result<PathBuf> {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
-            link_or_copy(&item.path, &target)?;
+            runfs::atomic::link_or_copy(&item.path, &target)?;
         }
     }
     Ok(dir.to_path_buf())
-}
-
-fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::symlink(src, dst).map_err(|e| Error::io(dst, e))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::copy(src, dst)
-            .map(|_| ())
-            .map_err(|e| Error::io(dst, e))
-    }
 }

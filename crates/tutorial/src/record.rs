@@ -2,7 +2,6 @@
 //! (summed over sittings) and the machine it ran on; rewritten atomically after every change.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,7 +94,7 @@ impl Record {
         let p = path(run);
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::record(&p, format!("cannot encode the record: {e}")))?;
-        write_atomic(&p, text.as_bytes())
+        Ok(runfs::write_atomic(&p, text.as_bytes())?)
     }
 
     /// Seconds and sittings already recorded for `stage`, which a continued stage adds to.
@@ -134,24 +133,4 @@ pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&tmp, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }

@@ -7,15 +7,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use features::store;
-use head::metrics::{ConfusionMatrix, Metrics};
 use serde::Serialize;
+use train::metrics::{ConfusionMatrix, Metrics};
 
 use crate::check::{self, Found};
 use crate::config::Stage;
 use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::machine::Machine;
-use crate::record::{self, Record};
+use crate::record::Record;
 use crate::stages::Action;
 
 /// Folder of the report's images inside the run.
@@ -470,8 +470,8 @@ pub fn write(
         .collect::<Result<Vec<_>>>()?;
     let md = run.join("report.md");
     let html_path = run.join("report.html");
-    record::write_atomic(&md, markdown(inputs, &rows).as_bytes())?;
-    record::write_atomic(&html_path, html(inputs, &rows).as_bytes())?;
+    runfs::write_atomic(&md, markdown(inputs, &rows).as_bytes())?;
+    runfs::write_atomic(&html_path, html(inputs, &rows).as_bytes())?;
     Ok(Written {
         md,
         html: html_path,

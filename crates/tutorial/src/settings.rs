@@ -11,7 +11,7 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
     match stage {
         Stage::Scratch => {
             let file = dir.join("checkpoint.safetensors");
-            let (s, epochs, meta) = scratch::pipeline::checkpoint_settings(&file).ok()?;
+            let (s, epochs, meta) = scratch::checkpoint::checkpoint_settings(&file).ok()?;
             Some(format!(
                 "{} px ({} resize), {} lr {}{}{}, batch {}, {} epochs{}, augmentation: {}",
                 meta.image_size,
@@ -19,7 +19,7 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
                 s.optimizer.kind,
                 s.optimizer.learning_rate,
                 match s.schedule {
-                    head::schedule::LrSchedule::Constant => String::new(),
+                    train::schedule::LrSchedule::Constant => String::new(),
                     other => format!(" ({other})"),
                 },
                 match s.optimizer.weight_decay {
@@ -52,8 +52,8 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
                 m.batch_size,
                 m.epochs,
                 match m.keep {
-                    head::metrics::Keep::Best => "lowest-val-loss",
-                    head::metrics::Keep::Last => "last",
+                    train::metrics::Keep::Best => "lowest-val-loss",
+                    train::metrics::Keep::Last => "last",
                 }
             ))
         }

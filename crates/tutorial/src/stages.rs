@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use finetune::FinetuneConfig;
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
-use head::train::TrainConfig;
 use serde::Serialize;
 
 use crate::check::{self, Found};
@@ -70,7 +70,7 @@ pub enum Event<'a> {
     /// A line of information.
     Info(String),
     Extract(features::extract::Event<'a>),
-    Head(head::train::Progress<'a>),
+    Head(train::stage::StageEvent<'a>),
     Finetune(finetune::Event<'a>),
     Scratch(scratch::Event<'a>),
 }

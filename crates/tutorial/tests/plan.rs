@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use features::extract::{extract, ExtractConfig};
-use features::onnx::synth::{vgg_like, VggSpec};
 use features::preprocess::Preprocess;
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
-use head::train::TrainConfig;
+use testkit::synth::{vgg_like, VggSpec};
 use tutorial::{Action, Error, Stage, Summary, TutorialConfig};
 
 struct Setup {
@@ -21,7 +21,7 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    features::testdata::write_synthetic(&data, &[("train", 6), ("validation", 3)], 2).unwrap();
+    testkit::write_synthetic(&data, &[("train", 6), ("validation", 3)], 2).unwrap();
     let model = dir.path().join("tiny.onnx");
     std::fs::write(&model, vgg_like(&VggSpec::default())).unwrap();
     let run = dir.path().join("run");

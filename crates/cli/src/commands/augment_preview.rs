@@ -10,7 +10,7 @@ use features::augment::{AugmentParams, FillMode, ZoomRange, PRESETS};
 use crate::args::Global;
 
 /// Seed used when `--seed` is not given, so previews and runs are reproducible by default.
-pub const DEFAULT_AUGMENT_SEED: u64 = 1337;
+pub const DEFAULT_AUGMENT_SEED: u64 = runfs::DEFAULT_SEED;
 
 /// Keras `ImageDataGenerator` augmentation flags. A preset (`--augment`) gives the base values and
 /// every other flag overrides one of them. Commands that flatten this struct must not define

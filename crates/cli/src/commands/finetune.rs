@@ -8,10 +8,10 @@ use features::runtime::Device;
 use finetune::config::{
     FrozenPrecision, DEFAULT_AUG_CACHE, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM,
 };
-use finetune::optim::SgdConfig;
 use finetune::rows::Precision;
 use finetune::{finetune, FinetuneConfig, FinetunePaths, Report, Settings};
-use head::metrics::Keep;
+use train::metrics::Keep;
+use train::optim::SgdConfig;
 
 use crate::args::Global;
 use crate::commands::augment_preview::AugmentFlags;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use features::preprocess::Resize;
-use head::metrics::Keep;
-use head::optim::{OptimizerConfig, OptimizerKind};
-use head::schedule::LrSchedule;
 use scratch::{ScratchConfig, ScratchReport};
+use train::metrics::Keep;
+use train::optim::{OptimizerConfig, OptimizerKind};
+use train::schedule::LrSchedule;
 
 use crate::args::Global;
 use crate::commands::augment_preview::AugmentFlags;

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use head::metrics::Keep;
-use head::optim::{OptimizerConfig, OptimizerKind};
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions, TrainReport};
-use head::train::{Progress, TrainConfig};
+use train::metrics::Keep;
+use train::optim::{OptimizerConfig, OptimizerKind};
 
 use crate::args::Global;
 use crate::progress;
@@ -95,40 +95,14 @@ impl TrainHeadArgs {
 
 pub fn run(args: &TrainHeadArgs, global: &Global) -> anyhow::Result<()> {
     let opts = args.options()?;
-    let bar = progress::bar(global, 0, "train-head", "batches");
-    let mut done_before_epoch = 0u64;
-    let report = train_head(&opts, &mut |p| match p {
-        Progress::EpochStart {
-            epoch,
-            epochs,
-            batches,
-        } => {
-            if epoch == 1 {
-                bar.set_length((epochs * batches) as u64);
-            }
-            done_before_epoch = ((epoch - 1) * batches) as u64;
-            bar.set_prefix(format!("epoch {epoch}/{epochs}"));
-        }
-        Progress::Batch { batch, .. } => bar.set_position(done_before_epoch + batch as u64),
-        Progress::EpochEnd(m) => {
-            let line = format!(
-                "epoch {:>3}: loss {:.4} acc {:.4} | val_loss {:.4} val_acc {:.4} | {:.2}s",
-                m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.seconds
-            );
-            if global.verbose {
-                bar.println(line);
-            } else {
-                bar.set_message(line);
-            }
-        }
-    });
-    bar.finish_and_clear();
+    let mut out = progress::Phases::new(global);
+    let report = train_head(&opts, &mut |e| out.stage_event(e, ""));
+    out.end();
     let report = report?;
-    if global.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !global.quiet {
+    progress::summary(global, &report, || {
         print_summary(&report);
-    }
+        Ok(())
+    })?;
     if let Some(why) = &report.metrics.stopped_early {
         eprintln!(
             "warning: training stopped early: {why}; kept epoch {} (the last good weights)",

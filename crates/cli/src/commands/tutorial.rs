@@ -133,8 +133,6 @@ impl TutorialArgs {
 pub fn run(args: &TutorialArgs, global: &Global) -> anyhow::Result<()> {
     let cfg = args.config()?;
     let mut out = progress::Phases::new(global);
-    let mut head_epochs = 0usize;
-    let mut done_before = 0usize;
     let summary = tutorial::run(&cfg, &mut |ev| match ev {
         Event::Plan { stage, action, why } => out.say(format!(
             "stage {:>2} {:<10} {:<8} {why}",
@@ -192,27 +190,7 @@ pub fn run(args: &TutorialArgs, global: &Global) -> anyhow::Result<()> {
                 out.say(format!("  {split}: {rows} rows in {seconds:.1} s"));
             }
         },
-        Event::Head(p) => match p {
-            head::train::Progress::EpochStart {
-                epoch,
-                epochs,
-                batches,
-            } => {
-                if out.current().is_none() {
-                    out.start("train-head", epochs * batches, "batches");
-                }
-                head_epochs = epochs;
-                done_before = (epoch - 1) * batches;
-                if let Some(b) = out.current() {
-                    b.set_prefix(format!("epoch {epoch}/{epochs}"));
-                }
-            }
-            head::train::Progress::Batch { batch, .. } => out.set(done_before + batch),
-            head::train::Progress::EpochEnd(m) => {
-                out.say(format!("  {}", progress::epoch_line(m, head_epochs, None)))
-            }
-        },
-        Event::Finetune(e) => out.stage_event(e, "  "),
+        Event::Head(e) | Event::Finetune(e) => out.stage_event(e, "  "),
         Event::Scratch(e) => out.stage_event(e, "  "),
     });
     out.end();

@@ -6,6 +6,8 @@ use crate::onnx::proto::{
     ValueInfoProto,
 };
 
+pub use super::graph::{decode, encode, tensor_value, DimSpec};
+
 /// ONNX element types used here.
 pub const FLOAT: i32 = 1;
 pub const INT8: i32 = 3;

@@ -36,7 +36,7 @@ pub(crate) enum Dim {
 }
 
 /// Decodes a serialized `ModelProto` and checks that it has a non-empty graph.
-pub(crate) fn decode(model: &[u8]) -> Result<ModelProto> {
+pub fn decode(model: &[u8]) -> Result<ModelProto> {
     if model.is_empty() {
         return Err(Error::Graph(
             "the model file is empty; re-download or re-export the .onnx file".into(),
@@ -66,7 +66,7 @@ pub(crate) fn graph(m: &ModelProto) -> Result<&GraphProto> {
 }
 
 /// Serializes a model.
-pub(crate) fn encode(m: &ModelProto) -> Vec<u8> {
+pub fn encode(m: &ModelProto) -> Vec<u8> {
     m.encode_to_vec()
 }
 
@@ -257,13 +257,13 @@ pub(crate) fn fmt_value(vi: &ValueInfoProto) -> String {
 }
 
 /// A dimension for building shapes.
-pub(crate) enum DimSpec<'a> {
+pub enum DimSpec<'a> {
     Value(i64),
     Param(&'a str),
 }
 
 /// A tensor `ValueInfoProto`; `dims: None` leaves the shape unspecified.
-pub(crate) fn tensor_value(name: &str, elem: i32, dims: Option<&[DimSpec]>) -> ValueInfoProto {
+pub fn tensor_value(name: &str, elem: i32, dims: Option<&[DimSpec]>) -> ValueInfoProto {
     let shape = dims.map(|ds| TensorShapeProto {
         dim: ds
             .iter()

@@ -1,11 +1,11 @@
 //! ONNX graph surgery: cutting a VGG-style model at its conv base or at a named tensor, reading
-//! initializers, describing a model, and synthetic VGG-shaped test models.
+//! initializers, describing a model, and building graphs (`build`): the one place that reads and
+//! writes ONNX protobufs.
 
 pub mod build;
 mod describe;
 mod graph;
 mod surgery;
-pub mod synth;
 mod tensor;
 
 pub use describe::describe;

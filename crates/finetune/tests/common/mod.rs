@@ -1,16 +1,16 @@
 //! Shared test setup: a run folder with extracted features and a trained stage-2 head, on a tiny
-//! synthetic VGG (`features::onnx::synth`) and synthetic images, or on a subset of the shared
+//! synthetic VGG (`testkit::synth`) and synthetic images, or on a subset of the shared
 //! dogs-vs-cats photos with the real Keras VGG16.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use features::extract::{extract, ExtractConfig};
-use features::onnx::synth::{vgg_like, VggSpec};
 use features::preprocess::Preprocess;
 use finetune::FinetuneConfig;
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
-use head::train::TrainConfig;
+use testkit::synth::{vgg_like, VggSpec};
 
 /// A prepared run: data folder, model file and run folder (with `features/` and `head/`).
 pub struct Prepared {
@@ -41,7 +41,7 @@ pub fn extract_and_train_head(data: &Path, model: &str, run: &Path, size: u32, h
 /// Synthetic images (12 train, 6 validation per class) and the default tiny VGG, 64 px.
 pub fn synthetic(dir: &Path) -> Prepared {
     let data = dir.join("data");
-    features::testdata::write_synthetic(&data, &[("train", 12), ("validation", 6)], 5)
+    testkit::write_synthetic(&data, &[("train", 12), ("validation", 6)], 5)
         .expect("synthetic images");
     let model = dir.join("tiny_vgg.onnx");
     std::fs::write(&model, vgg_like(&VggSpec::default())).expect("write model");

@@ -1,17 +1,17 @@
 //! Shared test setup: a run folder built from synthetic images and the tiny synthetic VGG
-//! (`features::onnx::synth`): extracted features and a trained stage-2 head, optionally a
+//! (`testkit::synth`): extracted features and a trained stage-2 head, optionally a
 //! fine-tuning run, and reference probabilities computed without the `predict` crate.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use features::extract::{extract, ExtractConfig};
-use features::onnx::synth::{vgg_like, VggSpec};
 use features::onnx::Layout;
 use features::preprocess::{self, Preprocess, Resize};
 use features::runtime::{session, SessionOptions};
+use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
-use head::train::TrainConfig;
+use testkit::synth::{vgg_like, VggSpec};
 
 /// Side of the synthetic network input.
 pub const SIZE: u32 = 64;
@@ -26,7 +26,7 @@ pub struct Prepared {
 /// Synthetic images (8 train, 4 validation per class), the tiny VGG, features and a head.
 pub fn synthetic(dir: &Path) -> Prepared {
     let data = dir.join("data");
-    features::testdata::write_synthetic(&data, &[("train", 8), ("validation", 4)], 5)
+    testkit::write_synthetic(&data, &[("train", 8), ("validation", 4)], 5)
         .expect("synthetic images");
     let model = dir.join("tiny_vgg.onnx");
     std::fs::write(&model, vgg_like(&VggSpec::default())).expect("write model");

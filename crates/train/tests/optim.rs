@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer as _;
-use head::optim::{Grad, Optim, OptimizerConfig, OptimizerKind};
+use train::optim::{Grad, Optim, OptimizerConfig, OptimizerKind};
 
 /// 19 elements: a vectorised block of 16 plus a scalar tail of 3.
 const N: usize = 19;

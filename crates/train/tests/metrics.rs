@@ -1,7 +1,7 @@
 //! metrics.json / confusion.json: schema, summary choices and the confusion counts.
 
-use head::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
 use serde_json::Value;
+use train::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
 
 fn epoch(epoch: usize, val_loss: f64, val_accuracy: f64) -> EpochMetrics {
     EpochMetrics {

@@ -9,13 +9,14 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::build::{f32_tensor, int_attr, node};
-use super::graph::{decode, encode, tensor_value, DimSpec, FLOAT};
-use super::proto::{
+use features::onnx::build::{
+    decode, encode, f32_tensor, int_attr, node, tensor_value, DimSpec, FLOAT,
+};
+use features::onnx::proto::{
     attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, OperatorSetIdProto,
     TensorProto, ValueInfoProto,
 };
-use crate::{Error, Result};
+use features::{Error, Result};
 
 /// Shape of a synthetic VGG-like model.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,31 +2,17 @@
 //! plotters and the bundled DejaVu Sans font (no system font lookup).
 
 use std::path::Path;
-use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
+use runfs::{write_atomic, TempFile};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{commit, temp_path, write_atomic};
 use crate::metrics::EpochMetrics;
 
-/// DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`).
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const FAMILY: &str = "sans-serif";
 const SIZE: (u32, u32) = (1200, 460);
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const VAL: RGBColor = RGBColor(255, 127, 14);
-
-fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The bundled font is a valid TTF; if registration ever failed, text would be skipped
-        // by plotters' ab_glyph backend rather than crash.
-        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
-    });
-}
 
 /// Draws `curves.png` and `curves.svg`-style learning curves of `epochs` to both paths.
 /// Each file is written to a temporary sibling first and renamed into place.
@@ -37,21 +23,18 @@ pub fn write_curves(epochs: &[EpochMetrics], title: &str, png: &Path, svg: &Path
             reason: "no epochs to plot".into(),
         });
     }
-    register_font();
-
-    let tmp = temp_path(png);
+    let tmp = TempFile::new(png);
     let drawn = {
-        let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+        let root = BitMapBackend::new(tmp.path(), SIZE).into_drawing_area();
         draw(&root, epochs, title).and_then(|()| root.present().map_err(|e| e.to_string()))
     };
     if let Err(reason) = drawn {
-        let _ = std::fs::remove_file(&tmp);
         return Err(Error::Plot {
             path: png.to_path_buf(),
             reason,
         });
     }
-    commit(&tmp, png)?;
+    tmp.commit()?;
 
     let mut text = String::new();
     {
@@ -63,7 +46,7 @@ pub fn write_curves(epochs: &[EpochMetrics], title: &str, png: &Path, svg: &Path
                 reason,
             })?;
     }
-    write_atomic(svg, text.as_bytes())
+    Ok(write_atomic(svg, text.as_bytes())?)
 }
 
 fn draw<DB: DrawingBackend>(
@@ -72,8 +55,9 @@ fn draw<DB: DrawingBackend>(
     title: &str,
 ) -> std::result::Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let family = features::sheet::font();
     root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, (FAMILY, 24).into_font()).map_err(err)?;
+    let root = root.titled(title, (family, 24).into_font()).map_err(err)?;
     let panels = root.split_evenly((1, 2));
     let loss_max = epochs
         .iter()
@@ -93,7 +77,7 @@ fn draw<DB: DrawingBackend>(
         let n = epochs.len();
         let x_max = if n == 1 { 2.0 } else { n as f64 };
         let mut chart = ChartBuilder::on(area)
-            .caption(caption, (FAMILY, 20).into_font())
+            .caption(caption, (family, 20).into_font())
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -103,8 +87,8 @@ fn draw<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc("epoch")
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .label_style((FAMILY, 14).into_font())
-            .axis_desc_style((FAMILY, 16).into_font())
+            .label_style((family, 14).into_font())
+            .axis_desc_style((family, 16).into_font())
             .draw()
             .map_err(err)?;
         let train: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, pick(e).0)).collect();
@@ -129,7 +113,7 @@ fn draw<DB: DrawingBackend>(
         }
         chart
             .configure_series_labels()
-            .label_font((FAMILY, 14).into_font())
+            .label_font((family, 14).into_font())
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

@@ -1,5 +1,7 @@
-//! Single-threaded `f32` matrix products on row-major slices (the `gemm` crate), with either
-//! operand read transposed through its strides, so no transposed copy is ever made.
+//! The one matrix-product backend of the workspace's hand-written networks: `f32` products on
+//! row-major slices through the `gemm` crate (the crate Candle's CPU matmul uses, called the same
+//! way), with either operand read transposed through its strides, so no transposed copy is made.
+//! Results do not depend on the thread count.
 
 use gemm::Parallelism;
 
@@ -35,7 +37,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// `(rows, cols)` as seen by the product.
-    fn shape(&self) -> (usize, usize) {
+    pub fn shape(&self) -> (usize, usize) {
         if self.t {
             (self.cols, self.rows)
         } else {
@@ -53,11 +55,47 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `c = a·b` (or `c += a·b` when `accumulate`), `c` row-major `m × n`.
+/// How many threads one product may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// The calling thread only (callers that already run one product per core).
+    One,
+    /// Rayon's threads, as many as Candle would use (`RAYON_NUM_THREADS`, else the cores).
+    All,
+}
+
+impl Threads {
+    fn parallelism(self) -> Parallelism {
+        match self {
+            Threads::One => Parallelism::None,
+            Threads::All => match candle_core::utils::get_num_threads() {
+                0 | 1 => Parallelism::None,
+                n => Parallelism::Rayon(n),
+            },
+        }
+    }
+}
+
+/// `c = a·b` (or `c += a·b` when `accumulate`) on the calling thread, `c` row-major `m × n`.
 ///
 /// Panics when the shapes disagree or a buffer is too short (internal invariant: every caller
 /// builds its buffers from the same shapes).
 pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
+    matmul_on(a, b, c, accumulate, Threads::One)
+}
+
+/// A new `m × n` matrix `a·b` computed on `threads`.
+pub fn product(a: MatRef<'_>, b: MatRef<'_>, threads: Threads) -> Vec<f32> {
+    let (m, n) = (a.shape().0, b.shape().1);
+    let mut c = vec![0f32; m * n];
+    matmul_on(a, b, &mut c, false, threads);
+    c
+}
+
+/// `c = a·b` (or `c += a·b` when `accumulate`) on `threads`.
+///
+/// Panics like [`matmul`].
+pub fn matmul_on(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool, threads: Threads) {
     let (m, k) = a.shape();
     let (k2, n) = b.shape();
     assert_eq!(k, k2, "matmul: inner dimensions differ");
@@ -91,12 +129,13 @@ pub fn matmul(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
             b.data.as_ptr(),
             b_cs,
             b_rs,
+            // dst = alpha·dst + beta·a·b; alpha is read only when accumulating (Candle passes 0).
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
-            1.0,
             false,
             false,
             false,
-            Parallelism::None,
+            threads.parallelism(),
         )
     }
 }

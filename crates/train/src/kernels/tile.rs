@@ -8,7 +8,7 @@
 
 /// Strided view of the scalar operand: element `(r, p)` is `data[r * rs + p * ps]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Scalars<'a> {
+pub struct Scalars<'a> {
     pub data: &'a [f32],
     pub rs: usize,
     pub ps: usize,
@@ -16,7 +16,7 @@ pub(crate) struct Scalars<'a> {
 
 /// Row-major view of the vector operand: row `p` starts at `data[p * ld]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Rows<'a> {
+pub struct Rows<'a> {
     pub data: &'a [f32],
     pub ld: usize,
 }
@@ -26,7 +26,7 @@ pub(crate) struct Rows<'a> {
 ///
 /// Panics if any index would fall outside the slices.
 #[allow(clippy::too_many_arguments)] // a BLAS-style signature reads best here
-pub(crate) fn tile_product(
+pub fn tile_product(
     s: Scalars<'_>,
     v: Rows<'_>,
     rows: usize,

@@ -1,5 +1,6 @@
-//! Optimizers with Keras 3 semantics (RMSprop, SGD with momentum/Nesterov, Adam, AdamW) that
-//! update any `Vec<candle_core::Var>` in place.
+//! Optimizers with Keras 3 semantics (RMSprop, SGD with momentum/Nesterov, Adam, AdamW): one update
+//! rule for plain `f32` buffers ([`Optimizer`], used by the hand-written networks) and for Candle
+//! variables ([`Optim`], updated in place).
 //!
 //! On the CPU the update runs directly on the variable's storage (no temporary tensors), split
 //! over threads for large variables and vectorised with AVX2 where available; the arithmetic
@@ -605,7 +606,7 @@ impl InplaceOp1 for InPlaceUpdate<'_> {
 }
 
 /// Runs `f` on the contiguous f32 data of a CPU tensor.
-pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+pub fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let t = if t.is_contiguous() {
         t.clone()
     } else {
@@ -619,47 +620,34 @@ pub(crate) fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle
     }
 }
 
-/// An optimizer over a fixed list of variables (all f32).
-#[derive(Debug)]
-pub struct Optim {
-    vars: Vec<Var>,
+/// An optimizer over plain `f32` buffers (the parameters of hand-written networks), with its
+/// state exposed for checkpoints. [`Optim`] is the same optimizer over Candle variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Optimizer {
     state: Vec<[Vec<f32>; 2]>,
     config: OptimizerConfig,
     iterations: u64,
 }
 
-impl Optim {
-    /// Creates the optimizer with zeroed state for every variable.
-    pub fn new(vars: Vec<Var>, config: OptimizerConfig) -> Result<Self> {
+impl Optimizer {
+    /// Zeroed state for parameters of the given lengths.
+    pub fn new(config: OptimizerConfig, sizes: &[usize]) -> Result<Self> {
         config.validate()?;
-        if let Some(v) = vars.iter().find(|v| v.dtype() != DType::F32) {
-            return Err(Error::Invalid(format!(
-                "optimizer: only f32 variables are supported, got {:?}",
-                v.dtype()
-            )));
-        }
         let slots = config.state_slots();
-        let state = vars
+        let state = sizes
             .iter()
-            .map(|v| {
-                let n = v.elem_count();
+            .map(|&n| {
                 [
                     vec![0f32; if slots >= 1 { n } else { 0 }],
                     vec![0f32; if slots >= 2 { n } else { 0 }],
                 ]
             })
             .collect();
-        Ok(Optim {
-            vars,
+        Ok(Optimizer {
             state,
             config,
             iterations: 0,
         })
-    }
-
-    /// The variables this optimizer updates, in order.
-    pub fn vars(&self) -> &[Var] {
-        &self.vars
     }
 
     /// The hyper-parameters.
@@ -667,14 +655,13 @@ impl Optim {
         &self.config
     }
 
-    /// The moving averages (two slots per variable, in the order of [`Optim::vars`]; a slot the
-    /// kind does not use is empty) and the step count: what a checkpoint must keep for a resumed
-    /// run to continue exactly.
+    /// The moving averages (two slots per parameter, in order; a slot the kind does not use is
+    /// empty) and the step count: what a checkpoint must keep for a resumed run to continue exactly.
     pub fn state(&self) -> (&[[Vec<f32>; 2]], u64) {
         (&self.state, self.iterations)
     }
 
-    /// Restores what [`Optim::state`] returned; the slots must have this optimizer's sizes.
+    /// Restores what [`Optimizer::state`] returned; the slots must have this optimizer's sizes.
     pub fn set_state(&mut self, slots: Vec<[Vec<f32>; 2]>, iterations: u64) -> Result<()> {
         let fits = slots.len() == self.state.len()
             && slots
@@ -699,6 +686,137 @@ impl Optim {
     /// Number of steps taken so far.
     pub fn iterations(&self) -> u64 {
         self.iterations
+    }
+
+    /// Starts a step: counts it and returns its coefficients.
+    fn begin_step(&mut self) -> Coefficients {
+        self.iterations += 1;
+        Coefficients::new(&self.config, self.iterations)
+    }
+
+    /// One update of every parameter with its gradient (same order and lengths).
+    pub fn step(&mut self, params: &mut [&mut [f32]], grads: &[&[f32]]) -> Result<()> {
+        let fits = params.len() == grads.len()
+            && params.len() == self.state.len()
+            && params
+                .iter()
+                .zip(grads)
+                .zip(&self.state)
+                .all(|((w, g), [s1, s2])| {
+                    w.len() == g.len()
+                        && (s1.is_empty() || s1.len() == w.len())
+                        && (s2.is_empty() || s2.len() == w.len())
+                });
+        if !fits {
+            return Err(Error::Invalid(format!(
+                "optimizer: {} parameters, {} gradients, {} state buffers of other sizes",
+                params.len(),
+                grads.len(),
+                self.state.len()
+            )));
+        }
+        let coeffs = self.begin_step();
+        for ((w, g), [s1, s2]) in params.iter_mut().zip(grads).zip(self.state.iter_mut()) {
+            apply(&coeffs, w, GradSlice::Full(g), s1, s2);
+        }
+        Ok(())
+    }
+}
+
+/// SGD with (Nesterov) momentum and decoupled weight decay: the settings fine-tuning records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SgdConfig {
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// Decoupled weight decay: `w -= w·wd·lr` before each update.
+    pub weight_decay: f64,
+}
+
+impl SgdConfig {
+    /// Checks the ranges, naming the flags.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(Error::Invalid(format!(
+                "--lr {} must be > 0",
+                self.learning_rate
+            )));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::Invalid(format!(
+                "--momentum {} must be in [0, 1)",
+                self.momentum
+            )));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "--weight-decay {} must be >= 0",
+                self.weight_decay
+            )));
+        }
+        Ok(())
+    }
+
+    /// The same settings as an [`OptimizerConfig`].
+    pub fn to_config(&self) -> OptimizerConfig {
+        OptimizerConfig {
+            weight_decay: self.weight_decay,
+            ..OptimizerConfig::sgd(self.learning_rate, self.momentum, self.nesterov)
+        }
+    }
+}
+
+/// An optimizer over a fixed list of Candle variables (all f32).
+#[derive(Debug)]
+pub struct Optim {
+    vars: Vec<Var>,
+    inner: Optimizer,
+}
+
+impl Optim {
+    /// Creates the optimizer with zeroed state for every variable.
+    pub fn new(vars: Vec<Var>, config: OptimizerConfig) -> Result<Self> {
+        if let Some(v) = vars.iter().find(|v| v.dtype() != DType::F32) {
+            return Err(Error::Invalid(format!(
+                "optimizer: only f32 variables are supported, got {:?}",
+                v.dtype()
+            )));
+        }
+        let sizes: Vec<usize> = vars.iter().map(|v| v.elem_count()).collect();
+        Ok(Optim {
+            inner: Optimizer::new(config, &sizes)?,
+            vars,
+        })
+    }
+
+    /// The variables this optimizer updates, in order.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &OptimizerConfig {
+        self.inner.config()
+    }
+
+    /// See [`Optimizer::state`].
+    pub fn state(&self) -> (&[[Vec<f32>; 2]], u64) {
+        self.inner.state()
+    }
+
+    /// See [`Optimizer::set_state`].
+    pub fn set_state(&mut self, slots: Vec<[Vec<f32>; 2]>, iterations: u64) -> Result<()> {
+        self.inner.set_state(slots, iterations)
+    }
+
+    /// Sets the learning rate of the following steps (a schedule's rate for the epoch).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.inner.set_learning_rate(lr)
+    }
+
+    /// Number of steps taken so far.
+    pub fn iterations(&self) -> u64 {
+        self.inner.iterations()
     }
 
     /// One step with gradients given in the order of [`Optim::vars`]; `None` leaves a variable
@@ -727,9 +845,8 @@ impl Optim {
                 self.vars.len()
             )
         }
-        self.iterations += 1;
-        let coeffs = Coefficients::new(&self.config, self.iterations);
-        for ((var, grad), state) in self.vars.iter().zip(grads).zip(self.state.iter_mut()) {
+        let coeffs = self.inner.begin_step();
+        for ((var, grad), state) in self.vars.iter().zip(grads).zip(self.inner.state.iter_mut()) {
             match *grad {
                 Grad::None => {}
                 Grad::Tensor(t) => update_var(&coeffs, var, t, state)?,
@@ -846,7 +963,7 @@ impl candle_nn::Optimizer for Optim {
     }
 
     fn learning_rate(&self) -> f64 {
-        self.config.learning_rate
+        self.inner.config.learning_rate
     }
 
     fn set_learning_rate(&mut self, lr: f64) {

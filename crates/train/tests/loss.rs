@@ -2,7 +2,7 @@
 //! and the tensor versions differentiate to the textbook gradients.
 
 use candle_core::{Device, Tensor, Var};
-use head::loss::{
+use train::loss::{
     bce_with_logits, bce_with_logits_mean, sigmoid, softmax_cross_entropy,
     softmax_cross_entropy_mean,
 };

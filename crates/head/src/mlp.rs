@@ -3,22 +3,23 @@
 //! epoch, and rolling back to the last good weights when the loss diverges.
 
 use std::sync::Mutex;
-use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Samples;
 use crate::error::{Error, Result};
-use crate::kernels::{tile_product, Rows, Scalars};
-use crate::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
-use crate::metrics::{EpochMetrics, Keep};
 use crate::model::{HeadConfig, HeadModel, Weights};
-use crate::optim::{rows_per_group, with_cpu_f32, AfterRows, Grad, Optim, OptimizerConfig};
+use train::driver::{fit, Learner, Pass, PassOutcome, Plan, Progress, Validation};
+use train::kernels::tile::{tile_product, Rows, Scalars};
+use train::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
+use train::metrics::{EpochMetrics, Keep};
+use train::optim::{rows_per_group, with_cpu_f32, AfterRows, Grad, Optim, OptimizerConfig};
+use train::stage::StageEvent;
 
 /// Back-propagated deltas below this are dropped: their products with the features would be
 /// subnormal (slow) and their effect on any weight is nil.
@@ -60,23 +61,8 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
-        self.optimizer.validate()
+        Ok(self.optimizer.validate()?)
     }
-}
-
-/// What the progress callback is told.
-#[derive(Clone, Debug)]
-pub enum Progress<'a> {
-    /// An epoch begins; it has `batches` steps.
-    EpochStart {
-        epoch: usize,
-        epochs: usize,
-        batches: usize,
-    },
-    /// Step `batch` (1-based) of the epoch is done.
-    Batch { epoch: usize, batch: usize },
-    /// An epoch ended.
-    EpochEnd(&'a EpochMetrics),
 }
 
 /// The result of [`train`].
@@ -431,13 +417,94 @@ fn weights_finite(model: &HeadModel) -> Result<bool> {
     Ok(ok)
 }
 
+/// The head being trained, as the epoch driver sees it.
+struct MlpLearner<'a> {
+    model: HeadModel,
+    optim: Optim,
+    step: Step,
+    train: &'a Samples,
+    val: &'a Samples,
+    order: Vec<usize>,
+    batch: usize,
+    shuffle_rng: ChaCha8Rng,
+    dropout_rng: ChaCha8Rng,
+}
+
+impl Learner for MlpLearner<'_> {
+    type State = Weights;
+    type Error = Error;
+
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<PassOutcome> {
+        self.order.shuffle(&mut self.shuffle_rng);
+        let (mut loss_sum, mut correct, mut done) = (0f64, 0usize, 0usize);
+        let chunks: Vec<&[usize]> = self.order.chunks(self.batch).collect();
+        self.step.invalidate();
+        for (bi, idx) in chunks.iter().enumerate() {
+            let next = chunks.get(bi + 1).copied();
+            let r = self.step.run(
+                &self.model,
+                &mut self.optim,
+                self.train,
+                idx,
+                next,
+                &mut self.dropout_rng,
+            )?;
+            if !r.loss_sum.is_finite() {
+                return Ok(PassOutcome::Diverged(format!(
+                    "the training loss became {} in epoch {epoch}, batch {}",
+                    r.loss_sum,
+                    bi + 1
+                )));
+            }
+            loss_sum += r.loss_sum;
+            correct += r.correct;
+            done += idx.len();
+            progress(done);
+        }
+        Ok(PassOutcome::Done(Pass {
+            loss_sum,
+            correct,
+            samples: self.train.len(),
+        }))
+    }
+
+    fn validate(&mut self) -> Result<Validation> {
+        let eval = evaluate(&self.model, self.val)?;
+        let finite = weights_finite(&self.model)?;
+        Ok(Validation {
+            loss: if finite { eval.loss } else { f64::NAN },
+            accuracy: eval.accuracy,
+        })
+    }
+
+    fn state(&self) -> Result<Weights> {
+        self.model.snapshot()
+    }
+
+    fn restore(&mut self, w: &Weights) -> Result<()> {
+        self.model.restore(w)
+    }
+
+    fn train_samples(&self) -> usize {
+        self.train.len()
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.optim.config().learning_rate
+    }
+}
+
 /// Trains a fresh head on `train`, validating on `val` after every epoch.
 pub fn train(
     train: &Samples,
     val: &Samples,
     num_classes: usize,
     cfg: &TrainConfig,
-    on_progress: &mut dyn FnMut(Progress<'_>),
+    on_event: &mut dyn FnMut(StageEvent<'_>),
 ) -> Result<Trained> {
     cfg.validate()?;
     if train.is_empty() || val.is_empty() {
@@ -468,98 +535,42 @@ pub fn train(
         dropout: cfg.dropout,
     };
     let model = HeadModel::new(head_cfg.clone(), cfg.seed, &Device::Cpu)?;
-    let mut optim = Optim::new(model.vars(), cfg.optimizer.clone())?;
-    let mut shuffle_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    shuffle_rng.set_stream(1);
-    let mut dropout_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    dropout_rng.set_stream(2);
-
+    let optim = Optim::new(model.vars(), cfg.optimizer.clone())?;
     let batch = cfg.batch_size.min(train.len());
-    let batches = train.len().div_ceil(batch);
-    let mut step = Step::new(&head_cfg, batch);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut history: Vec<EpochMetrics> = Vec::with_capacity(cfg.epochs);
-    let mut last_good: Option<Weights> = None;
-    let mut best: Option<(f64, usize, Weights)> = None;
-    let mut diverged = None;
-
-    'epochs: for epoch in 1..=cfg.epochs {
-        let started = Instant::now();
-        on_progress(Progress::EpochStart {
-            epoch,
-            epochs: cfg.epochs,
-            batches,
-        });
-        order.shuffle(&mut shuffle_rng);
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
-        let chunks: Vec<&[usize]> = order.chunks(batch).collect();
-        step.invalidate();
-        for (bi, idx) in chunks.iter().enumerate() {
-            let next = chunks.get(bi + 1).copied();
-            let r = step.run(&model, &mut optim, train, idx, next, &mut dropout_rng)?;
-            if !r.loss_sum.is_finite() {
-                diverged = Some(format!(
-                    "the training loss became {} in epoch {epoch}, batch {}; \
-                     try a smaller --lr (now {})",
-                    r.loss_sum,
-                    bi + 1,
-                    cfg.optimizer.learning_rate
-                ));
-                break 'epochs;
-            }
-            loss_sum += r.loss_sum;
-            correct += r.correct;
-            on_progress(Progress::Batch {
-                epoch,
-                batch: bi + 1,
-            });
-        }
-        let eval = evaluate(&model, val)?;
-        if !eval.loss.is_finite() || !weights_finite(&model)? {
-            diverged = Some(format!(
-                "the validation loss became {} after epoch {epoch}; try a smaller --lr (now {})",
-                eval.loss, cfg.optimizer.learning_rate
-            ));
-            break;
-        }
-        let m = EpochMetrics {
-            epoch,
-            loss: loss_sum / train.len() as f64,
-            accuracy: correct as f64 / train.len() as f64,
-            val_loss: eval.loss,
-            val_accuracy: eval.accuracy,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        on_progress(Progress::EpochEnd(&m));
-        let snapshot = model.snapshot()?;
-        if best.as_ref().is_none_or(|(l, _, _)| m.val_loss < *l) {
-            best = Some((m.val_loss, epoch, snapshot.clone()));
-        }
-        last_good = Some(snapshot);
-        history.push(m);
-    }
-
-    let Some(last_weights) = last_good else {
+    let mut learner = MlpLearner {
+        step: Step::new(&head_cfg, batch),
+        model,
+        optim,
+        train,
+        val,
+        order: (0..train.len()).collect(),
+        batch,
+        shuffle_rng: runfs::seed::plain(cfg.seed, 1),
+        dropout_rng: runfs::seed::plain(cfg.seed, 2),
+    };
+    let plan = Plan {
+        epochs: cfg.epochs,
+        stop_after: None,
+        keep: cfg.keep,
+    };
+    let fitted = fit(&mut learner, &plan, Progress::default(), on_event)?;
+    if fitted.history.is_empty() {
         return Err(Error::Diverged(format!(
             "{}; no epoch completed, so nothing was saved",
-            diverged.unwrap_or_else(|| "training produced no epoch".into())
+            fitted
+                .stopped_early
+                .unwrap_or_else(|| "training produced no epoch".into())
         )));
-    };
-    let kept_epoch = match (cfg.keep, best) {
-        (Keep::Best, Some((_, epoch, weights))) => {
-            model.restore(&weights)?;
-            epoch
-        }
-        _ => {
-            model.restore(&last_weights)?;
-            history.len()
-        }
-    };
+    }
+    let kept_epoch = fitted.kept_epoch();
+    if let Some((_, w)) = &fitted.best {
+        learner.model.restore(w)?;
+    }
     Ok(Trained {
-        model,
-        history,
+        model: learner.model,
+        history: fitted.history,
         kept_epoch,
-        diverged,
+        diverged: fitted.stopped_early,
     })
 }
 
@@ -585,7 +596,7 @@ mod tests {
         };
         let model = HeadModel::new(cfg.clone(), 5, &Device::Cpu).unwrap();
         let mut optim = Optim::new(model.vars(), OptimizerConfig::rmsprop(1e-2)).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut rng = runfs::seed::plain(1, 0);
         let mut step = Step::new(&cfg, 13);
         let batches: Vec<usize> = (0..n).collect();
         let (first, next) = (&batches[..13], &batches[13..26]);

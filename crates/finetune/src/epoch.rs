@@ -1,24 +1,22 @@
-//! The training loop of one epoch: per-epoch shuffling and draw choice, batches of frozen outputs
-//! produced on a second thread (read from the augmentation cache or computed afresh) while the
-//! main thread runs the block + head step with dropout and SGD, then validation.
-
-use std::time::Instant;
+//! One fine-tuning epoch for the shared epoch driver: per-epoch shuffling and draw choice, batches
+//! of frozen outputs produced on a second thread (read from the augmentation cache or computed
+//! afresh) while the main thread runs the block + head step with dropout and SGD, and validation.
 
 use features::augment::Augmenter;
-use head::loss::{bce_with_logits, softmax_cross_entropy};
-use head::metrics::EpochMetrics;
 use rand::seq::SliceRandom;
 use rand::Rng;
+use train::driver::{Pass, PassOutcome, Validation};
+use train::loss::{bce_with_logits, softmax_cross_entropy};
 
 use crate::block::nchw_to_nhwc;
-use crate::conv::Nhwc;
 use crate::data::{self, Augmentation};
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
 use crate::images::{ImageSet, InputSpec};
 use crate::net::Net;
-use crate::optim::Sgd;
 use crate::rows::RowReader;
+use train::kernels::Nhwc;
+use train::optim::Optimizer;
 
 /// Where an epoch's training inputs come from.
 pub enum Source<'a> {
@@ -33,16 +31,11 @@ pub enum Source<'a> {
     },
 }
 
-/// Mutable training state.
+/// The network and its optimizer: what a checkpoint holds besides the history.
 #[derive(Clone)]
 pub struct State {
     pub net: Net,
-    pub sgd: Sgd,
-    pub history: Vec<EpochMetrics>,
-    /// Track the best epoch (else the last epoch is kept).
-    pub keep_best: bool,
-    /// Best epoch so far (lowest validation loss, earliest on ties) and its weights.
-    pub best: Option<(usize, Net)>,
+    pub optim: Optimizer,
 }
 
 /// Loss, accuracy and predicted class of every validation sample.
@@ -63,19 +56,6 @@ pub struct EpochData<'a> {
     pub val_rows: &'a [f32],
     pub val_labels: &'a [u32],
 }
-
-/// How an epoch ended.
-pub enum Outcome {
-    Done {
-        metrics: EpochMetrics,
-        images_per_second: f64,
-    },
-    /// The loss became NaN/inf; the state is unchanged from the start of the epoch.
-    Diverged(String),
-}
-
-/// Progress: `(images done, images total)` of the epoch.
-pub type OnBatch<'a> = &'a mut dyn FnMut(usize, usize);
 
 fn dims(n: usize, [c, h, w]: [usize; 3]) -> Nhwc {
     Nhwc { n, h, w, c }
@@ -122,19 +102,82 @@ pub fn evaluate(
     })
 }
 
-/// Runs epoch `epoch` (0-based) and records it in `state`. On divergence `state` is left as it
-/// was before the epoch.
-pub fn run_epoch(
+/// Fine-tuning as the epoch driver sees it: the training pass reads one batch of frozen outputs
+/// ahead on a second thread; `end_epoch` writes the checkpoint and partial metrics.
+pub struct Learner<'a, 'e> {
+    pub state: State,
+    pub source: Source<'a>,
+    pub data: EpochData<'a>,
+    /// Called after every epoch with the state, history and kept epoch (checkpoint, metrics).
+    pub on_end: &'e mut dyn FnMut(&State, &train::driver::EpochEnd<'_, Net>) -> Result<()>,
+}
+
+impl train::driver::Learner for Learner<'_, '_> {
+    type State = Net;
+    type Error = Error;
+
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<PassOutcome> {
+        train_pass(
+            &mut self.state,
+            epoch - 1,
+            &mut self.source,
+            &self.data,
+            progress,
+        )
+    }
+
+    fn validate(&mut self) -> Result<Validation> {
+        let v = evaluate(
+            &self.state.net,
+            self.data.val_rows,
+            self.data.val_labels,
+            self.data.row_shape,
+        )?;
+        Ok(Validation {
+            loss: v.loss,
+            accuracy: v.accuracy,
+        })
+    }
+
+    fn state(&self) -> Result<Net> {
+        Ok(self.state.net.clone())
+    }
+
+    fn restore(&mut self, net: &Net) -> Result<()> {
+        self.state.net = net.clone();
+        Ok(())
+    }
+
+    fn end_epoch(&mut self, end: &train::driver::EpochEnd<'_, Net>) -> Result<()> {
+        (self.on_end)(&self.state, end)
+    }
+
+    fn train_samples(&self) -> usize {
+        self.data.labels.len()
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.state.optim.config().learning_rate
+    }
+}
+
+/// The training pass of epoch `epoch` (0-based): batches of frozen outputs produced on a second
+/// thread (read from the cache or computed afresh) while this thread runs the block + head step
+/// with dropout and SGD.
+fn train_pass(
     state: &mut State,
     epoch: usize,
     source: &mut Source<'_>,
     data: &EpochData<'_>,
-    on_batch: OnBatch<'_>,
-) -> Result<Outcome> {
-    let start = Instant::now();
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<PassOutcome> {
     let n = data.labels.len();
     let row_len: usize = data.row_shape.iter().product();
-    let mut rng = data::derived_rng(data.seed, "epoch", epoch as u64, 0);
+    let mut rng = runfs::seed::keyed(data.seed, "epoch", epoch as u64, 0);
     let draws: Vec<usize> = match source {
         Source::Cached(readers) => (0..n).map(|_| rng.random_range(0..readers.len())).collect(),
         Source::Online { .. } => Vec::new(),
@@ -142,7 +185,6 @@ pub fn run_epoch(
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rng);
     let batches: Vec<&[usize]> = order.chunks(data.batch_size).collect();
-    let before = state.clone();
     let hidden = state.net.head.hidden;
     let p = state.net.head.dropout;
     let scale = 1.0 / (1.0 - p);
@@ -198,58 +240,33 @@ pub fn run_epoch(
             let r = state.net.step(&x, d, &labels, mask.as_deref())?;
             if !r.loss_sum.is_finite() || r.grads.iter().any(|g| g.iter().any(|v| !v.is_finite())) {
                 diverged = Some(format!(
-                    "the loss became {} in epoch {} after {seen} images; stopped and kept the last good epoch \
-                     (try a lower --lr)",
+                    "the loss became {} in epoch {} after {seen} images",
                     r.loss_sum,
                     epoch + 1
                 ));
                 return Ok(());
             }
-            let mut params = state.net.params_mut();
-            state.sgd.step(&mut params, &r.grads)?;
+            let mut params: Vec<&mut [f32]> = state
+                .net
+                .params_mut()
+                .into_iter()
+                .map(|p| p.as_mut_slice())
+                .collect();
+            let grads: Vec<&[f32]> = r.grads.iter().map(Vec::as_slice).collect();
+            state.optim.step(&mut params, &grads)?;
             loss_sum += r.loss_sum;
             correct += r.correct;
             seen += idx.len();
-            on_batch(seen, n);
+            on_batch(seen);
         }
         Ok(())
     })?;
-
-    let train_elapsed = start.elapsed().as_secs_f64();
-    if let Some(msg) = diverged {
-        *state = before;
-        return Ok(Outcome::Diverged(msg));
-    }
-    let val = evaluate(&state.net, data.val_rows, data.val_labels, data.row_shape)?;
-    if !val.loss.is_finite() {
-        *state = before;
-        return Ok(Outcome::Diverged(format!(
-            "the validation loss became {} in epoch {}; stopped and kept the last good epoch (try a lower --lr)",
-            val.loss,
-            epoch + 1
-        )));
-    }
-    let metrics = EpochMetrics {
-        epoch: epoch + 1,
-        loss: loss_sum / n.max(1) as f64,
-        accuracy: correct as f64 / n.max(1) as f64,
-        val_loss: val.loss,
-        val_accuracy: val.accuracy,
-        seconds: start.elapsed().as_secs_f64(),
-    };
-    state.history.push(metrics.clone());
-    if state.keep_best {
-        let best_loss = state
-            .best
-            .as_ref()
-            .and_then(|(e, _)| state.history.get(e - 1))
-            .map_or(f64::INFINITY, |m| m.val_loss);
-        if metrics.val_loss < best_loss {
-            state.best = Some((metrics.epoch, state.net.clone()));
-        }
-    }
-    Ok(Outcome::Done {
-        metrics,
-        images_per_second: n as f64 / train_elapsed.max(1e-9),
+    Ok(match diverged {
+        Some(why) => PassOutcome::Diverged(why),
+        None => PassOutcome::Done(Pass {
+            loss_sum,
+            correct,
+            samples: n,
+        }),
     })
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use runfs::write_atomic;
 
 /// One epoch's numbers. Train loss/accuracy are averaged over the epoch's batches (with
 /// dropout active, like Keras); validation numbers are measured after the epoch.
@@ -233,5 +233,5 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Invalid(format!("cannot encode {}: {e}", path.display())))?;
     text.push('\n');
-    write_atomic(path, text.as_bytes())
+    Ok(write_atomic(path, text.as_bytes())?)
 }

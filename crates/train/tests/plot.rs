@@ -1,7 +1,7 @@
 //! Learning curves: a decodable PNG with drawn content and an SVG with both panels' text.
 
-use head::metrics::EpochMetrics;
-use head::plot::write_curves;
+use train::metrics::EpochMetrics;
+use train::plot::write_curves;
 
 fn history(n: usize) -> Vec<EpochMetrics> {
     (1..=n)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
 
-use crate::{Error, Result};
+use features::{Error, Result};
 
 /// The `../shared` folder beside the workspace (real photos and the real VGG16), if present.
 ///
@@ -52,25 +52,12 @@ pub fn link_shared_subset(
             for n in names.into_iter().take(per_class) {
                 let target = dst.join(&n);
                 if !target.exists() {
-                    link_or_copy(&src.join(&n), &target)?;
+                    runfs::atomic::link_or_copy(&src.join(&n), &target)?;
                 }
             }
         }
     }
     Ok(())
-}
-
-fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::symlink(src, dst).map_err(|e| Error::io(dst, e))
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::copy(src, dst)
-            .map(|_| ())
-            .map_err(|e| Error::io(dst, e))
-    }
 }
 
 /// Writes a synthetic two-class image folder: class `bright` images are light with a vertical bar, class

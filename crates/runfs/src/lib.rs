@@ -1,0 +1,18 @@
+//! The run folder and what every stage writes into it, the same way: one writer per run folder at a
+//! time ([`lock`]), files that appear whole or not at all under unique temporary names that are
+//! removed on every error path ([`atomic`]), length-prefixed SHA-256 digests of what outputs depend
+//! on ([`digest`]), and reproducible random streams derived from one seed ([`seed`]).
+//!
+//! It knows nothing about images, features or models: every other crate may use it, it uses none of them.
+
+pub mod atomic;
+pub mod digest;
+pub mod error;
+pub mod lock;
+pub mod seed;
+
+pub use atomic::{link_or_copy, write_atomic, TempFile};
+pub use digest::{sha256_file, Digest};
+pub use error::{Error, Result};
+pub use lock::RunLock;
+pub use seed::DEFAULT_SEED;

@@ -1,0 +1,145 @@
+//! One writer per run folder: an advisory lock on `RUN/.bottleneck.lock` held for as long as the
+//! command runs. The lock file names its holder (pid and command line), so a second writer is told
+//! who has the folder instead of silently interleaving its files with the first one's. Taking the lock
+//! again in the same process (a stage run by `tutorial` or `fit`) shares the first hold. The lock is
+//! released when the last [`RunLock`] of the folder is dropped, or when the process dies.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::atomic;
+use crate::error::{Error, Result};
+
+/// Name of the lock file inside a run folder.
+pub const LOCK_FILE: &str = ".bottleneck.lock";
+
+#[derive(Debug)]
+struct Held {
+    _file: File,
+}
+
+static HELD: Mutex<Vec<(PathBuf, Weak<Held>)>> = Mutex::new(Vec::new());
+
+/// Proof that this process is the one writer of a run folder.
+#[derive(Debug, Clone)]
+pub struct RunLock {
+    run: PathBuf,
+    _held: Arc<Held>,
+}
+
+impl RunLock {
+    /// Takes the lock of `run` (created if needed) for `command`, or fails at once naming the process
+    /// that holds it. Temporaries left by killed writers are removed once the lock is taken.
+    pub fn acquire(run: &Path, command: &str) -> Result<RunLock> {
+        std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        let key = run.canonicalize().map_err(|e| Error::io(run, e))?;
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(h) = held
+            .iter()
+            .find(|(p, _)| *p == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(RunLock {
+                run: run.to_path_buf(),
+                _held: h,
+            });
+        }
+        let path = run.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Locked {
+                    run: run.to_path_buf(),
+                    holder: describe_holder(&text),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let note = format!("pid {}\ncommand {command}\n", std::process::id());
+        file.set_len(0)
+            .and_then(|_| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(note.as_bytes()))
+            .map_err(|e| Error::io(&path, e))?;
+        atomic::remove_stale(run);
+        let h = Arc::new(Held { _file: file });
+        held.push((key, Arc::downgrade(&h)));
+        Ok(RunLock {
+            run: run.to_path_buf(),
+            _held: h,
+        })
+    }
+
+    /// The run folder this lock holds.
+    pub fn run(&self) -> &Path {
+        &self.run
+    }
+}
+
+/// `pid N (command …)` from the lock file's text.
+fn describe_holder(text: &str) -> String {
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).map(str::trim).map(str::to_string))
+    };
+    match (field("pid "), field("command ")) {
+        (Some(p), Some(c)) => format!("pid {p} (command {c})"),
+        (Some(p), None) => format!("pid {p}"),
+        _ => "another process".into(),
+    }
+}
+
+/// The holders of locks taken in this process, by folder (for diagnostics and tests).
+pub fn held_here() -> HashMap<PathBuf, usize> {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    held.iter()
+        .filter_map(|(p, w)| (w.strong_count() > 0).then(|| (p.clone(), w.strong_count())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_process_shares_its_lock_and_releases_it_with_the_last_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = RunLock::acquire(dir.path(), "extract").unwrap();
+        let b = RunLock::acquire(dir.path(), "train-head").unwrap();
+        let key = dir.path().canonicalize().unwrap();
+        assert_eq!(held_here().get(&key), Some(&2));
+        drop(a);
+        drop(b);
+        assert_eq!(held_here().get(&key), None);
+        // A second open file description is refused while the lock is held, and named.
+        let _c = RunLock::acquire(dir.path(), "fit --data d").unwrap();
+        let f = File::open(dir.path().join(LOCK_FILE)).unwrap();
+        assert!(matches!(f.try_lock(), Err(TryLockError::WouldBlock)));
+        let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(
+            describe_holder(&text),
+            format!("pid {} (command fit --data d)", std::process::id())
+        );
+    }
+
+    #[test]
+    fn stale_temporaries_go_when_the_lock_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".train.tmp-1-0.safetensors");
+        std::fs::write(&stale, "x").unwrap();
+        let _l = RunLock::acquire(dir.path(), "extract").unwrap();
+        assert!(!stale.exists());
+    }
+}

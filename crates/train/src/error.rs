@@ -1,0 +1,23 @@
+//! The one error type of the `train` crate.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while training or writing a training's outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting or an argument is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// Drawing the learning curves failed.
+    #[error("plot {}: {reason}", path.display())]
+    Plot { path: PathBuf, reason: String },
+    /// Writing an output file failed.
+    #[error(transparent)]
+    File(#[from] runfs::Error),
+    /// A tensor operation failed inside Candle.
+    #[error("tensor operation")]
+    Candle(#[from] candle_core::Error),
+}

@@ -1,0 +1,11 @@
+//! The CPU kernels of the hand-written networks (stage 1's convnet, fine-tuning's block and head,
+//! the stage-2 head's fused step): one matrix-product backend ([`matmul`]), the convolution,
+//! pooling and activation kernels ([`conv`]), and the register-tiled skinny product that the
+//! stage-2 head fuses into its optimizer pass ([`tile`]; a general matmul cannot be fused there).
+
+pub mod conv;
+pub mod matmul;
+pub mod tile;
+
+pub use conv::Nhwc;
+pub use matmul::{matmul, matmul_on, product, MatRef, Threads};
