@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::dataset::{self, Dataset, Split};
 use crate::infer::{self, BatchOut, InputSpec};
 use crate::manifest::{self, HubOptions, ResolvedModel};
 use crate::onnx::{self, CutModel, Layout};
 use crate::preprocess::{self, Preprocess, Resize, PREPROCESS_CHOICES};
+use crate::provenance::Provenance;
 use crate::runtime::{self, Device, Runner, SessionOptions};
 use crate::store::{self, FeatureMeta, FeatureWriter, Skipped};
 use crate::{Error, Result};
@@ -166,6 +166,21 @@ pub struct Backbone {
     pub preprocess: Preprocess,
 }
 
+impl Backbone {
+    /// The provenance of features this backbone computes with `cfg`'s size, filter and precision.
+    pub fn provenance(&self, cfg: &ExtractConfig) -> Provenance {
+        Provenance {
+            model: self.model.name.clone(),
+            model_sha256: self.model.sha256.clone(),
+            output_tensor: self.cut.output.clone(),
+            preprocess: self.preprocess.name().to_string(),
+            image_size: cfg.size,
+            resize: cfg.resize.name().to_string(),
+            precision: cfg.precision.name().into(),
+        }
+    }
+}
+
 /// Resolves the model, checks the preprocessing choice and cuts the graph at the feature tensor.
 pub fn load_backbone(
     model: &str,
@@ -213,12 +228,9 @@ pub fn cache_key(
     split: &Split,
     precision_tag: &str,
 ) -> Result<String> {
-    let mut h = Sha256::new();
+    let mut h = runfs::Digest::new();
     let mut field = |k: &str, v: &[u8]| {
-        h.update((k.len() as u64).to_le_bytes());
-        h.update(k.as_bytes());
-        h.update((v.len() as u64).to_le_bytes());
-        h.update(v);
+        h.field(k, v);
     };
     field("format", &store::FORMAT_VERSION.to_le_bytes());
     field("model", backbone.model.sha256.as_bytes());
@@ -232,9 +244,9 @@ pub fn cache_key(
         let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
         field("file", item.rel.as_bytes());
         field("label", &(item.label as u64).to_le_bytes());
-        field("content", &Sha256::digest(&bytes));
+        field("content", &runfs::digest::sha256(&bytes));
     }
-    Ok(hex::encode(h.finalize()))
+    Ok(h.hex())
 }
 
 /// Runs the whole extraction: every split of `cfg.data`, reusing up-to-date feature files.
@@ -448,13 +460,7 @@ fn extract_split(
         format_version: store::FORMAT_VERSION,
         split: split.name.clone(),
         classes: data.classes.clone(),
-        model: backbone.model.name.clone(),
-        model_sha256: backbone.model.sha256.clone(),
-        output_tensor: backbone.cut.output.clone(),
-        preprocess: backbone.preprocess.name().to_string(),
-        image_size: cfg.size,
-        resize: cfg.resize.name().to_string(),
-        precision: cfg.precision.name().into(),
+        provenance: backbone.provenance(cfg),
         files: Vec::new(),
         skipped: skipped.clone(),
         cache_key: key,

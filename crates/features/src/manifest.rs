@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::preprocess::Preprocess;
 use crate::{Error, Result};
@@ -108,7 +107,7 @@ pub struct ResolvedModel {
 
 /// Hex sha256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    hex::encode(runfs::digest::sha256(bytes))
 }
 
 /// Resolves `--model`: an existing file path, or the name of a built-in manifest.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::provenance::Provenance;
 use crate::{Error, Result};
 
 /// Version of the layout below; bumped when it changes.
@@ -27,20 +28,9 @@ pub struct FeatureMeta {
     pub split: String,
     /// Class names; label `i` is `classes[i]`.
     pub classes: Vec<String>,
-    /// The model as the user named it (manifest name or path).
-    pub model: String,
-    /// sha256 of the original ONNX file.
-    pub model_sha256: String,
-    /// Tensor the features were cut at, e.g. `block5_pool`.
-    pub output_tensor: String,
-    /// Preprocessing: `caffe`, `torch` or `unit`.
-    pub preprocess: String,
-    /// Side of the square input, e.g. 150.
-    pub image_size: u32,
-    /// Resize filter, e.g. `nearest` (Keras `load_img`).
-    pub resize: String,
-    /// Numeric precision of the backbone, e.g. `fp32`.
-    pub precision: String,
+    /// How the features were computed.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     /// Source file of every row, relative to the data folder (row `i` ↔ `files[i]`).
     pub files: Vec<String>,
     /// Images that could not be decoded.
@@ -55,13 +45,14 @@ impl FeatureMeta {
         m.insert("format_version".into(), self.format_version.to_string());
         m.insert("split".into(), self.split.clone());
         m.insert("classes".into(), to_json(&self.classes)?);
-        m.insert("model".into(), self.model.clone());
-        m.insert("model_sha256".into(), self.model_sha256.clone());
-        m.insert("output_tensor".into(), self.output_tensor.clone());
-        m.insert("preprocess".into(), self.preprocess.clone());
-        m.insert("image_size".into(), self.image_size.to_string());
-        m.insert("resize".into(), self.resize.clone());
-        m.insert("precision".into(), self.precision.clone());
+        let p = &self.provenance;
+        m.insert("model".into(), p.model.clone());
+        m.insert("model_sha256".into(), p.model_sha256.clone());
+        m.insert("output_tensor".into(), p.output_tensor.clone());
+        m.insert("preprocess".into(), p.preprocess.clone());
+        m.insert("image_size".into(), p.image_size.to_string());
+        m.insert("resize".into(), p.resize.clone());
+        m.insert("precision".into(), p.precision.clone());
         m.insert("files".into(), to_json(&self.files)?);
         m.insert("skipped".into(), to_json(&self.skipped)?);
         m.insert("cache_key".into(), self.cache_key.clone());
@@ -93,13 +84,15 @@ impl FeatureMeta {
             format_version: num("format_version")?,
             split: get("split")?,
             classes: parse(&get("classes")?, "classes", path)?,
-            model: get("model")?,
-            model_sha256: get("model_sha256")?,
-            output_tensor: get("output_tensor")?,
-            preprocess: get("preprocess")?,
-            image_size: num("image_size")?,
-            resize: get("resize")?,
-            precision: get("precision")?,
+            provenance: Provenance {
+                model: get("model")?,
+                model_sha256: get("model_sha256")?,
+                output_tensor: get("output_tensor")?,
+                preprocess: get("preprocess")?,
+                image_size: num("image_size")?,
+                resize: get("resize")?,
+                precision: get("precision")?,
+            },
             files: parse(&get("files")?, "files", path)?,
             skipped: parse(&get("skipped")?, "skipped", path)?,
             cache_key: get("cache_key")?,

@@ -57,9 +57,9 @@ fn features_shapes_labels_and_files_line_up() {
         f.features.iter().any(|v| *v != 0.0),
         "features are not all zero"
     );
-    assert_eq!(f.meta.preprocess, "caffe");
-    assert_eq!(f.meta.image_size, 64);
-    assert_eq!(f.meta.model_sha256.len(), 64);
+    assert_eq!(f.meta.provenance.preprocess, "caffe");
+    assert_eq!(f.meta.provenance.image_size, 64);
+    assert_eq!(f.meta.provenance.model_sha256.len(), 64);
 }
 
 #[test]
@@ -285,7 +285,7 @@ fn int8_precision_is_recorded_and_separates_the_cache() {
     assert_eq!(up, 0, "int8 does not reuse fp32 features");
     assert_eq!(s.precision, extract::Precision::Int8);
     let q = FeatureFile::read(&store::feature_path(&run_dir, "train")).unwrap();
-    assert_eq!(q.meta.precision, "int8");
+    assert_eq!(q.meta.provenance.precision, "int8");
     assert!(
         run_dir.join("models").is_dir(),
         "the quantized model is cached in RUN/models"

@@ -139,6 +139,9 @@ pub struct Settings {
     /// Digests of the training and validation images (names, labels, contents).
     pub train_digest: String,
     pub val_digest: String,
+    /// Images left out because they could not be decoded (not part of the digests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// sha256 of the head file training started from.
     pub head_sha256: String,
     pub batch_size: usize,
@@ -163,27 +166,7 @@ fn fp32() -> FrozenPrecision {
 impl Settings {
     /// Fields that differ from `other`, as `name: this vs other`.
     pub fn differences(&self, other: &Settings) -> Vec<String> {
-        let a = serde_json::to_value(self).unwrap_or_default();
-        let b = serde_json::to_value(other).unwrap_or_default();
-        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-            return vec!["settings cannot be compared".into()];
-        };
-        let mut out = Vec::new();
-        for (k, va) in a {
-            let vb = b.get(k).cloned().unwrap_or_default();
-            if *va != vb {
-                let short = |v: &serde_json::Value| {
-                    let s = v.to_string();
-                    if s.len() > 80 {
-                        format!("{}…", &s[..80])
-                    } else {
-                        s
-                    }
-                };
-                out.push(format!("{k}: {} vs {}", short(va), short(&vb)));
-            }
-        }
-        out
+        features::provenance::differences(self, other)
     }
 }
 

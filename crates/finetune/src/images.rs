@@ -11,7 +11,6 @@ use features::preprocess::{self, Preprocess, Resize};
 use features::store::Skipped;
 use image::RgbImage;
 use rand::Rng;
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -77,7 +76,7 @@ pub fn load_split(
         }
     });
     on_progress(n);
-    let mut h = Sha256::new();
+    let mut h = runfs::Digest::new();
     let mut set = ImageSet {
         files: Vec::new(),
         labels: Vec::new(),
@@ -88,10 +87,9 @@ pub fn load_split(
     for (item, slot) in split.items.iter().zip(slots) {
         match slot {
             Some(Ok((img, content))) => {
-                h.update((item.rel.len() as u64).to_le_bytes());
-                h.update(item.rel.as_bytes());
-                h.update((item.label as u64).to_le_bytes());
-                h.update(content);
+                h.part(item.rel.as_bytes())
+                    .raw(&(item.label as u64).to_le_bytes())
+                    .raw(&content);
                 set.files.push(item.rel.clone());
                 set.labels.push(item.label as u32);
                 set.images.push(img);
@@ -106,7 +104,7 @@ pub fn load_split(
             }),
         }
     }
-    set.digest = hex::encode(h.finalize());
+    set.digest = h.hex();
     if set.is_empty() {
         return Err(Error::Features(features::Error::Dataset(format!(
             "split '{}': none of its {n} images could be read (first: {}); fix or remove them",
@@ -126,7 +124,7 @@ fn decode_one(
     resize: Resize,
 ) -> std::result::Result<(RgbImage, [u8; 32]), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let content: [u8; 32] = Sha256::digest(&bytes).into();
+    let content = runfs::digest::sha256(&bytes);
     let decoded = features::image_io::decode_rgb8(&bytes, path).map_err(|e| match e {
         features::Error::Image { reason, .. } => reason,
         other => other.to_string(),

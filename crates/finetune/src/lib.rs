@@ -11,6 +11,7 @@ pub mod data;
 pub mod epoch;
 pub mod error;
 pub mod export;
+pub mod freshness;
 pub mod frozen;
 pub mod graph;
 pub mod images;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use features::provenance::Provenance;
 use head::HeadMeta;
 use train::metrics::{write_json, ConfusionMatrix, Metrics};
 
@@ -82,10 +83,14 @@ pub fn write_head(
 ) -> Result<()> {
     let model = net.head.to_head()?;
     let meta = HeadMeta {
-        model: format!(
-            "{} (fine-tuned {}; see block.safetensors)",
-            base.model, net.block.output_tensor
-        ),
+        features: Provenance {
+            model: format!(
+                "{} (fine-tuned {}; see block.safetensors)",
+                base.features.model, net.block.output_tensor
+            ),
+            precision: settings.precision.name().into(),
+            ..base.features.clone()
+        },
         optimizer: settings.sgd.to_config(),
         epochs: metrics.epochs.len(),
         batch_size: settings.batch_size,
@@ -96,7 +101,6 @@ pub fn write_head(
         val_loss: metrics.kept_val_loss,
         val_accuracy: metrics.kept_val_accuracy,
         validation: metrics.validation.clone(),
-        precision: settings.precision.name().into(),
         ..base.clone()
     };
     Ok(head::save(&paths.head, &model, &meta)?)

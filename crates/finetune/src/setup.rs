@@ -9,7 +9,6 @@ use features::manifest::ResolvedModel;
 use features::onnx::CutModel;
 use features::preprocess::{Preprocess, Resize};
 use head::HeadMeta;
-use sha2::{Digest, Sha256};
 
 use crate::block::Block;
 use crate::checkpoint;
@@ -44,18 +43,9 @@ pub fn load_head(path: &Path) -> Result<(Classifier, HeadMeta)> {
     Ok((Classifier::from_head(&model)?, meta))
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
 /// Refuses to overwrite a fine-tuning run without `--force` or `--resume`.
 pub fn check_output(paths: &FinetunePaths, cfg: &FinetuneConfig) -> Result<()> {
-    let occupied = match std::fs::read_dir(&paths.dir) {
-        Ok(mut entries) => entries.next().is_some(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io(&paths.dir, e)),
-    };
+    let occupied = runfs::occupied(&paths.dir)?;
     if cfg.resume && !paths.checkpoint.is_file() {
         return Err(Error::file(
             &paths.checkpoint,
@@ -70,7 +60,7 @@ pub fn check_output(paths: &FinetunePaths, cfg: &FinetuneConfig) -> Result<()> {
     Ok(())
 }
 
-fn find_split<'a>(data: &'a Dataset, name: &str, flag: &str) -> Result<&'a Split> {
+pub(crate) fn find_split<'a>(data: &'a Dataset, name: &str, flag: &str) -> Result<&'a Split> {
     data.split(name).ok_or_else(|| {
         Error::Invalid(format!(
             "{} has no '{name}' split (found: {}); pass {flag} with one of them",
@@ -85,7 +75,7 @@ fn find_split<'a>(data: &'a Dataset, name: &str, flag: &str) -> Result<&'a Split
 }
 
 /// The head, model, block and split tensor, checked against each other.
-fn model_and_head(
+pub(crate) fn model_and_head(
     cfg: &FinetuneConfig,
     paths: &FinetunePaths,
 ) -> Result<(Classifier, HeadMeta, ResolvedModel, String)> {
@@ -96,26 +86,29 @@ fn model_and_head(
         });
     }
     let (classifier, head_meta) = load_head(&paths.input_head)?;
-    let model_name = cfg.model.clone().unwrap_or_else(|| head_meta.model.clone());
+    let model_name = cfg
+        .model
+        .clone()
+        .unwrap_or_else(|| head_meta.features.model.clone());
     let mut model = features::manifest::resolve(&model_name, &cfg.hub)?;
     model.name = model_name;
-    if model.sha256 != head_meta.model_sha256 {
+    if model.sha256 != head_meta.features.model_sha256 {
         return Err(Error::Mismatch(format!(
             "the head in {} was trained on features of model '{}' (sha256 {}…) but --model '{}' is {} \
              (sha256 {}…): pass the same --model, or re-run `bottleneck extract` and `bottleneck train-head` with this one",
             paths.input_head.display(),
-            head_meta.model,
-            head_meta.model_sha256.get(..12).unwrap_or(&head_meta.model_sha256),
+            head_meta.features.model,
+            head_meta.features.model_sha256.get(..12).unwrap_or(&head_meta.features.model_sha256),
             model.name,
             model.path.display(),
             &model.sha256[..12]
         )));
     }
-    if let Some(s) = cfg.size.filter(|&s| s != head_meta.image_size) {
+    if let Some(s) = cfg.size.filter(|&s| s != head_meta.features.image_size) {
         return Err(Error::Mismatch(format!(
             "--size {s} differs from the {}-pixel images the head was trained on; drop --size, or extract \
              features and train the head at {s} pixels first",
-            head_meta.image_size
+            head_meta.features.image_size
         )));
     }
     let split_at = match (&cfg.split_at, model.manifest.as_ref().and_then(|m| m.trainable_from.clone())) {
@@ -142,10 +135,10 @@ pub fn prepare(
     int8::check_resume(cfg, paths)?;
     let cut = features::onnx::cut_at(&model.bytes, &split_at)
         .map_err(|e| Error::Invalid(format!("--split-at {split_at}: {e}")))?;
-    let block = graph::block_from_onnx(&model.bytes, &split_at, &head_meta.output_tensor)?;
-    let preprocess: Preprocess = head_meta.preprocess.parse()?;
-    let resize: Resize = head_meta.resize.parse()?;
-    let size = head_meta.image_size;
+    let block = graph::block_from_onnx(&model.bytes, &split_at, &head_meta.features.output_tensor)?;
+    let preprocess: Preprocess = head_meta.features.preprocess.parse()?;
+    let resize: Resize = head_meta.features.resize.parse()?;
+    let size = head_meta.features.image_size;
 
     let data = dataset::scan(&cfg.data)?;
     if data.classes != head_meta.classes {
@@ -196,14 +189,20 @@ pub fn prepare(
         model: model.name.clone(),
         model_sha256: model.sha256.clone(),
         split_at,
-        output_tensor: head_meta.output_tensor.clone(),
+        output_tensor: head_meta.features.output_tensor.clone(),
         image_size: size,
         preprocess: preprocess.name().into(),
         resize: resize.name().into(),
         classes: data.classes.clone(),
         train_digest: train.digest.clone(),
         val_digest: val.digest.clone(),
-        head_sha256: sha256_file(&paths.input_head)?,
+        skipped: train
+            .skipped
+            .iter()
+            .chain(&val.skipped)
+            .map(|s| s.file.clone())
+            .collect(),
+        head_sha256: runfs::sha256_file(&paths.input_head)?,
         batch_size: cfg.batch_size,
         sgd: cfg.sgd.clone(),
         augment: cfg.augment.clone(),

@@ -161,10 +161,10 @@ fn head_only_export_equals_backbone_in_ort_plus_head_in_candle() {
     let model = std::fs::read(&p.model).unwrap();
     let info = ExportInfo {
         classes: meta.classes.clone(),
-        preprocess: meta.preprocess.clone(),
-        image_size: meta.image_size,
+        preprocess: meta.features.preprocess.clone(),
+        image_size: meta.features.image_size,
     };
-    let onnx = export_head_onnx(&model, &head, &meta.output_tensor, &info).unwrap();
+    let onnx = export_head_onnx(&model, &head, &meta.features.output_tensor, &info).unwrap();
     let props = metadata(&onnx).unwrap();
     let get = |k: &str| {
         props
@@ -189,7 +189,7 @@ fn head_only_export_equals_backbone_in_ort_plus_head_in_candle() {
     let (dims, probs) = run_images(&mut one, Layout::Nchw, 64, &input, n).unwrap();
     assert_eq!(dims, vec![n, 2]);
 
-    let cut = features::onnx::cut_at(&model, &meta.output_tensor).unwrap();
+    let cut = features::onnx::cut_at(&model, &meta.features.output_tensor).unwrap();
     let mut backbone = session(&cut.bytes, &opts).unwrap();
     let (fd, rows) = run_images(&mut backbone, Layout::Nchw, 64, &input, n).unwrap();
     assert_eq!(fd[1..], meta.feature_shape[..]);

@@ -103,6 +103,7 @@ fn settings() -> Settings {
         classes: vec!["cats".into(), "dogs".into()],
         train_digest: "t".into(),
         val_digest: "v".into(),
+        skipped: vec![],
         head_sha256: "h".into(),
         batch_size: 16,
         sgd: SgdConfig {

@@ -85,7 +85,7 @@ fn int8_finetune_trains_one_epoch_and_records_the_precision() {
     assert_eq!(block.get("precision").map(String::as_str), Some("int8"));
     assert_eq!(block.get("int8_key"), Some(&q.key));
     let (_, head_meta) = head::load(&fdir.join("head.safetensors")).unwrap();
-    assert_eq!(head_meta.precision, "int8");
+    assert_eq!(head_meta.features.precision, "int8");
     assert!(fdir.join("model.onnx").is_file());
     // The caches live in their own folder.
     let cache = p.run.join("finetune-cache");

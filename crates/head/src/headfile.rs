@@ -12,6 +12,8 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use features::provenance::Provenance;
+
 use crate::error::{Error, Result};
 use crate::model::{HeadConfig, HeadModel, TENSOR_NAMES};
 use runfs::write_atomic;
@@ -33,13 +35,8 @@ pub struct HeadMeta {
     pub hidden: usize,
     pub dropout: f32,
     /// Provenance of the features (copied from the feature files).
-    pub model: String,
-    pub model_sha256: String,
-    pub output_tensor: String,
-    pub preprocess: String,
-    pub image_size: u32,
-    pub resize: String,
-    pub precision: String,
+    #[serde(flatten)]
+    pub features: Provenance,
     /// Training hyper-parameters.
     pub optimizer: OptimizerConfig,
     pub epochs: usize,

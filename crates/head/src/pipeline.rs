@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use features::provenance::differences;
+use runfs::Status;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -63,17 +65,77 @@ pub struct TrainReport {
 
 /// Fails when `RUN/head` already holds files and `force` is off.
 pub fn check_output(paths: &HeadPaths, force: bool) -> Result<()> {
-    let occupied = match std::fs::read_dir(&paths.dir) {
-        Ok(mut entries) => entries.next().is_some(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Error::io(&paths.dir, e)),
-    };
+    let occupied = runfs::occupied(&paths.dir)?;
     if occupied && !force {
         return Err(Error::Exists {
             path: paths.dir.clone(),
         });
     }
     Ok(())
+}
+
+/// The state of `RUN/head` for training with `config` on the run's current features: finished
+/// outputs of these features and settings, interrupted ones, or other ones (with the differences).
+pub fn status(run: &Path, config: &TrainConfig) -> Result<Status> {
+    let paths = HeadPaths::new(run);
+    if !runfs::occupied(&paths.dir)? {
+        return Ok(Status::Absent);
+    }
+    let complete = [
+        &paths.weights,
+        &paths.metrics,
+        &paths.confusion,
+        &paths.curves_png,
+    ]
+    .iter()
+    .all(|p| p.is_file());
+    if !complete {
+        return Ok(Status::Partial(format!(
+            "{} is incomplete (interrupted)",
+            paths.dir.display()
+        )));
+    }
+    let meta = match headfile::read_meta(&paths.weights) {
+        Ok(m) => m,
+        Err(e) => return Ok(Status::Other(vec![format!("unreadable head: {e}")])),
+    };
+    let mut d = Vec::new();
+    match features::store::read_meta(&features::store::feature_path(run, "train")) {
+        Ok(f) => {
+            d.extend(
+                meta.features
+                    .diff(&f.provenance)
+                    .into_iter()
+                    .map(|x| format!("head {x} (there vs the features)")),
+            );
+            if f.classes != meta.classes {
+                d.push(format!(
+                    "head classes: {:?} there vs {:?} in the features",
+                    meta.classes, f.classes
+                ));
+            }
+        }
+        Err(e) => d.push(format!("no features to compare the head with: {e}")),
+    }
+    let there = TrainConfig {
+        epochs: meta.epochs,
+        batch_size: meta.batch_size,
+        hidden: meta.hidden,
+        dropout: meta.dropout,
+        optimizer: meta.optimizer.clone(),
+        seed: meta.seed,
+        keep: meta.keep,
+    };
+    d.extend(
+        differences(&there, config)
+            .into_iter()
+            .map(|x| format!("head {x} (there vs asked)")),
+    );
+    Ok(if d.is_empty() {
+        Status::Done
+    } else {
+        Status::Other(d)
+    })
 }
 
 /// Trains the head of `opts.run` and writes every output file.
@@ -104,13 +166,7 @@ pub fn train_head(
         feature_shape: data.train.sample_shape().to_vec(),
         hidden: cfg.hidden,
         dropout: cfg.dropout,
-        model: p.model.clone(),
-        model_sha256: p.model_sha256.clone(),
-        output_tensor: p.output_tensor.clone(),
-        preprocess: p.preprocess.clone(),
-        image_size: p.image_size,
-        resize: p.resize.clone(),
-        precision: p.precision.clone(),
+        features: p.clone(),
         optimizer: cfg.optimizer.clone(),
         epochs: cfg.epochs,
         batch_size: cfg.batch_size,

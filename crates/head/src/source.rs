@@ -4,57 +4,11 @@
 
 use std::path::Path;
 
-use features::store::{self, FeatureFile, FeatureMeta};
-use serde::{Deserialize, Serialize};
+use features::provenance::Provenance;
+use features::store::{self, FeatureFile};
 
 use crate::data::Samples;
 use crate::error::{Error, Result};
-
-/// Where the features came from; every split used together must agree on all of it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Provenance {
-    pub model: String,
-    pub model_sha256: String,
-    pub output_tensor: String,
-    pub preprocess: String,
-    pub image_size: u32,
-    pub resize: String,
-    pub precision: String,
-}
-
-impl Provenance {
-    /// The provenance part of a feature file's metadata.
-    pub fn of(meta: &FeatureMeta) -> Self {
-        Provenance {
-            model: meta.model.clone(),
-            model_sha256: meta.model_sha256.clone(),
-            output_tensor: meta.output_tensor.clone(),
-            preprocess: meta.preprocess.clone(),
-            image_size: meta.image_size,
-            resize: meta.resize.clone(),
-            precision: meta.precision.clone(),
-        }
-    }
-
-    /// Human-readable differences from `other`, empty when they agree. The model's display name
-    /// is not compared (the same file may be named differently); its sha256 is.
-    pub fn differences(&self, other: &Provenance) -> Vec<String> {
-        let mut d = Vec::new();
-        let mut cmp = |what: &str, a: &dyn std::fmt::Display, b: &dyn std::fmt::Display| {
-            let (a, b) = (a.to_string(), b.to_string());
-            if a != b {
-                d.push(format!("{what} {a} vs {b}"));
-            }
-        };
-        cmp("model sha256", &self.model_sha256, &other.model_sha256);
-        cmp("output tensor", &self.output_tensor, &other.output_tensor);
-        cmp("preprocessing", &self.preprocess, &other.preprocess);
-        cmp("image size", &self.image_size, &other.image_size);
-        cmp("resize filter", &self.resize, &other.resize);
-        cmp("precision", &self.precision, &other.precision);
-        d
-    }
-}
 
 /// One split's features with its metadata.
 #[derive(Clone, Debug)]
@@ -76,7 +30,7 @@ impl SplitData {
         )?;
         Ok(SplitData {
             name: file.meta.split.clone(),
-            provenance: Provenance::of(&file.meta),
+            provenance: file.meta.provenance.clone(),
             classes: file.meta.classes,
             samples,
         })
@@ -180,7 +134,7 @@ pub fn combine(
                     val.classes.join(", ")
                 )));
             }
-            let diff = train.provenance.differences(&val.provenance);
+            let diff = train.provenance.diff(&val.provenance);
             if !diff.is_empty() {
                 return Err(Error::Data(format!(
                     "splits {:?} and {:?} were extracted differently ({}); \

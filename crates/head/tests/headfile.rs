@@ -13,13 +13,15 @@ fn meta(classes: &[&str], shape: &[usize]) -> HeadMeta {
         feature_shape: shape.to_vec(),
         hidden: 8,
         dropout: 0.5,
-        model: "123".into(), // text that looks like JSON must survive as text
-        model_sha256: "00ff".repeat(16),
-        output_tensor: "block5_pool".into(),
-        preprocess: "caffe".into(),
-        image_size: 150,
-        resize: "nearest".into(),
-        precision: "fp32".into(),
+        features: features::provenance::Provenance {
+            model: "123".into(), // text that looks like JSON must survive as text
+            model_sha256: "00ff".repeat(16),
+            output_tensor: "block5_pool".into(),
+            preprocess: "caffe".into(),
+            image_size: 150,
+            resize: "nearest".into(),
+            precision: "fp32".into(),
+        },
         optimizer: OptimizerConfig::rmsprop(1e-4),
         epochs: 50,
         batch_size: 16,

@@ -75,10 +75,10 @@ fn trains_writes_everything_and_loads_back() {
     let (model, meta) = head::load(&paths.weights).unwrap();
     assert_eq!(meta.classes, ["cats", "dogs"]);
     assert_eq!(meta.feature_shape, [8, 2, 2]);
-    assert_eq!(meta.model_sha256, "ab12".repeat(16));
-    assert_eq!(meta.preprocess, "caffe");
-    assert_eq!(meta.image_size, 150);
-    assert_eq!(meta.output_tensor, "block5_pool");
+    assert_eq!(meta.features.model_sha256, "ab12".repeat(16));
+    assert_eq!(meta.features.preprocess, "caffe");
+    assert_eq!(meta.features.image_size, 150);
+    assert_eq!(meta.features.output_tensor, "block5_pool");
     assert_eq!(meta.kept_epoch, report.metrics.kept_epoch);
     assert_eq!(meta.optimizer, OptimizerConfig::rmsprop(1e-3));
     assert_eq!(meta, head::read_meta(&paths.weights).unwrap());
@@ -195,13 +195,16 @@ fn mixed_models_preprocessing_or_sizes_are_refused() {
     let cases: Vec<(&str, Change)> = vec![
         (
             "model sha256",
-            Box::new(|m| m.model_sha256 = "ff".repeat(32)),
+            Box::new(|m| m.provenance.model_sha256 = "ff".repeat(32)),
         ),
-        ("preprocessing", Box::new(|m| m.preprocess = "torch".into())),
-        ("image size", Box::new(|m| m.image_size = 224)),
+        (
+            "preprocessing",
+            Box::new(|m| m.provenance.preprocess = "torch".into()),
+        ),
+        ("image size", Box::new(|m| m.provenance.image_size = 224)),
         (
             "output tensor",
-            Box::new(|m| m.output_tensor = "block4_pool".into()),
+            Box::new(|m| m.provenance.output_tensor = "block4_pool".into()),
         ),
     ];
     for (what, change) in cases {

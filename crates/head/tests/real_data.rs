@@ -87,7 +87,7 @@ fn real_photos_reach_an_accuracy_floor() {
     assert_eq!(m.train_samples, 2 * TRAIN_PER_CLASS);
     assert_eq!(m.val_samples, 2 * VAL_PER_CLASS);
     assert_eq!(report.meta.feature_shape, [512, 4, 4]);
-    assert_eq!(report.meta.output_tensor, "block5_pool");
+    assert_eq!(report.meta.features.output_tensor, "block5_pool");
     assert!(
         m.final_val_accuracy >= 0.84,
         "validation accuracy {} is below the floor of 0.84",

@@ -121,10 +121,10 @@ impl Classifier {
             source: self.source.clone(),
             note: self.note.clone(),
             classes: self.classes.clone(),
-            backbone: self.meta.model.clone(),
-            backbone_sha256: self.meta.model_sha256.clone(),
-            features: self.meta.output_tensor.clone(),
-            precision: self.meta.precision.clone(),
+            backbone: self.meta.features.model.clone(),
+            backbone_sha256: self.meta.features.model_sha256.clone(),
+            features: self.meta.features.output_tensor.clone(),
+            precision: self.meta.features.precision.clone(),
             preprocess: self.spec.preprocess,
             resize: self.spec.resize,
             image_size: self.spec.size,
@@ -139,8 +139,8 @@ impl Classifier {
             Stage::Finetune => format!("fine-tuned model {}", self.source.display()),
             Stage::Head => format!(
                 "backbone {} → {} + stage-2 head {}",
-                self.meta.model,
-                self.meta.output_tensor,
+                self.meta.features.model,
+                self.meta.features.output_tensor,
                 self.source.display()
             ),
         };
@@ -214,9 +214,13 @@ fn spec_of(meta: &HeadMeta, layout: Layout, path: &Path) -> Result<InputSpec> {
         Error::Mismatch(format!("{}: {what}: {e}", path.display()))
     };
     Ok(InputSpec {
-        size: meta.image_size,
-        resize: meta.resize.parse().map_err(|e| bad("resize", e))?,
-        preprocess: meta.preprocess.parse().map_err(|e| bad("preprocess", e))?,
+        size: meta.features.image_size,
+        resize: meta.features.resize.parse().map_err(|e| bad("resize", e))?,
+        preprocess: meta
+            .features
+            .preprocess
+            .parse()
+            .map_err(|e| bad("preprocess", e))?,
         layout,
     })
 }
@@ -292,35 +296,38 @@ fn load_finetune(run: &Path, paths: &RunPaths) -> Result<Classifier> {
 /// The backbone the head was trained on: `--model`, the recorded name, or a built-in manifest with
 /// the recorded sha256; it must have that sha256.
 fn backbone(meta: &HeadMeta, head_path: &Path, opts: &LoadOptions) -> Result<ResolvedModel> {
-    let name = opts.model.clone().unwrap_or_else(|| meta.model.clone());
+    let name = opts
+        .model
+        .clone()
+        .unwrap_or_else(|| meta.features.model.clone());
     let resolved = match manifest::resolve(&name, &opts.hub) {
         Ok(r) => r,
         Err(e) if opts.model.is_none() => {
             let by_sha = manifest::builtin()?
                 .into_iter()
-                .find(|m| !m.sha256.is_empty() && m.sha256 == meta.model_sha256);
+                .find(|m| !m.sha256.is_empty() && m.sha256 == meta.features.model_sha256);
             match by_sha {
                 Some(m) => manifest::resolve(&m.name, &opts.hub)?,
                 None => {
                     return Err(Error::Mismatch(format!(
                         "the backbone the head {} was trained on cannot be loaded ({e}): pass --model /path/to/{} (sha256 {})",
                         head_path.display(),
-                        Path::new(&meta.model).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into()),
-                        meta.model_sha256
+                        Path::new(&meta.features.model).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into()),
+                        meta.features.model_sha256
                     )))
                 }
             }
         }
         Err(e) => return Err(e.into()),
     };
-    if resolved.sha256 != meta.model_sha256 {
+    if resolved.sha256 != meta.features.model_sha256 {
         return Err(Error::Mismatch(format!(
             "{} has sha256 {} but the head {} was trained on features of {} (sha256 {}): pass --model with that file",
             resolved.path.display(),
             resolved.sha256,
             head_path.display(),
-            meta.model,
-            meta.model_sha256
+            meta.features.model,
+            meta.features.model_sha256
         )));
     }
     Ok(resolved)
@@ -329,12 +336,12 @@ fn backbone(meta: &HeadMeta, head_path: &Path, opts: &LoadOptions) -> Result<Res
 fn load_head(run: &Path, paths: &RunPaths, opts: &LoadOptions) -> Result<Classifier> {
     let (model, meta) = head::load(&paths.head)?;
     let resolved = backbone(&meta, &paths.head, opts)?;
-    let original = match meta.precision.as_str() {
+    let original = match meta.features.precision.as_str() {
         "int8" => {
             let cached = features::quantize::cache_path(
                 &run.join("models"),
-                &meta.model_sha256,
-                &meta.output_tensor,
+                &meta.features.model_sha256,
+                &meta.features.output_tensor,
             );
             std::fs::read(&cached).map_err(|_| {
                 Error::Mismatch(format!(
@@ -349,10 +356,10 @@ fn load_head(run: &Path, paths: &RunPaths, opts: &LoadOptions) -> Result<Classif
     };
     let info = ExportInfo {
         classes: meta.classes.clone(),
-        preprocess: meta.preprocess.clone(),
-        image_size: meta.image_size,
+        preprocess: meta.features.preprocess.clone(),
+        image_size: meta.features.image_size,
     };
-    let onnx = export_head_onnx(&original, &model, &meta.output_tensor, &info)?;
+    let onnx = export_head_onnx(&original, &model, &meta.features.output_tensor, &info)?;
     finish(Stage::Head, paths.head.clone(), onnx, meta, None)
 }
 

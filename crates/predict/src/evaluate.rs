@@ -241,14 +241,6 @@ fn pick_split<'a>(data: &'a dataset::Dataset, wanted: Option<&str>) -> Result<&'
     }
 }
 
-fn occupied(dir: &Path) -> Result<bool> {
-    match std::fs::read_dir(dir) {
-        Ok(mut e) => Ok(e.next().is_some()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(dir, e)),
-    }
-}
-
 /// Evaluates the run's classifier on a labelled split and writes `evaluation.json` and `worst.png`.
 pub fn evaluate(opts: &EvaluateOptions, on_event: &mut dyn FnMut(Event)) -> Result<Evaluation> {
     if opts.batch == 0 {
@@ -257,7 +249,7 @@ pub fn evaluate(opts: &EvaluateOptions, on_event: &mut dyn FnMut(Event)) -> Resu
     let data = dataset::scan(&opts.data)?;
     let split = pick_split(&data, opts.split.as_deref())?;
     let paths = EvaluationPaths::new(&opts.run, &split.name);
-    if !opts.force && occupied(&paths.dir)? {
+    if !opts.force && runfs::occupied(&paths.dir)? {
         return Err(Error::Exists { path: paths.dir });
     }
     let classifier = classifier::load(&opts.run, &opts.load)?;

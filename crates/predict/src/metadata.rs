@@ -121,10 +121,10 @@ pub fn entries(c: &Classifier) -> Vec<(String, String)> {
                 n.channel_order
             ),
         ),
-        ("source_model", m.model.clone()),
-        ("source_model_sha256", m.model_sha256.clone()),
-        ("feature_tensor", m.output_tensor.clone()),
-        ("precision", m.precision.clone()),
+        ("source_model", m.features.model.clone()),
+        ("source_model_sha256", m.features.model_sha256.clone()),
+        ("feature_tensor", m.features.output_tensor.clone()),
+        ("precision", m.features.precision.clone()),
         ("val_accuracy", m.val_accuracy.to_string()),
         ("validation", m.validation.clone()),
     ];

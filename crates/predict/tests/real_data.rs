@@ -34,7 +34,7 @@ fn real_vgg16_head_stage_equals_the_head_on_extracted_features() {
 
     let c = predict::load(&run, &LoadOptions::default()).unwrap();
     assert_eq!(c.stage, Stage::Head);
-    assert_eq!(c.meta.output_tensor, "block5_pool");
+    assert_eq!(c.meta.features.output_tensor, "block5_pool");
     let items = inputs::collect(&[data.join("validation")]).unwrap();
     let session = features::runtime::SessionOptions {
         threads: Some(2),

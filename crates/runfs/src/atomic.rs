@@ -119,6 +119,15 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// True when `dir` exists and holds at least one entry.
+pub fn occupied(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// Makes `dst` refer to `src`: a symbolic link where the platform has them, else a copy.
 pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
     #[cfg(unix)]

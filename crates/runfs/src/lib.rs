@@ -10,9 +10,11 @@ pub mod digest;
 pub mod error;
 pub mod lock;
 pub mod seed;
+pub mod status;
 
-pub use atomic::{link_or_copy, write_atomic, TempFile};
+pub use atomic::{link_or_copy, occupied, write_atomic, TempFile};
 pub use digest::{sha256_file, Digest};
 pub use error::{Error, Result};
 pub use lock::RunLock;
 pub use seed::DEFAULT_SEED;
+pub use status::Status;

@@ -26,6 +26,18 @@ pub struct Training {
     /// (absent from checkpoints of earlier versions, whose resume restarts them from zero).
     #[serde(default)]
     pub optimizer_steps: Option<u64>,
+    /// Digests of the training and validation images (names, labels, contents; absent from
+    /// files of earlier versions), and the images left out because they could not be decoded.
+    #[serde(default)]
+    pub data: Option<DataDigest>,
+}
+
+/// What images a run was trained and validated on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataDigest {
+    pub train: String,
+    pub validation: String,
+    pub skipped: Vec<String>,
 }
 
 /// Prefix of the optimizer-state tensors in a checkpoint: `optimizer.<var>.<slot>`.

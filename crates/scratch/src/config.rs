@@ -175,11 +175,7 @@ impl ScratchPaths {
     /// Prepares the folder: refuses to clobber results unless `force` (which deletes them) or
     /// `resume` (which needs the checkpoint).
     pub fn prepare(&self, force: bool, resume: bool) -> Result<()> {
-        let occupied = match std::fs::read_dir(&self.dir) {
-            Ok(mut entries) => entries.next().is_some(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(&self.dir, e)),
-        };
+        let occupied = runfs::occupied(&self.dir)?;
         if resume {
             if !self.checkpoint.is_file() {
                 return Err(Error::Invalid(format!(

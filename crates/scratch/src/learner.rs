@@ -9,7 +9,7 @@ use train::driver::{EpochEnd, Learner, Pass, PassOutcome, Validation};
 use train::metrics::{write_json, EpochMetrics, Metrics};
 use train::optim::Optimizer;
 
-use crate::checkpoint::{meta, optimizer_tensors, Training};
+use crate::checkpoint::{meta, optimizer_tensors, DataDigest, Training};
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::data::{self, ImageSet};
 use crate::ema::WeightAverage;
@@ -28,6 +28,7 @@ pub struct Run<'a> {
     pub settings: &'a Settings,
     pub train: &'a ImageSet,
     pub val: &'a ImageSet,
+    pub data: &'a DataDigest,
 }
 
 impl Run<'_> {
@@ -46,6 +47,7 @@ impl Run<'_> {
             train_images: self.train.len(),
             val_images: self.val.len(),
             optimizer_steps,
+            data: Some(self.data.clone()),
         }
     }
 }

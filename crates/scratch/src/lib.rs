@@ -15,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod ema;
 pub mod error;
+pub mod freshness;
 pub mod learner;
 pub mod model;
 pub mod net;

@@ -14,7 +14,7 @@ use train::optim::{Optimizer, OptimizerConfig};
 use train::plot::write_curves;
 use train::schedule::LrSchedule;
 
-use crate::checkpoint::{meta, read_checkpoint, restore_optimizer, Training};
+use crate::checkpoint::{meta, read_checkpoint, restore_optimizer, DataDigest, Training};
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::data::{self, ImageSet};
 use crate::ema::{self, WeightAverage};
@@ -236,8 +236,10 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         outputs: Arch::outputs_for(classes.len()),
     };
     arch.validate()?;
+    let data = data_digest(&ds, cfg, &train, &val)?;
     paths.prepare(cfg.force, cfg.resume)?;
     let run = Run {
+        data: &data,
         cfg,
         paths: &paths,
         arch: &arch,
@@ -286,6 +288,31 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         mean_epoch_seconds,
         load_seconds,
         settings,
+    })
+}
+
+/// The digests of the images the run trains and validates on.
+fn data_digest(
+    ds: &Dataset,
+    cfg: &ScratchConfig,
+    train: &ImageSet,
+    val: &ImageSet,
+) -> Result<DataDigest> {
+    let skipped: Vec<String> = train
+        .skipped
+        .iter()
+        .chain(&val.skipped)
+        .map(|(f, _)| f.clone())
+        .collect();
+    let skip = skipped.iter().cloned().collect();
+    let digest = |name: &str| -> Result<String> {
+        let items = ds.split(name).map_or(&[][..], |s| &s.items[..]);
+        Ok(features::provenance::files_digest(items, &skip)?)
+    };
+    Ok(DataDigest {
+        train: digest(&cfg.train_split)?,
+        validation: digest(&cfg.val_split)?,
+        skipped,
     })
 }
 

@@ -235,3 +235,14 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     text.push('\n');
     Ok(write_atomic(path, text.as_bytes())?)
 }
+
+/// Reads a `metrics.json` written by any training stage.
+pub fn read_json(path: &Path) -> Result<Metrics> {
+    let text = std::fs::read_to_string(path).map_err(|e| runfs::Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Invalid(format!(
+            "{}: not a metrics.json ({e}); delete the stage's folder to train it again",
+            path.display()
+        ))
+    })
+}

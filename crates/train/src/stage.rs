@@ -1,5 +1,4 @@
-//! What a training stage (fine-tuning, the from-scratch convnet) reports while it runs, so every caller
-//! shows progress the same way.
+//! What a training stage reports while it runs, so every caller shows progress the same way.
 
 use crate::metrics::EpochMetrics;
 

@@ -31,8 +31,8 @@ pub enum Error {
     #[error(transparent)]
     Finetune(#[from] finetune::Error),
     /// Training the small convnet (stage 1) failed.
-    #[error("stage 1 (scratch): {0}")]
-    Scratch(String),
+    #[error(transparent)]
+    Scratch(#[from] scratch::Error),
     /// The run folder holds outputs made from other inputs or settings.
     #[error("{0}")]
     Mismatch(String),

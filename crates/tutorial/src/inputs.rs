@@ -2,14 +2,13 @@
 //! preprocessing, image size, precision), the `--limit` subset of the data, and the digests that
 //! the stages' own metadata can be checked against.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use features::dataset::{self, Dataset};
 use features::manifest;
 use features::preprocess::{Preprocess, PREPROCESS_CHOICES};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::TutorialConfig;
 use crate::error::{Error, Result};
@@ -45,38 +44,8 @@ pub struct Inputs {
 impl Inputs {
     /// Fields that differ from `other`, as `name: this vs other`.
     pub fn differences(&self, other: &Inputs) -> Vec<String> {
-        differences(self, other)
+        features::provenance::differences(self, other)
     }
-}
-
-/// Fields of two serialisable values that differ, as `name: a vs b` (long values shortened).
-pub fn differences<T: Serialize>(a: &T, b: &T) -> Vec<String> {
-    let a = serde_json::to_value(a).unwrap_or_default();
-    let b = serde_json::to_value(b).unwrap_or_default();
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return vec!["values cannot be compared".into()];
-    };
-    let short = |v: &serde_json::Value| {
-        let s = v.to_string();
-        match s.char_indices().nth(60) {
-            Some((i, _)) => format!("{}…", &s[..i]),
-            None => s,
-        }
-    };
-    a.iter()
-        .filter_map(|(k, va)| {
-            let vb = b.get(k).cloned().unwrap_or_default();
-            (*va != vb).then(|| format!("{k}: {} vs {}", short(va), short(&vb)))
-        })
-        .collect()
-}
-
-/// One image of a split with the sha256 of its bytes.
-#[derive(Debug, Clone)]
-pub struct Hashed {
-    pub rel: String,
-    pub label: usize,
-    pub content: [u8; 32],
 }
 
 /// The checked inputs of a run.
@@ -85,27 +54,9 @@ pub struct Prepared {
     /// The data folder the stages read (the subset folder with `--limit`).
     pub data_dir: PathBuf,
     pub dataset: Dataset,
-    /// Every image of every split with its content hash, in scan order.
-    pub hashed: BTreeMap<String, Vec<Hashed>>,
     pub preprocess: Preprocess,
     /// The model as the stages should be told (a name, or an absolute path).
     pub model: String,
-}
-
-impl Prepared {
-    /// The digest fine-tuning records for a split (`Settings::train_digest`): name, label and content
-    /// of every image that is not in `skipped`.
-    pub fn split_digest(&self, split: &str, skipped: &BTreeSet<String>) -> Option<String> {
-        let items = self.hashed.get(split)?;
-        let mut h = Sha256::new();
-        for it in items.iter().filter(|i| !skipped.contains(&i.rel)) {
-            h.update((it.rel.len() as u64).to_le_bytes());
-            h.update(it.rel.as_bytes());
-            h.update((it.label as u64).to_le_bytes());
-            h.update(it.content);
-        }
-        Some(hex::encode(h.finalize()))
-    }
 }
 
 /// Resolves the model, links the `--limit` subset, scans and hashes the data.
@@ -140,31 +91,20 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
             )))
         }
     };
-    let mut hashed = BTreeMap::new();
-    let mut all = Sha256::new();
+    let mut all = runfs::Digest::new();
     for split in &dataset.splits {
-        let mut items = Vec::with_capacity(split.items.len());
         for item in &split.items {
             let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
-            let content: [u8; 32] = Sha256::digest(&bytes).into();
-            for part in [split.name.as_bytes(), item.rel.as_bytes()] {
-                all.update((part.len() as u64).to_le_bytes());
-                all.update(part);
-            }
-            all.update((item.label as u64).to_le_bytes());
-            all.update(content);
-            items.push(Hashed {
-                rel: item.rel.clone(),
-                label: item.label,
-                content,
-            });
+            all.part(split.name.as_bytes())
+                .part(item.rel.as_bytes())
+                .raw(&(item.label as u64).to_le_bytes())
+                .raw(&runfs::digest::sha256(&bytes));
         }
-        hashed.insert(split.name.clone(), items);
     }
     let inputs = Inputs {
         data: data_abs.to_string_lossy().into_owned(),
         limit: cfg.limit,
-        data_digest: hex::encode(all.finalize()),
+        data_digest: all.hex(),
         classes: dataset.classes.clone(),
         images: dataset
             .splits
@@ -183,7 +123,6 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         inputs,
         data_dir,
         dataset,
-        hashed,
         preprocess,
         model: model.name,
     })

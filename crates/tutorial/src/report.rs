@@ -10,7 +10,7 @@ use features::store;
 use serde::Serialize;
 use train::metrics::{ConfusionMatrix, Metrics};
 
-use crate::check::{self, Found};
+use crate::check::Found;
 use crate::config::Stage;
 use crate::error::{Error, Result};
 use crate::inputs::Inputs;
@@ -80,7 +80,9 @@ fn row(run: &Path, record: &Record, stage: Stage, action: Action, found: &Found)
         Stage::Extract => None,
         _ => {
             let p = dir.join("metrics.json");
-            p.is_file().then(|| check::read_metrics(&p)).transpose()?
+            p.is_file()
+                .then(|| train::metrics::read_json(&p))
+                .transpose()?
         }
     };
     let rec = record.stages.get(&stage);

@@ -38,7 +38,11 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
             let m = features::store::read_meta(&dir.join("train.safetensors")).ok()?;
             Some(format!(
                 "{} px ({} resize), {} preprocessing, {}, output {}",
-                m.image_size, m.resize, m.preprocess, m.precision, m.output_tensor
+                m.provenance.image_size,
+                m.provenance.resize,
+                m.provenance.preprocess,
+                m.provenance.precision,
+                m.provenance.output_tensor
             ))
         }
         Stage::TrainHead => {

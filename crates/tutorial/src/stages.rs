@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use finetune::FinetuneConfig;
-use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions};
 use serde::Serialize;
 
@@ -282,10 +280,7 @@ fn run_head(
 ) -> Result<(Option<String>, bool)> {
     let opts = TrainHeadOptions {
         run: cfg.run.clone(),
-        config: TrainConfig {
-            epochs: cfg.head_epochs,
-            ..TrainConfig::default()
-        },
+        config: check::head_config(cfg),
         val_split: None,
         force: action != Action::Run,
     };
@@ -304,16 +299,7 @@ fn run_finetune(
 ) -> Result<(Option<String>, bool)> {
     let paths = finetune::FinetunePaths::new(&cfg.run);
     let resume = action == Action::Continue && paths.checkpoint.is_file();
-    let mut fcfg = FinetuneConfig::new(&cfg.run, &prep.data_dir);
-    fcfg.model = Some(prep.model.clone());
-    fcfg.split_at = cfg.split_at.clone();
-    fcfg.epochs = cfg.finetune_epochs;
-    fcfg.sgd.learning_rate = cfg.finetune_lr;
-    fcfg.aug_cache = cfg.aug_cache;
-    fcfg.precision = cfg.finetune_precision;
-    fcfg.device = cfg.device;
-    fcfg.threads = cfg.threads;
-    fcfg.hub = cfg.hub.clone();
+    let mut fcfg = check::finetune_config(cfg, prep);
     if resume {
         // The checkpoint's model name (same sha256, checked) and split tensor: resuming needs
         // the settings exactly as they were written.

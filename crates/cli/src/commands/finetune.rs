@@ -365,6 +365,7 @@ mod tests {
             classes: vec![],
             train_digest: String::new(),
             val_digest: String::new(),
+            skipped: vec![],
             head_sha256: String::new(),
             batch_size: first.batch_size,
             sgd: first.sgd.clone(),

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 use super::{ActType, CalibMethod, Int8Info};
 use crate::onnx::proto::{ModelProto, StringStringEntryProto};
@@ -36,12 +35,9 @@ pub struct KeyInputs {
 impl KeyInputs {
     /// Hex sha256 over every field (length-prefixed) and [`QUANTIZER_VERSION`].
     pub fn key(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = runfs::Digest::new();
         let mut field = |k: &str, v: &[u8]| {
-            h.update((k.len() as u64).to_le_bytes());
-            h.update(k.as_bytes());
-            h.update((v.len() as u64).to_le_bytes());
-            h.update(v);
+            h.field(k, v);
         };
         field("version", &QUANTIZER_VERSION.to_le_bytes());
         field("fp32_sha256", self.fp32_sha256.as_bytes());
@@ -53,7 +49,7 @@ impl KeyInputs {
         field("image_size", &self.image_size.to_le_bytes());
         field("resize", self.resize.name().as_bytes());
         field("preprocess", self.preprocess.name().as_bytes());
-        hex::encode(h.finalize())
+        h.hex()
     }
 }
 

@@ -9,7 +9,6 @@ use prost::Message;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::dataset::{self, is_image_name};
 use crate::onnx::build::{float_value, int_attr, node};
@@ -230,17 +229,15 @@ pub fn draw(spec: &CalibSpec) -> Result<CalibSet> {
             }
         }
     }
-    let mut h = Sha256::new();
+    let mut h = runfs::Digest::new();
     let mut images = Vec::with_capacity(picked.len());
     for (rel, path, label) in picked {
         let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"));
-        h.update((rel.len() as u64).to_le_bytes());
-        h.update(rel.as_bytes());
-        h.update((label as u64).to_le_bytes());
+        h.part(rel.as_bytes()).raw(&(label as u64).to_le_bytes());
         match &bytes {
-            Ok(b) => h.update(Sha256::digest(b)),
-            Err(e) => h.update(format!("unreadable: {e}").as_bytes()),
-        }
+            Ok(b) => h.raw(&runfs::digest::sha256(b)),
+            Err(e) => h.raw(format!("unreadable: {e}").as_bytes()),
+        };
         images.push(CalibImage {
             path,
             rel,
@@ -251,7 +248,7 @@ pub fn draw(spec: &CalibSpec) -> Result<CalibSet> {
     Ok(CalibSet {
         split,
         images,
-        digest: hex::encode(h.finalize()),
+        digest: h.hex(),
     })
 }
 

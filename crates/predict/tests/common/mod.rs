@@ -88,7 +88,7 @@ fn run_model(model: &[u8], input: &[f32], n: usize) -> (Vec<usize>, Vec<f32>) {
 pub fn head_reference(p: &Prepared, files: &[PathBuf]) -> Vec<Vec<f32>> {
     let (head, meta) = head::load(&p.run.join("head/head.safetensors")).expect("head");
     let model = std::fs::read(&p.model).expect("model");
-    let cut = features::onnx::cut_at(&model, &meta.output_tensor).expect("cut");
+    let cut = features::onnx::cut_at(&model, &meta.features.output_tensor).expect("cut");
     let (_, rows) = run_model(&cut.bytes, &inputs(files), files.len());
     head.predict(&rows).expect("head forward")
 }
