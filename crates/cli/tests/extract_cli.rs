@@ -143,9 +143,15 @@ fn kill_9_leaves_no_half_written_file_and_rerun_completes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let partial = run.join("features/.train.safetensors.rows.partial");
+    let features = run.join("features");
+    let writing = || {
+        std::fs::read_dir(&features).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| runfs::atomic::is_temp_name(&e.file_name().to_string_lossy()))
+        })
+    };
     let start = Instant::now();
-    while !partial.exists() {
+    while !writing() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "extraction never started writing rows"

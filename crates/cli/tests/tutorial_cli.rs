@@ -159,7 +159,7 @@ fn quick_tutorial_reports_resumes_and_refuses_other_data() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("head epochs: 5 there vs 4 asked") && err.contains("--force"),
+        err.contains("head epochs: 5 vs 4 (there vs asked)") && err.contains("--force"),
         "{err}"
     );
 

@@ -261,6 +261,7 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
         )));
     }
     let data = dataset::scan(&cfg.data)?;
+    let _lock = runfs::RunLock::acquire(&cfg.run, "extract")?;
     let backbone = load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
     // The int8 model (quantized once, cached under RUN/models) replaces the FP32 bytes; its key joins the
     // features' cache key so that a re-quantized model re-extracts.

@@ -14,7 +14,7 @@ use features::preprocess::{Preprocess, Resize};
 use features::quantize::{
     activation_params, cache_path, dequantize, int8_model, quantize, quantize_backbone,
     quantize_bias, quantize_weights, read_info, ActType, CalibMethod, CalibSpec, KeyInputs,
-    QParams,
+    QParams, WeightRange,
 };
 use features::runtime::{session, Device, SessionOptions};
 use prost::Message;
@@ -171,14 +171,14 @@ fn weights_are_symmetric_int8_per_output_channel() {
         0.0, 0.0, 0.0, 0.0,     // channel 1: all zero → scale 1
         -0.5, 0.2, 0.1, 0.5,    // channel 2: scale 0.5 / 127
     ];
-    let q = quantize_weights(&w, 3).unwrap();
+    let q = quantize_weights(&w, 3, WeightRange::Full).unwrap();
     assert_eq!(q.scales, vec![0.02, 1.0, (0.5f64 / 127.0) as f32]);
     assert_eq!(
         q.values,
         vec![127, -50, 15, 0, 0, 0, 0, 0, -127, 51, 25, 127]
     );
     assert!(
-        quantize_weights(&w, 5).is_err(),
+        quantize_weights(&w, 5, WeightRange::Full).is_err(),
         "12 weights do not split into 5 channels"
     );
 }
@@ -514,11 +514,16 @@ fn cache_key_changes_when_any_input_changes() {
         calib_digest: "b".repeat(64),
         method: CalibMethod::MinMax,
         activations: ActType::Uint8,
+        weights: WeightRange::Full,
         image_size: 150,
         resize: Resize::Nearest,
         preprocess: Preprocess::Caffe,
     };
     let variants = [
+        KeyInputs {
+            weights: WeightRange::Reduced,
+            ..base.clone()
+        },
         KeyInputs {
             fp32_sha256: "c".repeat(64),
             ..base.clone()

@@ -67,6 +67,7 @@ pub struct Report {
 pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report> {
     cfg.validate()?;
     let paths = FinetunePaths::new(&cfg.run);
+    let _lock = runfs::RunLock::acquire(&cfg.run, "finetune")?;
     setup::check_output(&paths, cfg)?;
     let (s, block, classifier) = setup::prepare(cfg, &paths, on_event)?;
     let opts = SessionOptions {
@@ -286,8 +287,6 @@ fn start_or_resume(
         (Progress::default(), None)
     };
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
-    runfs::atomic::remove_stale(&caches::dir(s, paths));
-    runfs::atomic::remove_stale(&paths.dir);
     Ok((state, progress, resumed_at))
 }
 

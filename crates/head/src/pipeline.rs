@@ -144,6 +144,7 @@ pub fn train_head(
     on_event: &mut dyn FnMut(StageEvent<'_>),
 ) -> Result<TrainReport> {
     let paths = HeadPaths::new(&opts.run);
+    let _lock = runfs::RunLock::acquire(&opts.run, "train-head")?;
     check_output(&paths, opts.force)?;
     opts.config.validate()?;
     let data = load_run(&opts.run, opts.val_split, opts.config.seed)?;

@@ -194,16 +194,16 @@ fn mixed_models_preprocessing_or_sizes_are_refused() {
     type Change = Box<dyn Fn(&mut features::store::FeatureMeta)>;
     let cases: Vec<(&str, Change)> = vec![
         (
-            "model sha256",
+            "model_sha256",
             Box::new(|m| m.provenance.model_sha256 = "ff".repeat(32)),
         ),
         (
-            "preprocessing",
+            "preprocess",
             Box::new(|m| m.provenance.preprocess = "torch".into()),
         ),
-        ("image size", Box::new(|m| m.provenance.image_size = 224)),
+        ("image_size", Box::new(|m| m.provenance.image_size = 224)),
         (
-            "output tensor",
+            "output_tensor",
             Box::new(|m| m.provenance.output_tensor = "block4_pool".into()),
         ),
     ];

@@ -249,6 +249,7 @@ pub fn evaluate(opts: &EvaluateOptions, on_event: &mut dyn FnMut(Event)) -> Resu
     let data = dataset::scan(&opts.data)?;
     let split = pick_split(&data, opts.split.as_deref())?;
     let paths = EvaluationPaths::new(&opts.run, &split.name);
+    let _lock = runfs::RunLock::acquire(&opts.run, "evaluate")?;
     if !opts.force && runfs::occupied(&paths.dir)? {
         return Err(Error::Exists { path: paths.dir });
     }

@@ -29,9 +29,17 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{stem}{TEMP_MARK}{}-{n}{ext}", std::process::id()))
 }
 
-/// True when `name` is a temporary made by [`temp_path`].
+/// True when `name` is a temporary made by [`temp_path`] (`.stem.tmp-<pid>-<n>[.ext]`).
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(TEMP_MARK)
+    let Some(at) = name.find(TEMP_MARK).filter(|_| name.starts_with('.')) else {
+        return false;
+    };
+    let rest = &name[at + TEMP_MARK.len()..];
+    let rest = rest.split_once('.').map_or(rest, |(id, _)| id);
+    let mut parts = rest.split('-');
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
 }
 
 /// A temporary file beside its target; removed when dropped, unless committed.
@@ -94,12 +102,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.commit().map(|_| ())
 }
 
-/// Removes the temporaries left in `dir` and its sub-folders by processes that were killed (only safe
-/// while holding the run folder's lock: every other writer is then gone). Returns what was removed.
+/// Removes the temporaries left in `dir` and its sub-folders (three levels, links not followed) by
+/// processes that were killed; only safe while holding the run folder's lock, when every other
+/// writer is gone. Returns what was removed.
 pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
             continue;
         };
@@ -107,7 +116,9 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
-                stack.push(path);
+                if depth < 3 {
+                    stack.push((path, depth + 1));
+                }
             } else if is_temp_name(&e.file_name().to_string_lossy())
                 && std::fs::remove_file(&path).is_ok()
             {
@@ -157,7 +168,9 @@ mod tests {
             "{name}"
         );
         assert!(is_temp_name(&name));
+        assert!(is_temp_name(".train.safetensors.rows.tmp-12-3"));
         assert!(!is_temp_name("curves.png"));
+        assert!(!is_temp_name(".notes.tmp-draft.txt"));
     }
 
     #[test]

@@ -206,6 +206,7 @@ fn load_data(
 pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<ScratchReport> {
     cfg.validate()?;
     let paths = ScratchPaths::new(&cfg.run);
+    let _lock = runfs::RunLock::acquire(&cfg.run, "scratch")?;
     // Check the output folder before the (slow) decoding, but only create it afterwards.
     let resumed = if cfg.resume {
         if !paths.checkpoint.is_file() {

@@ -128,7 +128,7 @@ impl Clock {
 /// Runs the tutorial as configured and writes the report.
 pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Summary> {
     cfg.validate()?;
-    std::fs::create_dir_all(&cfg.run).map_err(|e| Error::io(&cfg.run, e))?;
+    let _lock = runfs::RunLock::acquire(&cfg.run, "tutorial")?;
     let prep = inputs::prepare(cfg)?;
     let mut record = Record::load(&cfg.run)?;
     let mut inputs_changed = false;

@@ -102,6 +102,7 @@ pub fn run(args: &QuantizeArgs, global: &Global) -> anyhow::Result<()> {
         resize: args.resize,
         method: args.method,
         activations: args.activations,
+        weights: quantize::WeightRange::for_this_cpu(),
         batch: 16,
         threads: args.threads,
     };

@@ -98,6 +98,53 @@ pub fn dequantize(q: i32, p: QParams) -> f32 {
     (q - p.zero_point) as f32 * p.scale
 }
 
+/// The range int8 weights are quantized to. Without VNNI, x86 CPUs multiply uint8 activations by
+/// int8 weights with `vpmaddubsw`, which adds pairs of products into int16 and saturates when
+/// weights use the full range (2·255·127 > 32767): ONNX Runtime then computes wrong features
+/// (cosine 0.91 to FP32 on the shared VGG16, measured on an AVX2-only machine). Weights in
+/// `[−63, 63]` keep every pair sum in range (ONNX Runtime's `reduce_range`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightRange {
+    /// `[−127, 127]`: CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX) and non-x86 CPUs.
+    Full,
+    /// `[−63, 63]` (7 bits): x86 CPUs without VNNI.
+    Reduced,
+}
+
+impl WeightRange {
+    /// The range that computes exact integer products on this CPU.
+    pub fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(std::arch::is_x86_feature_detected!("avx512vnni")
+                || std::arch::is_x86_feature_detected!("avxvnni"))
+            {
+                return WeightRange::Reduced;
+            }
+        }
+        WeightRange::Full
+    }
+
+    /// The largest weight magnitude.
+    pub fn qmax(self) -> f32 {
+        match self {
+            WeightRange::Full => 127.0,
+            WeightRange::Reduced => 63.0,
+        }
+    }
+
+    /// How the weights are described in `Int8Info` and in the cache key.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WeightRange::Full => "int8 symmetric per-channel (axis 0)",
+            WeightRange::Reduced => {
+                "int8 symmetric per-channel (axis 0), reduced to [-63, 63] for a CPU without VNNI"
+            }
+        }
+    }
+}
+
 /// A weight tensor quantized per output channel (axis 0), symmetric int8 with zero point 0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelWeights {
@@ -108,9 +155,10 @@ pub struct ChannelWeights {
 }
 
 /// Quantizes `w` (first dimension = `channels` output channels) per channel: symmetric range
-/// `[−127, 127]`, `scale_c = max_c |w| / 127`, `q = round_half_even(w / scale_c)` — ONNX Runtime's
-/// `per_channel=True, weight_type=QInt8` scheme.
-pub fn quantize_weights(w: &[f32], channels: usize) -> Result<ChannelWeights> {
+/// `[−q, q]` (`q` = 127, or 63 with [`WeightRange::Reduced`]), `scale_c = max_c |w| / q`,
+/// `q = round_half_even(w / scale_c)` — ONNX Runtime's `per_channel=True, weight_type=QInt8`
+/// scheme (with `reduce_range` for the reduced range).
+pub fn quantize_weights(w: &[f32], channels: usize, range: WeightRange) -> Result<ChannelWeights> {
     if channels == 0 || !w.len().is_multiple_of(channels) {
         return Err(Error::Graph(format!(
             "cannot split {} weights into {channels} output channels",
@@ -122,7 +170,7 @@ pub fn quantize_weights(w: &[f32], channels: usize) -> Result<ChannelWeights> {
     let mut scales = Vec::with_capacity(channels);
     for chunk in w.chunks_exact(per) {
         let absmax = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = f64::from(absmax) * 2.0 / 254.0;
+        let scale = f64::from(absmax) * 2.0 / (2.0 * f64::from(range.qmax()));
         let scale = if !scale.is_finite() || scale < f64::from(f32::MIN_POSITIVE) {
             1.0f32
         } else {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use super::{ActType, CalibMethod, Int8Info};
+use super::{ActType, CalibMethod, Int8Info, WeightRange};
 use crate::onnx::proto::{ModelProto, StringStringEntryProto};
 use crate::preprocess::{Preprocess, Resize};
 use crate::store::Skipped;
@@ -27,6 +27,7 @@ pub struct KeyInputs {
     pub calib_digest: String,
     pub method: CalibMethod,
     pub activations: ActType,
+    pub weights: WeightRange,
     pub image_size: u32,
     pub resize: Resize,
     pub preprocess: Preprocess,
@@ -45,7 +46,7 @@ impl KeyInputs {
         field("calib_digest", self.calib_digest.as_bytes());
         field("method", self.method.name().as_bytes());
         field("activations", self.activations.name().as_bytes());
-        field("weights", b"int8-symmetric-per-channel");
+        field("weights", self.weights.describe().as_bytes());
         field("image_size", &self.image_size.to_le_bytes());
         field("resize", self.resize.name().as_bytes());
         field("preprocess", self.preprocess.name().as_bytes());

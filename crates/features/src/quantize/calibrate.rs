@@ -87,6 +87,8 @@ pub struct CalibSpec {
     pub resize: Resize,
     pub method: CalibMethod,
     pub activations: super::ActType,
+    /// Range of the int8 weights (default: what this CPU computes exactly).
+    pub weights: super::WeightRange,
     /// Images per calibration batch.
     pub batch: usize,
     /// ONNX Runtime threads for calibration (`None`: all cores).
@@ -104,6 +106,7 @@ impl CalibSpec {
             size: 150,
             resize: Resize::Nearest,
             method: CalibMethod::MinMax,
+            weights: super::WeightRange::for_this_cpu(),
             activations: super::ActType::Uint8,
             batch: 16,
             threads: None,

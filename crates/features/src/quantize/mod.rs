@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use arith::{
     activation_params, dequantize, quantize, quantize_bias, quantize_weights, ActType,
-    ChannelWeights, QParams,
+    ChannelWeights, QParams, WeightRange,
 };
 pub use cache::{cache_path, read_props, write_atomic, KeyInputs, PROP_PREFIX, QUANTIZER_VERSION};
 pub use calibrate::{
@@ -69,8 +69,6 @@ pub struct Int8Info {
     pub from_cache: bool,
 }
 
-const WEIGHTS: &str = "int8 symmetric per-channel (axis 0)";
-
 /// The cache key inputs of `backbone` calibrated per `spec` on the drawn set with `calib_digest`.
 pub fn key_inputs(backbone: &Backbone, spec: &CalibSpec, calib_digest: &str) -> KeyInputs {
     KeyInputs {
@@ -79,6 +77,7 @@ pub fn key_inputs(backbone: &Backbone, spec: &CalibSpec, calib_digest: &str) -> 
         calib_digest: calib_digest.to_string(),
         method: spec.method,
         activations: spec.activations,
+        weights: spec.weights,
         image_size: spec.size,
         resize: spec.resize,
         preprocess: backbone.preprocess,
@@ -124,8 +123,14 @@ fn quantize_with(
         spec,
         backbone.preprocess,
     )?;
-    let rewritten =
-        qdq::rewrite(&backbone.cut.bytes, &plan, &cal.ranges, spec.activations).map_err(fail)?;
+    let rewritten = qdq::rewrite(
+        &backbone.cut.bytes,
+        &plan,
+        &cal.ranges,
+        spec.activations,
+        spec.weights,
+    )
+    .map_err(fail)?;
     let mut fp32_ops = plan.fp32_convs.clone();
     fp32_ops.extend(plan.fp32_ops.iter().cloned());
     let info = Int8Info {
@@ -138,7 +143,7 @@ fn quantize_with(
         resize: spec.resize,
         method: spec.method,
         activations: spec.activations,
-        weights: WEIGHTS.into(),
+        weights: spec.weights.describe().into(),
         calib_split: set.split.clone(),
         calib_digest: set.digest.clone(),
         calib_count: spec.count,

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
 
-use super::arith::{activation_params, quantize_bias, quantize_weights, ActType, QParams};
+use super::arith::{
+    activation_params, quantize_bias, quantize_weights, ActType, QParams, WeightRange,
+};
 use crate::onnx::build::{byte_tensor, f32_tensor, i32_tensor, int_attr, node, FLOAT, INT8};
 use crate::onnx::proto::{ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use crate::{Error, Result};
@@ -284,6 +286,7 @@ pub(crate) fn rewrite(
     plan: &Plan,
     ranges: &BTreeMap<String, (f32, f32)>,
     act: ActType,
+    weights: WeightRange,
 ) -> Result<Rewritten> {
     let mut m = decode(bytes)?;
     ensure_opset(&mut m)?;
@@ -391,7 +394,7 @@ pub(crate) fn rewrite(
                 .ok_or_else(|| Error::Graph(format!("no parameters for '{}'", c.input)))?
                 .scale;
             let (wdims, w) = &values[c.weight.as_str()];
-            let cw = quantize_weights(w, wdims[0])?;
+            let cw = quantize_weights(w, wdims[0], weights)?;
             let wq = names.fresh(&format!("{}_quantized", c.weight));
             let ws = names.fresh(&format!("{}_scale", c.weight));
             let wz = names.fresh(&format!("{}_zero_point", c.weight));
