@@ -59,3 +59,41 @@ pub enum Command {
     /// Quantize the backbone to int8 with calibration images.
     Quantize(quantize::QuantizeArgs),
 }
+
+/// Where ONNX Runtime runs (every command that runs the backbone).
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeFlags {
+    /// cpu, cuda (error if CUDA cannot start) or auto (CUDA if it starts, else CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: features::runtime::Device,
+    /// ONNX Runtime intra-op threads (default: all physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeFlags {
+    /// The session options these flags describe.
+    pub fn options(&self) -> features::runtime::SessionOptions {
+        features::runtime::SessionOptions {
+            device: self.device,
+            threads: self.threads,
+        }
+    }
+}
+
+/// Model downloads (every command that resolves a model name).
+#[derive(Debug, Clone, Args)]
+pub struct HubFlags {
+    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl HubFlags {
+    /// The hub options: the environment's, offline when asked.
+    pub fn options(&self) -> features::manifest::HubOptions {
+        let mut hub = features::manifest::HubOptions::from_env();
+        hub.offline |= self.offline;
+        hub
+    }
+}

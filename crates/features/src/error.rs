@@ -52,6 +52,9 @@ pub enum Error {
         #[source]
         source: ort::Error,
     },
+    /// A name (of a device, preprocessing, filter, …) that is none of the choices.
+    #[error(transparent)]
+    Name(#[from] crate::names::UnknownName),
     /// A file of the run folder could not be written, or the folder is in use.
     #[error(transparent)]
     RunFolder(#[from] runfs::Error),

@@ -40,33 +40,11 @@ pub struct ExtractConfig {
     pub precision: Precision,
 }
 
-/// Numeric precision of the backbone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Fp32,
-    Int8,
-}
-
-impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Int8 => "int8",
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fp32" => Ok(Precision::Fp32),
-            "int8" => Ok(Precision::Int8),
-            other => Err(Error::Invalid(format!(
-                "unknown precision '{other}': use fp32 or int8"
-            ))),
-        }
+crate::choices! {
+    /// Numeric precision of the backbone.
+    pub enum Precision("precision") {
+        Fp32 = "fp32",
+        Int8 = "int8",
     }
 }
 

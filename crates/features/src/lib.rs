@@ -10,6 +10,7 @@ pub mod freshness;
 pub mod image_io;
 pub mod infer;
 pub mod manifest;
+pub mod names;
 pub mod onnx;
 pub mod preprocess;
 pub mod provenance;

@@ -3,21 +3,20 @@
 
 use fast_image_resize as fr;
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
 
 use crate::onnx::Layout;
 use crate::{Error, Result};
 
-/// Per-channel normalisation expected by the backbone's weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preprocess {
-    /// Keras/Caffe VGG: RGB→BGR, 0–255, minus the ImageNet mean [103.939, 116.779, 123.68] (B, G, R).
-    Caffe,
-    /// PyTorch/ONNX zoo: RGB/255, minus mean [0.485, 0.456, 0.406], divided by std [0.229, 0.224, 0.225].
-    Torch,
-    /// The 2016 tutorial: RGB/255 (costs accuracy with ImageNet weights; kept for comparison).
-    Unit,
+crate::choices! {
+    /// Per-channel normalisation expected by the backbone's weights.
+    pub enum Preprocess("preprocessing") {
+        /// Keras/Caffe VGG: RGB→BGR, 0–255, minus the ImageNet mean [103.939, 116.779, 123.68] (B, G, R).
+        Caffe = "caffe",
+        /// PyTorch/ONNX zoo: RGB/255, minus mean [0.485, 0.456, 0.406], divided by std [0.229, 0.224, 0.225].
+        Torch = "torch",
+        /// The 2016 tutorial: RGB/255 (costs accuracy with ImageNet weights; kept for comparison).
+        Unit = "unit",
+    }
 }
 
 /// Choices listed in error messages.
@@ -28,15 +27,6 @@ const TORCH_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const TORCH_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 impl Preprocess {
-    /// Name as written in metadata and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preprocess::Caffe => "caffe",
-            Preprocess::Torch => "torch",
-            Preprocess::Unit => "unit",
-        }
-    }
-
     /// Maps one 8-bit RGB pixel to the three network input channels, in network channel order.
     #[inline]
     pub fn pixel(self, rgb: [f32; 3]) -> [f32; 3] {
@@ -56,53 +46,13 @@ impl Preprocess {
     }
 }
 
-impl std::str::FromStr for Preprocess {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "caffe" => Ok(Preprocess::Caffe),
-            "torch" => Ok(Preprocess::Torch),
-            "unit" => Ok(Preprocess::Unit),
-            other => Err(Error::Invalid(format!(
-                "unknown preprocessing '{other}': use {PREPROCESS_CHOICES}"
-            ))),
-        }
-    }
-}
-
-/// Resize filter. `Nearest` reproduces Keras `load_img(target_size=…)` (PIL NEAREST, sampling at pixel centres).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Resize {
-    Nearest,
-    Bilinear,
-    Bicubic,
-    Lanczos,
-}
-
-impl Resize {
-    pub fn name(self) -> &'static str {
-        match self {
-            Resize::Nearest => "nearest",
-            Resize::Bilinear => "bilinear",
-            Resize::Bicubic => "bicubic",
-            Resize::Lanczos => "lanczos",
-        }
-    }
-}
-
-impl std::str::FromStr for Resize {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "nearest" => Ok(Resize::Nearest),
-            "bilinear" => Ok(Resize::Bilinear),
-            "bicubic" => Ok(Resize::Bicubic),
-            "lanczos" => Ok(Resize::Lanczos),
-            other => Err(Error::Invalid(format!(
-                "unknown resize filter '{other}': use nearest (Keras load_img, default), bilinear, bicubic or lanczos"
-            ))),
-        }
+crate::choices! {
+    /// Resize filter. `Nearest` reproduces Keras `load_img(target_size=…)` (PIL NEAREST, sampling at pixel centres).
+    pub enum Resize("resize filter") {
+        Nearest = "nearest",
+        Bilinear = "bilinear",
+        Bicubic = "bicubic",
+        Lanczos = "lanczos",
     }
 }
 

@@ -18,29 +18,15 @@ pub const LIB_NAME: &str = if cfg!(target_os = "windows") {
     "libonnxruntime.so"
 };
 
-/// Where inference runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    /// CPU execution provider only.
-    Cpu,
-    /// CUDA execution provider; failing to register it is an error (no silent CPU fallback).
-    Cuda,
-    /// CUDA when it registers, otherwise CPU; the session reports which one ran.
-    Auto,
-}
-
-impl std::str::FromStr for Device {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda),
-            "auto" => Ok(Device::Auto),
-            other => Err(Error::Invalid(format!(
-                "unknown device '{other}': use cpu, cuda or auto"
-            ))),
-        }
+crate::choices! {
+    /// Where inference runs.
+    pub enum Device("device") {
+        /// CPU execution provider only.
+        Cpu = "cpu",
+        /// CUDA execution provider; failing to register it is an error (no silent CPU fallback).
+        Cuda = "cuda" | "gpu",
+        /// CUDA when it registers, otherwise CPU; the session reports which one ran.
+        Auto = "auto",
     }
 }
 

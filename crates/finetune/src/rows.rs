@@ -8,18 +8,18 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// Storage precision of a row file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// Half precision: half the disk and I/O, about 3 significant digits.
-    F16,
-    /// Exact.
-    F32,
+features::choices! {
+    /// Storage precision of a row file.
+    pub enum Precision("cache precision") {
+        /// Half precision: half the disk and I/O, about 3 significant digits.
+        F16 = "f16",
+        /// Exact.
+        F32 = "f32",
+    }
 }
 
 impl Precision {
@@ -35,27 +35,6 @@ impl Precision {
         match self {
             Precision::F16 => "F16",
             Precision::F32 => "F32",
-        }
-    }
-
-    /// `f16` or `f32`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F16 => "f16",
-            Precision::F32 => "f32",
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f16" => Ok(Precision::F16),
-            "f32" => Ok(Precision::F32),
-            _ => Err(Error::Invalid(format!(
-                "unknown cache precision '{s}': use f16 or f32"
-            ))),
         }
     }
 }

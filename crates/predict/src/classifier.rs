@@ -15,36 +15,13 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::metadata;
 
-/// Which training stage a classifier comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Stage 2: the frozen backbone with the dense head trained on its features.
-    Head,
-    /// Stage 3: the fine-tuned top block with its head (`RUN/finetune/model.onnx`).
-    Finetune,
-}
-
-impl Stage {
-    /// Name as written in metadata and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Head => "head",
-            Stage::Finetune => "finetune",
-        }
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "head" => Ok(Stage::Head),
-            "finetune" => Ok(Stage::Finetune),
-            other => Err(Error::Invalid(format!(
-                "unknown stage '{other}': use head (backbone + stage-2 head) or finetune (RUN/finetune/model.onnx)"
-            ))),
-        }
+features::choices! {
+    /// Which training stage a classifier comes from.
+    pub enum Stage("stage") {
+        /// Stage 2: the frozen backbone with the dense head trained on its features.
+        Head = "head",
+        /// Stage 3: the fine-tuned top block with its head (`RUN/finetune/model.onnx`).
+        Finetune = "finetune",
     }
 }
 
@@ -210,7 +187,7 @@ pub fn load(run: &Path, opts: &LoadOptions) -> Result<Classifier> {
 }
 
 fn spec_of(meta: &HeadMeta, layout: Layout, path: &Path) -> Result<InputSpec> {
-    let bad = |what: &str, e: features::Error| {
+    let bad = |what: &str, e: features::names::UnknownName| {
         Error::Mismatch(format!("{}: {what}: {e}", path.display()))
     };
     Ok(InputSpec {

@@ -8,6 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong while training the small convnet from scratch.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A name (of a device, filter, optimizer, …) that is none of the choices.
+    #[error(transparent)]
+    Name(#[from] features::names::UnknownName),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {

@@ -8,6 +8,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What can go wrong while training or writing a training's outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A name (of a device, filter, optimizer, …) that is none of the choices.
+    #[error(transparent)]
+    Name(#[from] features::names::UnknownName),
     /// A setting or an argument is out of range.
     #[error("{0}")]
     Invalid(String),

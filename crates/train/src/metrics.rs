@@ -21,37 +21,15 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-/// Which epoch's weights to keep.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Keep {
-    /// The epoch with the lowest validation loss.
-    #[default]
-    Best,
-    /// The last completed epoch.
-    Last,
-}
-
-impl Keep {
-    /// `"best"` or `"last"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Keep::Best => "best",
-            Keep::Last => "last",
-        }
-    }
-}
-
-impl std::str::FromStr for Keep {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "best" => Ok(Keep::Best),
-            "last" => Ok(Keep::Last),
-            _ => Err(Error::Invalid(format!(
-                "--keep {s:?} is not valid; use best or last"
-            ))),
-        }
+features::choices! {
+    /// Which epoch's weights to keep.
+    #[derive(Default)]
+    pub enum Keep("keep rule") {
+        /// The epoch with the lowest validation loss.
+        #[default]
+        Best = "best",
+        /// The last completed epoch.
+        Last = "last",
     }
 }
 

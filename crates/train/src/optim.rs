@@ -15,8 +15,6 @@
 //!   `α = lr·sqrt(1-β₂ᵗ)/(1-β₁ᵗ)`. AdamW is Adam with a default weight decay of 0.004.
 
 use std::cell::RefCell;
-use std::fmt;
-use std::str::FromStr;
 
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Storage, Tensor, Var};
@@ -25,52 +23,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Which update rule to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    /// RMSprop (Keras default optimizer of the tutorial).
-    #[serde(rename = "rmsprop")]
-    RmsProp,
-    /// Stochastic gradient descent, optionally with (Nesterov) momentum.
-    Sgd,
-    /// Adam.
-    Adam,
-    /// Adam with decoupled weight decay.
-    #[serde(rename = "adamw")]
-    AdamW,
-}
-
-impl OptimizerKind {
-    /// The lowercase name used on the command line and in files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OptimizerKind::RmsProp => "rmsprop",
-            OptimizerKind::Sgd => "sgd",
-            OptimizerKind::Adam => "adam",
-            OptimizerKind::AdamW => "adamw",
-        }
-    }
-}
-
-impl fmt::Display for OptimizerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for OptimizerKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "rmsprop" => Ok(OptimizerKind::RmsProp),
-            "sgd" => Ok(OptimizerKind::Sgd),
-            "adam" => Ok(OptimizerKind::Adam),
-            "adamw" => Ok(OptimizerKind::AdamW),
-            _ => Err(Error::Invalid(format!(
-                "unknown optimizer {s:?}; use rmsprop, sgd, adam or adamw"
-            ))),
-        }
+features::choices! {
+    /// Which update rule to use.
+    pub enum OptimizerKind("optimizer") {
+        /// RMSprop (Keras default optimizer of the tutorial).
+        RmsProp = "rmsprop",
+        /// Stochastic gradient descent, optionally with (Nesterov) momentum.
+        Sgd = "sgd",
+        /// Adam.
+        Adam = "adam",
+        /// Adam with decoupled weight decay.
+        AdamW = "adamw",
     }
 }
 

@@ -1,34 +1,20 @@
 //! Learning-rate schedules by epoch ([`LrSchedule`]), shared by the training stages: the rate of
 //! an epoch depends only on its number, so a resumed run follows the same schedule.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
-
-/// How the learning rate changes over the epochs of a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrSchedule {
-    /// The same rate every epoch (Keras' default; the tutorial).
-    #[default]
-    Constant,
-    /// Half a cosine from the base rate down towards zero over the run:
-    /// `lr·(1 + cos(π·(e-1)/E))/2` for epoch `e` of `E`.
-    Cosine,
+features::choices! {
+    /// How the learning rate changes over the epochs of a run.
+    #[derive(Default)]
+    pub enum LrSchedule("learning-rate schedule") {
+        /// The same rate every epoch (Keras' default; the tutorial).
+        #[default]
+        Constant = "constant",
+        /// Half a cosine from the base rate down towards zero over the run:
+        /// `lr·(1 + cos(π·(e-1)/E))/2` for epoch `e` of `E`.
+        Cosine = "cosine",
+    }
 }
 
 impl LrSchedule {
-    /// The lowercase name used on the command line and in files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LrSchedule::Constant => "constant",
-            LrSchedule::Cosine => "cosine",
-        }
-    }
-
     /// The learning rate of 1-based `epoch` of `epochs` for base rate `base`.
     pub fn rate(self, base: f64, epoch: usize, epochs: usize) -> f64 {
         match self {
@@ -38,25 +24,6 @@ impl LrSchedule {
                 let t = e / epochs.max(1) as f64;
                 base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
             }
-        }
-    }
-}
-
-impl fmt::Display for LrSchedule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LrSchedule {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "constant" => Ok(LrSchedule::Constant),
-            "cosine" => Ok(LrSchedule::Cosine),
-            _ => Err(Error::Invalid(format!(
-                "unknown learning-rate schedule {s:?}; use constant or cosine"
-            ))),
         }
     }
 }
@@ -86,7 +53,7 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for s in [LrSchedule::Constant, LrSchedule::Cosine] {
-            assert_eq!(s.as_str().parse::<LrSchedule>().unwrap(), s);
+            assert_eq!(s.name().parse::<LrSchedule>().unwrap(), s);
         }
         assert!("step".parse::<LrSchedule>().is_err());
     }

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use features::augment::preview::{write_preview, PreviewFormat, PreviewOptions};
-use features::augment::{AugmentParams, FillMode, ZoomRange, PRESETS};
+use features::augment::{
+    parse_brightness, AugmentOverrides, AugmentParams, FillMode, ZoomRange, PRESETS,
+};
 
 use crate::args::Global;
 
@@ -35,22 +36,22 @@ pub struct AugmentFlags {
     pub shear: Option<f32>,
     /// Zoom: Z for factors in [1-Z, 1+Z] (Z in [0, 1)), or LO,HI. Below 1 zooms in.
     #[arg(long, value_name = "Z|LO,HI")]
-    pub zoom: Option<String>,
+    pub zoom: Option<ZoomRange>,
     /// Mirror left-right half of the time (`--horizontal-flip=false` turns a preset's flip off).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub horizontal_flip: Option<bool>,
     /// Mirror top-bottom half of the time.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub vertical_flip: Option<bool>,
-    /// How pixels from outside the image are filled: nearest, constant, reflect or wrap.
-    #[arg(long, value_name = "MODE", value_parser = clap::builder::PossibleValuesParser::new(["nearest", "constant", "reflect", "wrap"]))]
-    pub fill: Option<String>,
+    /// How pixels from outside the image are filled.
+    #[arg(long, value_name = "MODE")]
+    pub fill: Option<FillMode>,
     /// Fill value for --fill constant (0-255).
     #[arg(long, value_name = "V", allow_negative_numbers = true)]
     pub cval: Option<f32>,
     /// Brightness factor range LO,HI (e.g. 0.8,1.2); off by default.
-    #[arg(long, value_name = "LO,HI")]
-    pub brightness: Option<String>,
+    #[arg(long, value_name = "LO,HI", value_parser = parse_brightness)]
+    pub brightness: Option<(f32, f32)>,
     /// Channel shift range (0-255 scale): one intensity per image added to all channels.
     #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub channel_shift: Option<f32>,
@@ -60,65 +61,33 @@ pub struct AugmentFlags {
 }
 
 impl AugmentFlags {
-    /// The parameters these flags describe, on top of the `tutorial` preset unless `--augment` names another.
-    pub fn to_params(&self) -> anyhow::Result<AugmentParams> {
-        self.to_params_or("tutorial")
+    /// The overrides these flags give.
+    pub fn overrides(&self) -> AugmentOverrides {
+        AugmentOverrides {
+            preset: self.augment.clone(),
+            rotation: self.rotation,
+            width_shift: self.width_shift,
+            height_shift: self.height_shift,
+            shear: self.shear,
+            zoom: self.zoom,
+            horizontal_flip: self.horizontal_flip,
+            vertical_flip: self.vertical_flip,
+            fill: self.fill,
+            cval: self.cval,
+            brightness: self.brightness,
+            channel_shift: self.channel_shift,
+        }
     }
 
-    /// The parameters these flags describe, on top of `default_preset` unless `--augment` is given;
-    /// validated.
-    pub fn to_params_or(&self, default_preset: &str) -> anyhow::Result<AugmentParams> {
-        let mut p = AugmentParams::named(self.augment.as_deref().unwrap_or(default_preset))?;
-        if let Some(v) = self.rotation {
-            p.rotation_range = v;
-        }
-        if let Some(v) = self.width_shift {
-            p.width_shift_range = v;
-        }
-        if let Some(v) = self.height_shift {
-            p.height_shift_range = v;
-        }
-        if let Some(v) = self.shear {
-            p.shear_range = v;
-        }
-        if let Some(z) = &self.zoom {
-            p.zoom_range = z.parse::<ZoomRange>()?;
-        }
-        if let Some(v) = self.horizontal_flip {
-            p.horizontal_flip = v;
-        }
-        if let Some(v) = self.vertical_flip {
-            p.vertical_flip = v;
-        }
-        if let Some(f) = &self.fill {
-            p.fill_mode = f.parse::<FillMode>()?;
-        }
-        if let Some(v) = self.cval {
-            p.cval = v;
-        }
-        if let Some(b) = &self.brightness {
-            p.brightness_range = Some(parse_pair(b).with_context(|| {
-                format!("--brightness '{b}': give LO,HI with 0 < LO <= HI, e.g. 0.8,1.2")
-            })?);
-        }
-        if let Some(v) = self.channel_shift {
-            p.channel_shift_range = v;
-        }
-        p.validate()?;
-        Ok(p)
+    /// The parameters these flags describe, on top of the `tutorial` preset unless `--augment` names another.
+    pub fn to_params(&self) -> anyhow::Result<AugmentParams> {
+        Ok(self.overrides().apply("tutorial")?)
     }
 
     /// `--seed`, or [`DEFAULT_AUGMENT_SEED`].
     pub fn seed(&self) -> u64 {
         self.seed.unwrap_or(DEFAULT_AUGMENT_SEED)
     }
-}
-
-fn parse_pair(s: &str) -> anyhow::Result<(f32, f32)> {
-    let (lo, hi) = s
-        .split_once(',')
-        .context("expected two numbers separated by a comma")?;
-    Ok((lo.trim().parse()?, hi.trim().parse()?))
 }
 
 /// Write COUNT randomly augmented copies of IMAGE (original size) and a contact sheet.
@@ -139,9 +108,9 @@ pub struct AugmentPreviewArgs {
     /// File name prefix: <prefix>_<i>.<ext> and <prefix>_grid.png [default: the image's file stem].
     #[arg(long)]
     pub prefix: Option<String>,
-    /// Format of the copies: jpeg or png (the contact sheet is always PNG).
-    #[arg(long, default_value = "jpeg", value_parser = clap::builder::PossibleValuesParser::new(["jpeg", "jpg", "png"]))]
-    pub format: String,
+    /// Format of the copies (the contact sheet is always PNG).
+    #[arg(long, default_value = "jpeg")]
+    pub format: PreviewFormat,
     /// Longest side of each contact-sheet thumbnail, pixels.
     #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u32).range(16..=1024))]
     pub thumb: u32,
@@ -150,7 +119,7 @@ pub struct AugmentPreviewArgs {
 }
 
 pub fn run(args: &AugmentPreviewArgs, global: &Global) -> anyhow::Result<()> {
-    let params = args.augment.to_params_or("preview")?;
+    let params = args.augment.overrides().apply("preview")?;
     let prefix = match &args.prefix {
         Some(p) => p.clone(),
         None => args
@@ -164,7 +133,7 @@ pub fn run(args: &AugmentPreviewArgs, global: &Global) -> anyhow::Result<()> {
         count: args.count,
         out_dir: args.out.clone(),
         prefix,
-        format: args.format.parse::<PreviewFormat>()?,
+        format: args.format,
         seed: args.augment.seed(),
         thumb_size: args.thumb,
     };

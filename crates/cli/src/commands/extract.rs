@@ -4,11 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use features::extract::{self, Event, ExtractConfig, Precision};
-use features::manifest::HubOptions;
 use features::preprocess::{Preprocess, Resize};
-use features::runtime::Device;
 
-use crate::args::Global;
+use crate::args::{Global, HubFlags, RuntimeFlags};
 use crate::progress;
 
 #[derive(Debug, clap::Args)]
@@ -35,21 +33,16 @@ pub struct ExtractArgs {
     /// Images per inference batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// cpu, cuda (error if CUDA cannot start) or auto (CUDA if it starts, else CPU).
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
     /// Resize filter: nearest (Keras load_img), bilinear, bicubic, lanczos.
     #[arg(long, default_value = "nearest")]
     pub resize: Resize,
     /// Fail on the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
-    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
+    #[command(flatten)]
+    pub hub: HubFlags,
     /// Backbone precision: fp32, or int8 (quantized in Rust on first use with 64 training photos, cached in
     /// RUN/models; ~4× faster on CPUs with VNNI).
     #[arg(long, default_value = "fp32")]
@@ -58,8 +51,6 @@ pub struct ExtractArgs {
 
 /// The library configuration these flags describe.
 pub fn config(args: &ExtractArgs) -> ExtractConfig {
-    let mut hub = HubOptions::from_env();
-    hub.offline |= args.offline;
     ExtractConfig {
         data: args.data.clone(),
         model: args.model.clone(),
@@ -67,11 +58,11 @@ pub fn config(args: &ExtractArgs) -> ExtractConfig {
         preprocess: args.preprocess,
         size: args.size,
         batch: args.batch,
-        device: args.device,
-        threads: args.threads,
+        device: args.runtime.device,
+        threads: args.runtime.threads,
         resize: args.resize,
         strict: args.strict,
-        hub,
+        hub: args.hub.options(),
         precision: args.precision,
     }
 }

@@ -5,12 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use features::manifest::HubOptions;
-use features::runtime::{Device, SessionOptions};
+use features::runtime::SessionOptions;
 use predict::format::{csv_header, csv_row, PredictReport, Table};
 use predict::{inputs, LoadOptions, Predictor, Stage};
 
-use crate::args::Global;
+use crate::args::{Global, HubFlags, RuntimeFlags};
 use crate::progress;
 
 /// Which classifier of a run to use (shared by predict, evaluate and export).
@@ -25,19 +24,16 @@ pub struct ClassifierFlags {
     /// Backbone .onnx file or model name, if the one recorded in the head file has moved (head stage).
     #[arg(long)]
     pub model: Option<String>,
-    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
+    #[command(flatten)]
+    pub hub: HubFlags,
 }
 
 impl ClassifierFlags {
     pub fn load_options(&self) -> LoadOptions {
-        let mut hub = HubOptions::from_env();
-        hub.offline |= self.offline;
         LoadOptions {
             stage: self.stage,
             model: self.model.clone(),
-            hub,
+            hub: self.hub.options(),
         }
     }
 }
@@ -48,20 +44,13 @@ pub struct SessionFlags {
     /// Images per inference batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// cpu, cuda (error if CUDA cannot start) or auto (CUDA if it starts, else CPU).
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
 }
 
 impl SessionFlags {
     pub fn options(&self) -> SessionOptions {
-        SessionOptions {
-            device: self.device,
-            threads: self.threads,
-        }
+        self.runtime.options()
     }
 }
 

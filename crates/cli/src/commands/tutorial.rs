@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use features::extract::Precision;
 use features::preprocess::Preprocess;
-use features::runtime::Device;
 use tutorial::{Action, Event, Stage, Summary, TutorialConfig};
 
-use crate::args::Global;
+use crate::args::{Global, HubFlags, RuntimeFlags};
 use crate::progress;
 
 /// Run the whole tutorial (scratch, extract, train-head, finetune) and write RUN/report.md and
@@ -54,7 +53,7 @@ pub struct TutorialArgs {
     /// Side of stage 1's input in pixels.
     #[arg(long, default_value_t = 150)]
     pub scratch_size: u32,
-    /// Epochs of stage 1 (scratch) [default: 80; 50 with --keras2016; 2 with --quick].
+    /// Epochs of stage 1 (scratch) [default: 100; 50 with --keras2016; 2 with --quick].
     #[arg(long)]
     pub scratch_epochs: Option<usize>,
     /// Epochs of stage 2b (train-head) [default: 50; 5 with --quick].
@@ -79,18 +78,13 @@ pub struct TutorialArgs {
     /// --device cpu (3-4x faster, same accuracy), else fp32; fp32 with --keras2016].
     #[arg(long)]
     pub finetune_precision: Option<Precision>,
-    /// Where ONNX Runtime runs: cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
     /// Replace outputs in RUN made from other inputs or settings (matching stages are still reused).
     #[arg(long)]
     pub force: bool,
-    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
+    #[command(flatten)]
+    pub hub: HubFlags,
 }
 
 impl TutorialArgs {
@@ -117,15 +111,10 @@ impl TutorialArgs {
         cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
         cfg.split_at = self.split_at.clone();
         cfg.precision = self.precision;
-        cfg.device = self.device;
-        cfg.finetune_precision = match self.finetune_precision {
-            Some(p) => p,
-            None if self.device != Device::Cpu => Precision::Fp32,
-            None => cfg.finetune_precision,
-        };
-        cfg.threads = self.threads;
+        cfg.set_device(self.runtime.device, self.finetune_precision);
+        cfg.threads = self.runtime.threads;
         cfg.force = self.force;
-        cfg.hub.offline |= self.offline;
+        cfg.hub = self.hub.options();
         Ok(cfg)
     }
 }

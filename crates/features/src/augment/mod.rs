@@ -61,7 +61,10 @@ mod transform;
 mod warp;
 
 pub use image::ImageF32;
-pub use params::{AugmentParams, FillMode, ZoomRange, FILL_MODE_CHOICES, PRESETS, PRESET_CHOICES};
+pub use params::{
+    parse_brightness, AugmentOverrides, AugmentParams, FillMode, ZoomRange, FILL_MODE_CHOICES,
+    PRESETS, PRESET_CHOICES,
+};
 pub use transform::{Affine, Transform};
 pub use warp::warp_affine;
 

@@ -7,58 +7,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// How pixels that read outside the input image are filled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FillMode {
-    /// Repeat the edge pixel: `aaaa|abcd|dddd` (Keras default).
-    #[default]
-    Nearest,
-    /// Fill with the constant `cval`.
-    Constant,
-    /// Mirror, repeating the edge pixel: `dcba|abcd|dcba`.
-    Reflect,
-    /// Tile the image: `abcd|abcd|abcd`.
-    Wrap,
+crate::choices! {
+    /// How pixels that read outside the input image are filled.
+    #[derive(Default)]
+    pub enum FillMode("fill mode") {
+        /// Repeat the edge pixel: `aaaa|abcd|dddd` (Keras default).
+        #[default]
+        Nearest = "nearest",
+        /// Fill with the constant `cval`.
+        Constant = "constant",
+        /// Mirror, repeating the edge pixel: `dcba|abcd|dcba`.
+        Reflect = "reflect",
+        /// Tile the image: `abcd|abcd|abcd`.
+        Wrap = "wrap",
+    }
 }
 
 /// Fill modes as listed in error messages and help.
 pub const FILL_MODE_CHOICES: &str =
     "nearest (repeat the edge pixel; Keras default), constant (fill with cval), \
      reflect (mirror: dcba|abcd|dcba), wrap (tile: abcd|abcd|abcd)";
-
-impl FillMode {
-    /// Name as written on the command line and in metadata.
-    pub fn name(self) -> &'static str {
-        match self {
-            FillMode::Nearest => "nearest",
-            FillMode::Constant => "constant",
-            FillMode::Reflect => "reflect",
-            FillMode::Wrap => "wrap",
-        }
-    }
-}
-
-impl fmt::Display for FillMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for FillMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "nearest" => Ok(FillMode::Nearest),
-            "constant" => Ok(FillMode::Constant),
-            "reflect" => Ok(FillMode::Reflect),
-            "wrap" => Ok(FillMode::Wrap),
-            _ => Err(Error::Augment(format!(
-                "unknown fill mode '{s}': use {FILL_MODE_CHOICES}"
-            ))),
-        }
-    }
-}
 
 /// Keras `zoom_range`: a float `z` meaning U(1 − z, 1 + z), or an explicit `[lo, hi]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -379,4 +347,68 @@ impl FromStr for AugmentParams {
     fn from_str(s: &str) -> Result<Self> {
         Self::named(s)
     }
+}
+
+/// Changes to a preset, one per Keras `ImageDataGenerator` argument (what the command-line flags
+/// give): [`AugmentOverrides::apply`] starts from the named preset and sets every given value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AugmentOverrides {
+    /// The preset to start from (`tutorial`, `preview` or `none`); `None`: the caller's default.
+    pub preset: Option<String>,
+    pub rotation: Option<f32>,
+    pub width_shift: Option<f32>,
+    pub height_shift: Option<f32>,
+    pub shear: Option<f32>,
+    pub zoom: Option<ZoomRange>,
+    pub horizontal_flip: Option<bool>,
+    pub vertical_flip: Option<bool>,
+    pub fill: Option<FillMode>,
+    pub cval: Option<f32>,
+    pub brightness: Option<(f32, f32)>,
+    pub channel_shift: Option<f32>,
+}
+
+impl AugmentOverrides {
+    /// True when no value (nor a preset) is given.
+    pub fn is_empty(&self) -> bool {
+        *self == AugmentOverrides::default()
+    }
+
+    /// The preset (`self.preset`, else `default_preset`) with every given value set; validated.
+    pub fn apply(&self, default_preset: &str) -> Result<AugmentParams> {
+        let mut p = AugmentParams::named(self.preset.as_deref().unwrap_or(default_preset))?;
+        let set = |slot: &mut f32, v: Option<f32>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut p.rotation_range, self.rotation);
+        set(&mut p.width_shift_range, self.width_shift);
+        set(&mut p.height_shift_range, self.height_shift);
+        set(&mut p.shear_range, self.shear);
+        set(&mut p.cval, self.cval);
+        set(&mut p.channel_shift_range, self.channel_shift);
+        p.zoom_range = self.zoom.unwrap_or(p.zoom_range);
+        p.horizontal_flip = self.horizontal_flip.unwrap_or(p.horizontal_flip);
+        p.vertical_flip = self.vertical_flip.unwrap_or(p.vertical_flip);
+        p.fill_mode = self.fill.unwrap_or(p.fill_mode);
+        if self.brightness.is_some() {
+            p.brightness_range = self.brightness;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+/// A brightness range `LO,HI` (e.g. `0.8,1.2`).
+pub fn parse_brightness(s: &str) -> Result<(f32, f32)> {
+    let bad = || {
+        Error::Augment(format!(
+            "--brightness '{s}': give LO,HI with 0 < LO <= HI, e.g. 0.8,1.2"
+        ))
+    };
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let lo: f32 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: f32 = hi.trim().parse().map_err(|_| bad())?;
+    Ok((lo, hi))
 }

@@ -2,7 +2,6 @@
 //! a contact sheet (original first, framed, then the variants).
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use image::RgbImage;
 use serde::Serialize;
@@ -12,13 +11,14 @@ use crate::image_io::load_rgb8;
 use crate::sheet;
 use crate::{Error, Result};
 
-/// File format of the variants (the contact sheet is always PNG).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PreviewFormat {
-    #[default]
-    Jpeg,
-    Png,
+crate::choices! {
+    /// File format of the variants (the contact sheet is always PNG).
+    #[derive(Default)]
+    pub enum PreviewFormat("image format") {
+        #[default]
+        Jpeg = "jpeg" | "jpg",
+        Png = "png",
+    }
 }
 
 impl PreviewFormat {
@@ -27,19 +27,6 @@ impl PreviewFormat {
         match self {
             PreviewFormat::Jpeg => "jpeg",
             PreviewFormat::Png => "png",
-        }
-    }
-}
-
-impl FromStr for PreviewFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "jpeg" | "jpg" => Ok(PreviewFormat::Jpeg),
-            "png" => Ok(PreviewFormat::Png),
-            _ => Err(Error::Invalid(format!(
-                "unknown image format '{s}': use jpeg or png"
-            ))),
         }
     }
 }

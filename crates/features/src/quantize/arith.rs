@@ -6,25 +6,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Integer type of quantized activations (weights are always int8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActType {
-    /// `uint8` activations, `[0, 255]`: ONNX Runtime's x86 default (U8S8 kernels, VNNI `vpdpbusd`).
-    Uint8,
-    /// `int8` activations, `[-128, 127]` (S8S8 kernels).
-    Int8,
+crate::choices! {
+    /// Integer type of quantized activations (weights are always int8).
+    pub enum ActType("activation type") {
+        /// `uint8` activations, `[0, 255]`: ONNX Runtime's x86 default (U8S8 kernels, VNNI `vpdpbusd`).
+        Uint8 = "uint8" | "u8",
+        /// `int8` activations, `[-128, 127]` (S8S8 kernels).
+        Int8 = "int8" | "s8" | "i8",
+    }
 }
 
 impl ActType {
-    /// Name as written in metadata and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ActType::Uint8 => "uint8",
-            ActType::Int8 => "int8",
-        }
-    }
-
     /// Smallest and largest representable value.
     pub fn range(self) -> (i32, i32) {
         match self {
@@ -38,19 +30,6 @@ impl ActType {
         match self {
             ActType::Uint8 => 2,
             ActType::Int8 => 3,
-        }
-    }
-}
-
-impl std::str::FromStr for ActType {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "uint8" | "u8" => Ok(ActType::Uint8),
-            "int8" | "s8" | "i8" => Ok(ActType::Int8),
-            other => Err(Error::Invalid(format!(
-                "unknown activation type '{other}': use uint8 (default, fastest on x86) or int8"
-            ))),
         }
     }
 }

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use prost::Message;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use crate::dataset::{self, is_image_name};
 use crate::onnx::build::{float_value, int_attr, node};
@@ -22,31 +21,11 @@ use crate::{Error, Result};
 /// Fewest usable calibration images accepted.
 pub const MIN_CALIB_IMAGES: usize = 8;
 
-/// How activation ranges are estimated from the calibration images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CalibMethod {
-    /// Smallest and largest value seen over all calibration images (ONNX Runtime's `MinMax`).
-    MinMax,
-}
-
-impl CalibMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            CalibMethod::MinMax => "minmax",
-        }
-    }
-}
-
-impl std::str::FromStr for CalibMethod {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "minmax" => Ok(CalibMethod::MinMax),
-            other => Err(Error::Invalid(format!(
-                "unknown calibration method '{other}': use minmax"
-            ))),
-        }
+crate::choices! {
+    /// How activation ranges are estimated from the calibration images.
+    pub enum CalibMethod("calibration method") {
+        /// Smallest and largest value seen over all calibration images (ONNX Runtime's `MinMax`).
+        MinMax = "minmax",
     }
 }
 
