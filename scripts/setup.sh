@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what cargo cannot: the pinned ONNX Runtime shared library (from its PyPI wheel) into
-# .ort/lib, and a small Python environment (.venv) used by the cross-check tests.
+# .ort/lib, and a small Python environment (.venv) used by the cross-check tests and the linear-probe reference.
 #   scripts/setup.sh          CPU build of ONNX Runtime (onnxruntime)
 #   scripts/setup.sh --cuda   CUDA build (onnxruntime-gpu; needs an NVIDIA driver, CUDA 12, cuDNN 9)
 set -euo pipefail
@@ -19,7 +19,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check \
-  "$package==$ORT_VERSION" "numpy>=1.26" "safetensors>=0.4" "onnx>=1.16" "pillow>=10"
+  "$package==$ORT_VERSION" "numpy>=1.26" "safetensors>=0.4" "onnx>=1.16" "pillow>=10" "scikit-learn>=1.5"
 
 lib=$(.venv/bin/python - <<'PY'
 import glob, os, onnxruntime

@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{
-    augment_preview, bench, data, evaluate, export, extract, finetune, predict, quantize, scratch,
-    train_head, tutorial,
+    augment_preview, bench, data, evaluate, export, extract, finetune, fit, predict, quantize,
+    scratch, train_head, tutorial,
 };
 
 /// Strong image classifiers from a few hundred photos per class, by transfer learning from VGG16.
@@ -34,6 +34,8 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Your own photos: extract, a calibrated head, then fine-tuning, with a report; resumable.
+    Fit(fit::FitArgs),
     /// Run the whole tutorial (scratch, extract, train-head, finetune) and write a report; resumable.
     Tutorial(tutorial::TutorialArgs),
     /// Train the tutorial's small convnet from scratch on augmented images (stage 1).

@@ -18,6 +18,13 @@ pub struct Item {
     pub label: usize,
 }
 
+/// Names a validation split goes by, in the order they are looked for: asking for the
+/// `validation` split finds the first of these that exists.
+pub const VALIDATION_NAMES: [&str; 5] = ["validation", "val", "valid", "dev", "test"];
+
+/// Folder names that mark `DIR/<split>/<class>/` even when a class folder has sub-folders.
+const SPLIT_NAMES: [&str; 6] = ["train", "validation", "val", "valid", "dev", "test"];
+
 /// A named split (train, validation, test, or `all`).
 #[derive(Debug, Clone)]
 pub struct Split {
@@ -35,9 +42,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// The split called `name`.
+    /// The split called `name`; `validation` also finds `val`, `valid`, `dev` or `test` (the
+    /// first that exists, see [`VALIDATION_NAMES`]).
     pub fn split(&self, name: &str) -> Option<&Split> {
-        self.splits.iter().find(|s| s.name == name)
+        let exact = self.splits.iter().find(|s| s.name == name);
+        if exact.is_some() || name != VALIDATION_NAMES[0] {
+            return exact;
+        }
+        VALIDATION_NAMES
+            .iter()
+            .find_map(|n| self.splits.iter().find(|s| s.name == *n))
     }
 
     /// Number of files of each class in a split.
@@ -72,14 +86,33 @@ fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Every visible file in `dir` and its visible sub-folders, sorted by path.
+fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for p in visible_entries(&d)? {
+            if p.is_dir() {
+                pending.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn name_of(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-/// Scans `root`. Every non-hidden file inside a class folder is listed (a non-image among them is reported
-/// when it fails to decode); sub-folders below class folders are not descended into.
+/// Scans `root`. Every non-hidden file inside a class folder and its sub-folders is listed (a
+/// non-image among them is reported when it fails to decode), as Keras' `flow_from_directory`
+/// does. `root`'s folders are splits when one of them is named like a split (`train`, `val`, …)
+/// or every one of them holds folders; otherwise they are classes (one split named `all`).
 pub fn scan(root: &Path) -> Result<Dataset> {
     if !root.is_dir() {
         return Err(Error::Dataset(format!(
@@ -97,11 +130,20 @@ pub fn scan(root: &Path) -> Result<Dataset> {
             root.display()
         )));
     }
+    let is_split_name = |d: &Path| SPLIT_NAMES.contains(&name_of(d).to_ascii_lowercase().as_str());
+    let named_like_splits = subdirs.iter().any(|d| is_split_name(d));
     let mut split_dirs = Vec::new();
     let mut class_dirs = Vec::new();
     for d in &subdirs {
         let has_subdirs = visible_entries(d)?.iter().any(|p| p.is_dir());
-        if has_subdirs {
+        // A folder named like a split holding only files is still a split (the mix is refused
+        // below with a clear message rather than read as a class).
+        let split = if named_like_splits {
+            is_split_name(d) || has_subdirs
+        } else {
+            has_subdirs
+        };
+        if split {
             split_dirs.push(d.clone());
         } else {
             class_dirs.push(d.clone());
@@ -157,10 +199,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
         }
         let mut items = Vec::new();
         for (label, cdir) in class_paths.iter().enumerate() {
-            let files: Vec<PathBuf> = visible_entries(cdir)?
-                .into_iter()
-                .filter(|p| p.is_file())
-                .collect();
+            let files = files_below(cdir)?;
             if files.is_empty() {
                 return Err(Error::Dataset(format!(
                     "class folder {} is empty: add images of class '{}' or remove the folder",

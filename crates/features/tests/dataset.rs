@@ -98,3 +98,49 @@ fn mixing_split_and_class_folders_is_an_error() {
     let e = dataset::scan(t.path()).unwrap_err().to_string();
     assert!(e.contains("mixes") && e.contains("birds"), "{e}");
 }
+
+#[test]
+fn photos_in_sub_folders_of_a_class_are_included_with_their_label() {
+    let t = tempfile::tempdir().unwrap();
+    touch(&t.path().join("train/cats/1.jpg"));
+    touch(&t.path().join("train/cats/indoor/2.jpg"));
+    touch(&t.path().join("train/cats/indoor/deeper/3.jpg"));
+    touch(&t.path().join("train/dogs/1.jpg"));
+    touch(&t.path().join("val/cats/1.jpg"));
+    touch(&t.path().join("val/dogs/park/1.jpg"));
+    let ds = dataset::scan(t.path()).unwrap();
+    assert_eq!(ds.classes, ["cats", "dogs"]);
+    let train = ds.split("train").unwrap();
+    let rels: Vec<(&str, usize)> = train
+        .items
+        .iter()
+        .map(|i| (i.rel.as_str(), i.label))
+        .collect();
+    assert_eq!(
+        rels,
+        [
+            ("train/cats/1.jpg", 0),
+            ("train/cats/indoor/2.jpg", 0),
+            ("train/cats/indoor/deeper/3.jpg", 0),
+            ("train/dogs/1.jpg", 1)
+        ]
+    );
+    let val = ds
+        .split("validation")
+        .expect("`val` answers for validation");
+    assert_eq!(val.name, "val");
+    assert_eq!(val.items[1].rel, "val/dogs/park/1.jpg");
+}
+
+#[test]
+fn every_usual_validation_name_is_found() {
+    for name in ["validation", "val", "valid", "dev", "test"] {
+        let t = tempfile::tempdir().unwrap();
+        for split in ["train", name] {
+            touch(&t.path().join(format!("{split}/a/1.jpg")));
+            touch(&t.path().join(format!("{split}/b/1.jpg")));
+        }
+        let ds = dataset::scan(t.path()).unwrap();
+        assert_eq!(ds.split("validation").map(|s| s.name.as_str()), Some(name));
+    }
+}

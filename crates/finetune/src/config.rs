@@ -87,7 +87,7 @@ impl FinetuneConfig {
             aug_cache: DEFAULT_AUG_CACHE,
             cache_precision: Precision::F16,
             precision: FrozenPrecision::Fp32,
-            keep: Keep::Best,
+            keep: Keep::Last,
             device: Device::Cpu,
             threads: None,
             force: false,

@@ -43,6 +43,8 @@ pub struct State {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
+    /// Expected calibration error (15 bins) of the top-class probabilities.
+    pub ece: f64,
     pub predictions: Vec<u32>,
 }
 
@@ -73,12 +75,15 @@ pub fn evaluate(
     let mut probs = vec![0f32; k];
     let (mut loss, mut correct) = (0f64, 0usize);
     let mut predictions = Vec::with_capacity(labels.len());
+    let (mut confidence, mut right) = (Vec::new(), Vec::new());
     for (chunk, ys) in rows.chunks(32 * row_len).zip(labels.chunks(32)) {
         let d = dims(ys.len(), row_shape);
         let z = net.logits(&nchw_to_nhwc(chunk, d), d)?;
         for (zi, &y) in z.chunks_exact(k).zip(ys) {
-            let (l, pred) = if k == 1 {
-                (bce_with_logits(zi[0], y as f32), u32::from(zi[0] > 0.0))
+            let (l, pred, top) = if k == 1 {
+                let p = 1.0 / (1.0 + (-zi[0] as f64).exp());
+                let l = bce_with_logits(zi[0], y as f32);
+                (l, u32::from(zi[0] > 0.0), p.max(1.0 - p))
             } else {
                 let l = softmax_cross_entropy(zi, y as usize, &mut probs);
                 let mut best = 0;
@@ -87,8 +92,10 @@ pub fn evaluate(
                         best = j;
                     }
                 }
-                (l, best as u32)
+                (l, best as u32, probs[best] as f64)
             };
+            confidence.push(top);
+            right.push(pred == y);
             loss += l as f64;
             correct += usize::from(pred == y);
             predictions.push(pred);
@@ -98,6 +105,7 @@ pub fn evaluate(
     Ok(Evaluation {
         loss: loss / n,
         accuracy: correct as f64 / n,
+        ece: train::metrics::calibration_error(&confidence, &right),
         predictions,
     })
 }

@@ -455,10 +455,11 @@ fn write_outputs(
         checked,
         opts,
     } = *out;
-    let Some(metrics) = metrics else {
+    let Some(mut metrics) = metrics else {
         return Err(Error::Invalid("no metrics to write".into()));
     };
     let eval = epoch::evaluate(kept, &checked.val_rows, &s.val.labels, checked.row_shape)?;
+    metrics.kept_val_ece = Some(eval.ece);
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
     outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
     outputs::write_head(paths, kept, &s.head_meta, &s.settings, &metrics)?;

@@ -205,3 +205,30 @@ fn head_only_export_equals_backbone_in_ort_plus_head_in_candle() {
     let spread = ours.iter().fold(0f32, |m, v| m.max((v - 0.5).abs()));
     assert!(spread > 1e-3, "all probabilities are 0.5: {ours:?}");
 }
+
+#[test]
+fn a_linear_probe_head_fine_tunes_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = synthetic(dir.path());
+    let opts = head::pipeline::TrainHeadOptions {
+        run: p.run.clone(),
+        config: head::mlp::TrainConfig {
+            recipe: head::recipe::Recipe::Probe,
+            ..head::mlp::TrainConfig::default()
+        },
+        val_split: None,
+        force: true,
+    };
+    head::pipeline::train_head(&opts, &mut |_| {}).expect("probe head");
+    let cfg = synthetic_config(&p, &p.run);
+    let report = finetune(&cfg, &mut |_| {}).expect("fine-tuning a probe head");
+    let check = report.export_check.as_ref().expect("export check ran");
+    assert!(check.max_diff <= 1e-4, "{check:?}");
+    let m = report.metrics.as_ref().expect("metrics");
+    assert!(
+        m.kept_val_loss.is_finite() && m.kept_val_ece.is_some(),
+        "{m:?}"
+    );
+    let (_, meta) = head::load(&report.paths.head).unwrap();
+    assert_eq!(meta.recipe, head::recipe::Recipe::Probe);
+}

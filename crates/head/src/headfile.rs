@@ -15,7 +15,10 @@ use serde_json::{Map, Value};
 use features::provenance::Provenance;
 
 use crate::error::{Error, Result};
+use crate::mlp::TrainConfig;
 use crate::model::{HeadConfig, HeadModel, TENSOR_NAMES};
+use crate::probe::{ProbeConfig, ProbeSummary};
+use crate::recipe::Recipe;
 use runfs::write_atomic;
 use train::metrics::Keep;
 use train::optim::OptimizerConfig;
@@ -51,10 +54,18 @@ pub struct HeadMeta {
     pub val_accuracy: f64,
     /// Where the validation samples came from.
     pub validation: String,
+    /// Which head this is (files without the field are tutorial heads).
+    #[serde(default)]
+    pub recipe: Recipe,
+    /// The probe's settings, and what it chose (for [`Recipe::Probe`]).
+    #[serde(default)]
+    pub probe_config: ProbeConfig,
+    #[serde(default)]
+    pub probe: Option<ProbeSummary>,
 }
 
 /// Fields stored verbatim (all others are JSON).
-const TEXT_FIELDS: [&str; 8] = [
+const TEXT_FIELDS: [&str; 9] = [
     "model",
     "model_sha256",
     "output_tensor",
@@ -63,9 +74,25 @@ const TEXT_FIELDS: [&str; 8] = [
     "precision",
     "keep",
     "validation",
+    "recipe",
 ];
 
 impl HeadMeta {
+    /// The settings this head was trained with.
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            hidden: self.hidden,
+            dropout: self.dropout,
+            optimizer: self.optimizer.clone(),
+            seed: self.seed,
+            keep: self.keep,
+            recipe: self.recipe,
+            probe: self.probe_config.clone(),
+        }
+    }
+
     /// The model shape this metadata describes.
     pub fn head_config(&self) -> HeadConfig {
         HeadConfig {

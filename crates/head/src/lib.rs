@@ -8,6 +8,8 @@ pub mod headfile;
 pub mod mlp;
 pub mod model;
 pub mod pipeline;
+pub mod probe;
+pub mod recipe;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::data::Samples;
 use crate::error::{Error, Result};
 use crate::model::{HeadConfig, HeadModel, Weights};
+use crate::probe::ProbeConfig;
+use crate::recipe::Recipe;
 use train::driver::{fit, Learner, Pass, PassOutcome, Plan, Progress, Validation};
 use train::kernels::tile::{tile_product, Rows, Scalars};
 use train::loss::{bce_with_logits, sigmoid, softmax_cross_entropy};
-use train::metrics::{EpochMetrics, Keep};
+use train::metrics::{calibration_error, EpochMetrics, Keep};
 use train::optim::{rows_per_group, with_cpu_f32, AfterRows, Grad, Optim, OptimizerConfig};
 use train::stage::StageEvent;
 
@@ -35,24 +37,50 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     pub seed: u64,
     pub keep: Keep,
+    /// Which head to fit; the fields above apply to [`Recipe::Keras2016`].
+    #[serde(default)]
+    pub recipe: Recipe,
+    /// Settings of [`Recipe::Probe`].
+    #[serde(default)]
+    pub probe: ProbeConfig,
 }
 
 impl Default for TrainConfig {
-    /// The tutorial's settings: 50 epochs, batch 16, 256 hidden units, dropout 0.5, RMSprop.
+    /// The tutorial's settings: 50 epochs, batch 16, 256 hidden units, dropout 0.5, RMSprop; the
+    /// last epoch is kept (a fixed schedule: validation is never used to pick weights).
     fn default() -> Self {
         TrainConfig {
+            recipe: Recipe::Keras2016,
+            probe: ProbeConfig::default(),
             epochs: 50,
             batch_size: 16,
             hidden: 256,
             dropout: 0.5,
             optimizer: OptimizerConfig::rmsprop(crate::DEFAULT_LEARNING_RATE),
             seed: 0,
-            keep: Keep::Best,
+            keep: Keep::Last,
         }
     }
 }
 
 impl TrainConfig {
+    /// This config with the settings its recipe ignores reset, so that comparing two configs
+    /// only reports differences that change the head.
+    pub fn relevant(&self) -> TrainConfig {
+        let tutorial = TrainConfig::default();
+        match self.recipe {
+            Recipe::Probe => TrainConfig {
+                recipe: Recipe::Probe,
+                probe: self.probe.clone(),
+                ..tutorial
+            },
+            Recipe::Keras2016 => TrainConfig {
+                probe: tutorial.probe.clone(),
+                ..self.clone()
+            },
+        }
+    }
+
     /// Checks the numbers that are not checked elsewhere.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 {
@@ -61,6 +89,7 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
+        self.probe.validate()?;
         Ok(self.optimizer.validate()?)
     }
 }
@@ -83,6 +112,8 @@ pub struct Trained {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
+    /// Expected calibration error (15 bins) of the top-class probabilities.
+    pub ece: f64,
     pub predictions: Vec<u32>,
 }
 
@@ -93,6 +124,7 @@ pub fn evaluate(model: &HeadModel, samples: &Samples) -> Result<Evaluation> {
     let mut probs = vec![0f32; k];
     let (mut loss, mut correct) = (0f64, 0usize);
     let mut predictions = Vec::with_capacity(samples.len());
+    let (mut confidence, mut right) = (Vec::new(), Vec::new());
     let labels = samples.labels();
     for (c, chunk) in samples.features().chunks(256 * d).enumerate() {
         let n = chunk.len() / d;
@@ -100,16 +132,20 @@ pub fn evaluate(model: &HeadModel, samples: &Samples) -> Result<Evaluation> {
         let z = model.logits(&x)?.flatten_all()?.to_vec1::<f32>()?;
         for i in 0..n {
             let y = labels[c * 256 + i];
-            let (l, pred) = sample_loss(&z[i * k..(i + 1) * k], y, &mut probs);
+            let zi = &z[i * k..(i + 1) * k];
+            let (l, pred) = sample_loss(zi, y, &mut probs);
             loss += l as f64;
             correct += usize::from(pred == y);
             predictions.push(pred);
+            confidence.push(top_probability(zi, &probs));
+            right.push(pred == y);
         }
     }
     let n = samples.len().max(1) as f64;
     Ok(Evaluation {
         loss: loss / n,
         accuracy: correct as f64 / n,
+        ece: calibration_error(&confidence, &right),
         predictions,
     })
 }
@@ -121,6 +157,17 @@ fn sample_loss(z: &[f32], y: u32, probs: &mut [f32]) -> (f32, u32) {
     } else {
         let l = softmax_cross_entropy(z, y as usize, probs);
         (l, argmax(z))
+    }
+}
+
+/// The predicted class's probability: from the sigmoid logit, or the softmax `probs` that
+/// [`sample_loss`] filled.
+fn top_probability(z: &[f32], probs: &[f32]) -> f64 {
+    if z.len() == 1 {
+        let p = sigmoid(z[0]) as f64;
+        p.max(1.0 - p)
+    } else {
+        probs.iter().fold(0f32, |m, &v| m.max(v)) as f64
     }
 }
 

@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::headfile::{self, HeadMeta, FORMAT_VERSION};
-use crate::mlp::{evaluate, train, TrainConfig};
+use crate::mlp::{evaluate, TrainConfig};
+use crate::recipe::{fit_head, Recipe};
 use crate::source::load_run;
-use train::metrics::{write_json, ConfusionMatrix, Metrics};
+use train::metrics::{write_json, ConfusionMatrix, Keep, Metrics};
 use train::plot::write_curves;
 use train::stage::StageEvent;
 
@@ -117,17 +118,9 @@ pub fn status(run: &Path, config: &TrainConfig) -> Result<Status> {
         }
         Err(e) => d.push(format!("no features to compare the head with: {e}")),
     }
-    let there = TrainConfig {
-        epochs: meta.epochs,
-        batch_size: meta.batch_size,
-        hidden: meta.hidden,
-        dropout: meta.dropout,
-        optimizer: meta.optimizer.clone(),
-        seed: meta.seed,
-        keep: meta.keep,
-    };
+    let there = meta.train_config();
     d.extend(
-        differences(&there, config)
+        differences(&there.relevant(), &config.relevant())
             .into_iter()
             .map(|x| format!("head {x} (there vs asked)")),
     );
@@ -149,24 +142,29 @@ pub fn train_head(
     opts.config.validate()?;
     let data = load_run(&opts.run, opts.val_split, opts.config.seed)?;
     let cfg = &opts.config;
-    let trained = train(&data.train, &data.val, data.classes.len(), cfg, on_event)?;
-    let metrics = Metrics::summarize(
+    let trained = fit_head(&data.train, &data.val, data.classes.len(), cfg, on_event)?;
+    let keep = match cfg.recipe {
+        Recipe::Probe => Keep::Last,
+        Recipe::Keras2016 => cfg.keep,
+    };
+    let mut metrics = Metrics::summarize(
         trained.history,
-        cfg.keep,
+        keep,
         trained.diverged,
         data.train.len(),
         data.val.len(),
         data.validation.clone(),
     )?;
     let eval = evaluate(&trained.model, &data.val)?;
+    metrics.kept_val_ece = Some(eval.ece);
     let confusion = ConfusionMatrix::new(&data.classes, data.val.labels(), &eval.predictions)?;
     let p = &data.provenance;
     let meta = HeadMeta {
         format_version: FORMAT_VERSION,
         classes: data.classes.clone(),
         feature_shape: data.train.sample_shape().to_vec(),
-        hidden: cfg.hidden,
-        dropout: cfg.dropout,
+        hidden: trained.model.config().hidden,
+        dropout: trained.model.config().dropout,
         features: p.clone(),
         optimizer: cfg.optimizer.clone(),
         epochs: cfg.epochs,
@@ -178,18 +176,28 @@ pub fn train_head(
         val_loss: eval.loss,
         val_accuracy: eval.accuracy,
         validation: data.validation,
+        recipe: cfg.recipe,
+        probe_config: cfg.probe.clone(),
+        probe: trained.probe,
     };
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
     headfile::save(&paths.weights, &trained.model, &meta)?;
     write_json(&paths.metrics, &metrics)?;
     write_json(&paths.confusion, &confusion)?;
-    let title = format!(
-        "{} head on {} features ({}, lr {})",
-        data.classes.join("/"),
-        p.output_tensor,
-        cfg.optimizer.kind,
-        cfg.optimizer.learning_rate
-    );
+    let title = match cfg.recipe {
+        Recipe::Keras2016 => format!(
+            "{} head on {} features ({}, lr {})",
+            data.classes.join("/"),
+            p.output_tensor,
+            cfg.optimizer.kind,
+            cfg.optimizer.learning_rate
+        ),
+        Recipe::Probe => format!(
+            "{} linear probe on {} features",
+            data.classes.join("/"),
+            p.output_tensor
+        ),
+    };
     write_curves(
         &metrics.epochs,
         &title,

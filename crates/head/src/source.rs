@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use features::dataset::VALIDATION_NAMES;
 use features::provenance::Provenance;
 use features::store::{self, FeatureFile};
 
@@ -56,13 +57,28 @@ fn missing_features(run: &Path) -> Error {
     ))
 }
 
+/// The fraction held out for validation when the data folder has no splits (`DIR/<class>/`).
+pub const ONE_SPLIT_HOLD_OUT: f64 = 0.2;
+
 /// Reads `RUN/features/*` and assembles the training data. With `val_split` a stratified
-/// fraction of `train` is held out (seeded); otherwise the `validation` split (else `test`) is used.
+/// fraction of `train` is held out (seeded); otherwise the first of `validation`, `val`, `valid`,
+/// `dev`, `test` (else any other split) is used. A run whose only split is `all` (the one-split
+/// layout) holds out [`ONE_SPLIT_HOLD_OUT`] of it unless `val_split` says otherwise.
 pub fn load_run(run: &Path, val_split: Option<f64>, seed: u64) -> Result<Dataset> {
     if !store::features_dir(run).is_dir() {
         return Err(missing_features(run));
     }
     let splits = store::list_splits(run)?;
+    if splits == ["all"] {
+        // The one-split layout `DIR/<class>/`: hold out a stratified, seeded part of it.
+        let all = SplitData::from_file(FeatureFile::read(&store::feature_path(run, "all"))?)?;
+        return combine(
+            all,
+            None,
+            Some(val_split.unwrap_or(ONE_SPLIT_HOLD_OUT)),
+            seed,
+        );
+    }
     if !splits.iter().any(|s| s == "train") {
         if splits.is_empty() {
             return Err(missing_features(run));
@@ -78,7 +94,7 @@ pub fn load_run(run: &Path, val_split: Option<f64>, seed: u64) -> Result<Dataset
     let read = |name: &str| -> Result<SplitData> {
         SplitData::from_file(FeatureFile::read(&store::feature_path(run, name))?)
     };
-    let val_name = ["validation", "test"]
+    let val_name = VALIDATION_NAMES
         .into_iter()
         .find(|v| splits.iter().any(|s| s == v))
         .or_else(|| splits.iter().map(String::as_str).find(|s| *s != "train"));

@@ -32,6 +32,9 @@ fn meta(classes: &[&str], shape: &[usize]) -> HeadMeta {
         val_loss: 0.08,
         val_accuracy: 0.975,
         validation: "split validation".into(),
+        recipe: head::recipe::Recipe::Keras2016,
+        probe_config: head::probe::ProbeConfig::default(),
+        probe: None,
     }
 }
 

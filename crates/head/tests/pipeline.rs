@@ -3,6 +3,8 @@
 
 mod common;
 
+use head::probe::ProbeConfig;
+use head::recipe::Recipe;
 use std::path::Path;
 
 use head::mlp::TrainConfig;
@@ -22,6 +24,8 @@ fn options(run: &Path) -> TrainHeadOptions {
             optimizer: OptimizerConfig::rmsprop(1e-3),
             seed: 0,
             keep: Keep::Best,
+            recipe: Recipe::Keras2016,
+            probe: ProbeConfig::default(),
         },
         val_split: None,
         force: false,

@@ -7,6 +7,8 @@ use candle_core::{Device, Tensor};
 use head::data::Samples;
 use head::mlp::{evaluate, train, TrainConfig};
 use head::model::{HeadConfig, HeadModel};
+use head::probe::ProbeConfig;
+use head::recipe::Recipe;
 use train::loss::{bce_with_logits_mean, softmax_cross_entropy_mean};
 use train::metrics::Keep;
 use train::optim::OptimizerConfig;
@@ -21,6 +23,8 @@ fn config(epochs: usize, optimizer: OptimizerConfig) -> TrainConfig {
         optimizer,
         seed: 3,
         keep: Keep::Best,
+        recipe: Recipe::Keras2016,
+        probe: ProbeConfig::default(),
     }
 }
 
@@ -117,6 +121,8 @@ fn check_gradients(num_classes: usize) {
         optimizer: OptimizerConfig::sgd(lr, 0.0, false),
         seed: 11,
         keep: Keep::Last,
+        recipe: Recipe::Keras2016,
+        probe: ProbeConfig::default(),
     };
     let head_cfg = HeadConfig {
         input_shape: shape.to_vec(),

@@ -102,6 +102,8 @@ pub struct Scores {
     pub accuracy: f64,
     /// Mean cross-entropy of the true class (probabilities clipped at 1e-7).
     pub log_loss: f64,
+    /// Expected calibration error of the top-class probabilities (15 bins).
+    pub ece: f64,
     /// Mean of the per-class F1 scores.
     pub macro_f1: f64,
     pub per_class: Vec<ClassReport>,
@@ -182,6 +184,9 @@ pub fn score(classes: &[String], preds: &[Prediction], worst: usize) -> Result<S
         })
         .sum::<f64>()
         / preds.len() as f64;
+    let confidence: Vec<f64> = preds.iter().map(|p| p.probability as f64).collect();
+    let right: Vec<bool> = preds.iter().map(|p| p.index == p.label).collect();
+    let ece = train::metrics::calibration_error(&confidence, &right);
     let mut wrong: Vec<&Prediction> = preds.iter().filter(|p| p.index != p.label).collect();
     wrong.sort_by(|a, b| {
         b.probability
@@ -194,6 +199,7 @@ pub fn score(classes: &[String], preds: &[Prediction], worst: usize) -> Result<S
         correct,
         accuracy: confusion.accuracy,
         log_loss,
+        ece,
         macro_f1: per_class.iter().map(|c| c.f1).sum::<f64>() / per_class.len().max(1) as f64,
         per_class,
         confusion,

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub kept_epoch: usize,
     pub kept_val_loss: f64,
     pub kept_val_accuracy: f64,
+    /// Expected calibration error (15 bins) of the kept weights on validation.
+    #[serde(default)]
+    pub kept_val_ece: Option<f64>,
     /// Why training stopped before the last epoch (divergence), if it did.
     pub stopped_early: Option<String>,
     pub train_samples: usize,
@@ -97,6 +100,7 @@ impl Metrics {
             kept_epoch: kept.epoch,
             kept_val_loss: kept.val_loss,
             kept_val_accuracy: kept.val_accuracy,
+            kept_val_ece: None,
             stopped_early,
             train_samples,
             val_samples,
@@ -171,6 +175,15 @@ impl ConfusionMatrix {
         })
     }
 
+    /// `class recall, …` on one line (the per-class recall a user checks for a neglected class).
+    pub fn recall_line(&self) -> String {
+        self.per_class
+            .iter()
+            .map(|c| format!("{} {:.3}", c.class, c.recall))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// A fixed-width table: one row per true class, one column per predicted class, then recall.
     pub fn render(&self) -> String {
         const CORNER: &str = "true \\ predicted";
@@ -223,4 +236,42 @@ pub fn read_json(path: &Path) -> Result<Metrics> {
             path.display()
         ))
     })
+}
+
+/// Bins of [`calibration_error`], as in Guo et al. (2017).
+pub const CALIBRATION_BINS: usize = 15;
+
+/// Expected calibration error: the sample-weighted mean gap between confidence (the top class's
+/// probability) and accuracy over [`CALIBRATION_BINS`] equal-width confidence bins.
+pub fn calibration_error(confidence: &[f64], correct: &[bool]) -> f64 {
+    let bins = CALIBRATION_BINS;
+    let mut sum_conf = vec![0.0; bins];
+    let mut sum_right = vec![0.0; bins];
+    let mut count = vec![0usize; bins];
+    for (&c, &ok) in confidence.iter().zip(correct) {
+        let b = ((c * bins as f64).ceil() as usize).clamp(1, bins) - 1;
+        sum_conf[b] += c;
+        sum_right[b] += f64::from(u8::from(ok));
+        count[b] += 1;
+    }
+    let n = confidence.len().max(1) as f64;
+    (0..bins)
+        .map(|b| (sum_conf[b] - sum_right[b]).abs() / n)
+        .sum()
+}
+
+#[cfg(test)]
+mod calibration_tests {
+    use super::*;
+
+    #[test]
+    fn calibration_error_is_zero_when_confidence_matches_accuracy_and_grows_with_overconfidence() {
+        // 10 samples at 0.8 confidence, 8 right: perfectly calibrated.
+        let conf = vec![0.8; 10];
+        let right: Vec<bool> = (0..10).map(|i| i < 8).collect();
+        assert!(calibration_error(&conf, &right).abs() < 1e-12);
+        // Same hits at 0.99 confidence: gap 0.19.
+        let conf = vec![0.99; 10];
+        assert!((calibration_error(&conf, &right) - 0.19).abs() < 1e-12);
+    }
 }

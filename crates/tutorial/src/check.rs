@@ -37,6 +37,7 @@ pub fn extract_config(cfg: &TutorialConfig, prep: &Prepared) -> ExtractConfig {
 pub fn head_config(cfg: &TutorialConfig) -> TrainConfig {
     TrainConfig {
         epochs: cfg.head_epochs,
+        recipe: cfg.head_recipe,
         ..TrainConfig::default()
     }
 }

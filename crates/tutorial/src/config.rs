@@ -7,6 +7,7 @@ use features::extract::Precision;
 use features::manifest::HubOptions;
 use features::preprocess::Preprocess;
 use features::runtime::Device;
+use head::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -166,6 +167,8 @@ pub struct TutorialConfig {
     /// Replace outputs of RUN that were made from other inputs or settings.
     pub force: bool,
     pub hub: HubOptions,
+    /// Stage 2b's head: the tutorial's dense network, or the calibrated probe (`bottleneck fit`).
+    pub head_recipe: Recipe,
 }
 
 impl TutorialConfig {
@@ -202,7 +205,16 @@ impl TutorialConfig {
             split_at: None,
             force: false,
             hub: HubOptions::from_env(),
+            head_recipe: Recipe::Keras2016,
         }
+    }
+
+    /// `bottleneck fit`: your own photos through extract → train-head → finetune, with the
+    /// calibrated linear probe as the head (no stage-1 baseline); otherwise [`TutorialConfig::new`].
+    pub fn own_photos(mut self) -> Self {
+        self.stages = vec![Stage::Extract, Stage::TrainHead, Stage::Finetune];
+        self.head_recipe = Recipe::Probe;
+        self
     }
 
     /// Runs the stages on `device`; fine-tuning's frozen part in `finetune_precision`, or by

@@ -37,6 +37,9 @@ pub struct Row {
     /// Validation accuracy of the saved weights, and their epoch.
     pub kept_val_accuracy: Option<f64>,
     pub kept_epoch: Option<usize>,
+    /// Validation log loss and calibration error (ECE, 15 bins) of the saved weights.
+    pub kept_val_loss: Option<f64>,
+    pub kept_val_ece: Option<f64>,
     pub epochs: Option<usize>,
     pub tutorial: Option<f64>,
     pub target: Option<f64>,
@@ -127,6 +130,8 @@ fn row(run: &Path, record: &Record, stage: Stage, action: Action, found: &Found)
         val_accuracy: metrics.as_ref().map(|m| m.final_val_accuracy),
         kept_val_accuracy: metrics.as_ref().map(|m| m.kept_val_accuracy),
         kept_epoch: metrics.as_ref().map(|m| m.kept_epoch),
+        kept_val_loss: metrics.as_ref().map(|m| m.kept_val_loss),
+        kept_val_ece: metrics.as_ref().and_then(|m| m.kept_val_ece),
         epochs: metrics.as_ref().map(|m| m.epochs.len()),
         tutorial: reference.map(|r| r.tutorial),
         target: reference.map(|r| r.target),
@@ -157,7 +162,16 @@ pub fn duration(seconds: f64) -> String {
 fn cells(r: &Row) -> Vec<String> {
     let acc = |v: Option<f64>| v.map_or("—".to_string(), |a| format!("{a:.4}"));
     let kept = match (r.kept_val_accuracy, r.kept_epoch) {
-        (Some(a), Some(e)) => format!("{a:.4} (epoch {e})"),
+        (Some(a), Some(e)) => {
+            let mut k = format!("{a:.4} (epoch {e}");
+            if let Some(l) = r.kept_val_loss {
+                k += &format!("; log loss {l:.3}");
+            }
+            if let Some(c) = r.kept_val_ece {
+                k += &format!(", ECE {c:.3}");
+            }
+            k + ")"
+        }
         _ => "—".into(),
     };
     let time = match (r.seconds, r.seconds_source) {

@@ -91,8 +91,8 @@ pub fn run(args: &EvaluateArgs, global: &Global) -> anyhow::Result<()> {
             eval.images_per_second
         );
         println!(
-            "accuracy {:.4} ({}/{}), log loss {:.4}, macro F1 {:.4}",
-            s.accuracy, s.correct, s.images, s.log_loss, s.macro_f1
+            "accuracy {:.4} ({}/{}), log loss {:.4}, calibration error (ECE) {:.4}, macro F1 {:.4}",
+            s.accuracy, s.correct, s.images, s.log_loss, s.ece, s.macro_f1
         );
         println!(
             "{:>16}  {:>9}  {:>6}  {:>6}  {:>7}",

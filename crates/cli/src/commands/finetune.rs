@@ -79,7 +79,7 @@ pub struct FinetuneArgs {
     /// model.onnx carries that int8 frozen part) [default: fp32, or the checkpoint's].
     #[arg(long)]
     pub precision: Option<FrozenPrecision>,
-    /// Weights to save: best (lowest validation loss) or last [default: best].
+    /// Weights to save: last (a fixed schedule) or best (lowest validation loss: picked on the split it is then scored on) [default: last].
     #[arg(long)]
     pub keep: Option<Keep>,
     /// Where ONNX Runtime runs the frozen part: cpu, cuda or auto.
@@ -179,7 +179,7 @@ impl FinetuneArgs {
             .precision
             .or(s.map(|s| s.precision))
             .unwrap_or(FrozenPrecision::Fp32);
-        cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(Keep::Best);
+        cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(Keep::Last);
         cfg.device = self.device;
         cfg.threads = self.threads;
         cfg.force = self.force;
@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(cfg.augment, features::augment::AugmentParams::tutorial());
         assert_eq!(
             (cfg.seed, cfg.keep, cfg.cache_precision),
-            (1337, Keep::Best, Precision::F16)
+            (1337, Keep::Last, Precision::F16)
         );
         assert_eq!(cfg.precision, FrozenPrecision::Fp32);
         let int8 = parse(&["--run", "r", "--data", "d", "--precision", "int8"])

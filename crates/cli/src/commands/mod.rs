@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod export;
 pub mod extract;
 pub mod finetune;
+pub mod fit;
 pub mod predict;
 pub mod quantize;
 pub mod scratch;
@@ -30,5 +31,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(&a, &cli.global),
         Command::Data(a) => data::run(&a, &cli.global),
         Command::Tutorial(a) => tutorial::run(&a, &cli.global),
+        Command::Fit(a) => fit::run(&a, &cli.global),
     }
 }

@@ -5,31 +5,44 @@ use std::path::PathBuf;
 
 use head::mlp::TrainConfig;
 use head::pipeline::{train_head, TrainHeadOptions, TrainReport};
+use head::probe::ProbeConfig;
+use head::recipe::Recipe;
 use train::metrics::Keep;
 use train::optim::{OptimizerConfig, OptimizerKind};
 
 use crate::args::Global;
 use crate::progress;
 
-/// Train the dense classifier on the features cached by `bottleneck extract`.
+/// Train the classifier on the features cached by `bottleneck extract`.
+///
+/// By default a calibrated linear probe: L2 logistic regression on the flattened features, its
+/// strength chosen by 5-fold cross-validation on train only, temperature-scaled, balanced class
+/// weights. The validation split is only scored. `--keras2016` trains the 2016 tutorial's dense
+/// network instead (the options below marked "keras2016").
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  bottleneck train-head --run runs/dvc --epochs 50 --batch 16 --optimizer rmsprop --lr 1e-4"
+    after_help = "Examples:\n  bottleneck train-head --run runs/mine\n  bottleneck train-head --run runs/dvc --keras2016 --epochs 50 --batch 16 --optimizer rmsprop --lr 1e-4"
 )]
 pub struct TrainHeadArgs {
     /// Run folder: reads RUN/features/*.safetensors, writes RUN/head/.
     #[arg(long)]
     pub run: PathBuf,
-    /// Passes over the training samples.
+    /// Train the 2016 tutorial's head (Dense 256, dropout 0.5, RMSprop) instead of the probe.
+    #[arg(long)]
+    pub keras2016: bool,
+    /// Cross-validation folds of the probe.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// keras2016: passes over the training samples.
     #[arg(long, default_value_t = 50)]
     pub epochs: usize,
-    /// Samples per gradient step.
+    /// keras2016: samples per gradient step.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Update rule (Keras semantics).
+    /// keras2016: update rule (Keras semantics).
     #[arg(long, default_value = "rmsprop", value_parser = ["rmsprop", "sgd", "adam", "adamw"])]
     pub optimizer: String,
-    /// Learning rate.
+    /// keras2016: learning rate.
     #[arg(long, default_value_t = head::DEFAULT_LEARNING_RATE)]
     pub lr: f64,
     /// Momentum (SGD only).
@@ -41,17 +54,18 @@ pub struct TrainHeadArgs {
     /// Decoupled weight decay [default: 0, or 0.004 for adamw].
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Dropout rate after the hidden layer.
+    /// keras2016: dropout rate after the hidden layer.
     #[arg(long, default_value_t = 0.5)]
     pub dropout: f32,
-    /// Units of the hidden dense layer.
+    /// keras2016: units of the hidden dense layer.
     #[arg(long, default_value_t = 256)]
     pub hidden: usize,
-    /// Seed of the initial weights, shuffling, dropout and --val-split.
+    /// Seed of the folds, initial weights, shuffling, dropout and --val-split.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Which epoch's weights to save: lowest validation loss, or the last one.
-    #[arg(long, default_value = "best", value_parser = ["best", "last"])]
+    /// keras2016: which epoch's weights to save: the last one (a fixed schedule), or the lowest
+    /// validation loss (picks on the split it then reports: optimistic).
+    #[arg(long, default_value = "last", value_parser = ["best", "last"])]
     pub keep: String,
     /// Hold out this stratified fraction of train for validation (when there is no validation split).
     #[arg(long)]
@@ -86,6 +100,16 @@ impl TrainHeadArgs {
                 optimizer,
                 seed: self.seed,
                 keep,
+                recipe: if self.keras2016 {
+                    Recipe::Keras2016
+                } else {
+                    Recipe::Probe
+                },
+                probe: ProbeConfig {
+                    folds: self.folds,
+                    seed: self.seed,
+                    ..ProbeConfig::default()
+                },
             },
             val_split: self.val_split,
             force: self.force,
@@ -122,24 +146,38 @@ fn print_summary(r: &TrainReport) {
         m.validation,
         m.total_seconds
     );
+    if let Some(p) = &r.meta.probe {
+        println!(
+            "linear probe: C {:.3e} and temperature {:.3} chosen by {}-fold cross-validation on train",
+            p.c, p.temperature, p.folds
+        );
+    } else {
+        println!(
+            "final val accuracy {:.4} (epoch {}), best {:.4} (epoch {})",
+            m.final_val_accuracy,
+            m.epochs.len(),
+            m.best_val_accuracy,
+            m.best_val_accuracy_epoch
+        );
+        println!(
+            "kept epoch {} ({})",
+            m.kept_epoch,
+            if m.keep == Keep::Best {
+                "lowest val loss"
+            } else {
+                "last"
+            },
+        );
+    }
     println!(
-        "final val accuracy {:.4} (epoch {}), best {:.4} (epoch {})",
-        m.final_val_accuracy,
-        m.epochs.len(),
-        m.best_val_accuracy,
-        m.best_val_accuracy_epoch
-    );
-    println!(
-        "kept epoch {} ({}): val loss {:.4}, val accuracy {:.4}",
-        m.kept_epoch,
-        if m.keep == Keep::Best {
-            "lowest val loss"
-        } else {
-            "last"
-        },
+        "validation: accuracy {:.4}, log loss {:.4}, calibration error (ECE) {}",
+        m.kept_val_accuracy,
         m.kept_val_loss,
-        m.kept_val_accuracy
+        m.kept_val_ece
+            .map(|e| format!("{e:.4}"))
+            .unwrap_or_else(|| "-".into())
     );
+    println!("recall per class: {}", r.confusion.recall_line());
     println!("confusion matrix on validation (rows: true class):");
     print!("{}", r.confusion.render());
     println!("wrote {}", r.paths.dir.display());

@@ -120,9 +120,13 @@ impl TutorialArgs {
 }
 
 pub fn run(args: &TutorialArgs, global: &Global) -> anyhow::Result<()> {
-    let cfg = args.config()?;
+    run_config(&args.config()?, global)
+}
+
+/// Runs `cfg`'s stages, showing each one's progress, then prints the summary.
+pub fn run_config(cfg: &TutorialConfig, global: &Global) -> anyhow::Result<()> {
     let mut out = progress::Phases::new(global);
-    let summary = tutorial::run(&cfg, &mut |ev| match ev {
+    let summary = tutorial::run(cfg, &mut |ev| match ev {
         Event::Plan { stage, action, why } => out.say(format!(
             "stage {:>2} {:<10} {:<8} {why}",
             stage.number(),

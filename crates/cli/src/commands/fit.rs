@@ -1,0 +1,72 @@
+//! `bottleneck fit`: your own folder of photos through extract → train-head (the calibrated probe)
+//! → finetune, resumable, ending with a summary and `RUN/report.html`. Parses the options and
+//! hands them to `tutorial::run` through the same renderer as `bottleneck tutorial`.
+
+use std::path::PathBuf;
+
+use features::preprocess::Preprocess;
+use tutorial::{Stage, TutorialConfig};
+
+use crate::args::{Global, HubFlags, RuntimeFlags};
+use crate::commands::tutorial::run_config;
+
+/// Build the best classifier your photos allow: features, a calibrated head, then fine-tuning.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  bottleneck fit --data photos/ --run runs/mine --model ../shared/models/vgg16_keras_notop.onnx\n  \
+bottleneck fit --data photos/ --run runs/mine --no-finetune\n\n\
+DIR is DIR/train/<class>/*.jpg with DIR/validation (or val, valid, dev, test)/<class>/*.jpg. Run it again to \
+continue an interrupted run; finished stages are reused."
+)]
+pub struct FitArgs {
+    /// Data folder: DIR/train/<class>/*.jpg and DIR/validation/<class>/*.jpg (or val, valid, dev, test).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run folder: features/, head/, finetune/, report.md and report.html.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// A model name from models/ (e.g. vgg16) or a local .onnx file.
+    #[arg(long, default_value = "vgg16")]
+    pub model: String,
+    /// Preprocessing: caffe, torch or unit (default: the model's manifest).
+    #[arg(long)]
+    pub preprocess: Option<Preprocess>,
+    /// Side of the square network input in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// Stop after the head (stage 3 costs minutes per hundred photos on a CPU).
+    #[arg(long)]
+    pub no_finetune: bool,
+    /// Epochs of fine-tuning.
+    #[arg(long)]
+    pub finetune_epochs: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
+    /// Replace outputs in RUN made from other inputs or settings.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub hub: HubFlags,
+}
+
+impl FitArgs {
+    /// The library configuration: [`TutorialConfig::own_photos`], then the flags given.
+    pub fn config(&self) -> TutorialConfig {
+        let mut cfg = TutorialConfig::new(&self.data, &self.model, &self.run).own_photos();
+        if self.no_finetune {
+            cfg.stages.retain(|s| *s != Stage::Finetune);
+        }
+        cfg.preprocess = self.preprocess;
+        cfg.size = self.size;
+        cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
+        cfg.set_device(self.runtime.device, None);
+        cfg.threads = self.runtime.threads;
+        cfg.force = self.force;
+        cfg.hub = self.hub.options();
+        cfg
+    }
+}
+
+pub fn run(args: &FitArgs, global: &Global) -> anyhow::Result<()> {
+    run_config(&args.config(), global)
+}
