@@ -26,9 +26,12 @@ done
 run=$work/run
 model=$shared/models/vgg16_keras_notop.onnx
 "$bin" -q extract --data "$work/data" --model "$model" --preprocess caffe --size 150 --run "$run" --threads 2
-"$bin" -q train-head --run "$run" --epochs 5 --seed 0
+# Later binaries default to the probe head and the last epoch: ask for what the first one did.
+head_flags=()
+if "$bin" train-head --help | grep -q -- --keras2016; then head_flags=(--keras2016 --keep best); fi
+"$bin" -q train-head --run "$run" --epochs 5 --seed 0 "${head_flags[@]}"
 "$bin" -q scratch --data "$work/data" --run "$run" --epochs 2
-"$bin" -q finetune --run "$run" --data "$work/data" --epochs 1 --aug-cache 1 --lr 1e-5 --threads 2
+"$bin" -q finetune --run "$run" --data "$work/data" --epochs 1 --aug-cache 1 --lr 1e-5 --threads 2 --keep best
 "$py" - "$run" > "$out" <<'PY'
 import hashlib, json, sys, pathlib
 from safetensors.numpy import load_file

@@ -114,7 +114,8 @@ fn describe_holder(text: &str) -> String {
 pub fn held_here() -> HashMap<PathBuf, usize> {
     let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     held.iter()
-        .filter_map(|(p, w)| (w.strong_count() > 0).then(|| (p.clone(), w.strong_count())))
+        .filter(|(_, w)| w.strong_count() > 0)
+        .map(|(p, w)| (p.clone(), w.strong_count()))
         .collect()
 }
 

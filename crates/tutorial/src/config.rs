@@ -126,6 +126,11 @@ impl std::fmt::Display for Stage {
     }
 }
 
+/// Fine-tuning learning rate of `bottleneck fit`: on `intel_scenes_dev` (100 photos per class) 1e-5
+/// over-fits block5 within 3 epochs and ends below the stage-2 head, 3e-6 ends above it
+/// (BENCHMARKS.md, "Stage 3 on your own photos").
+pub const OWN_PHOTOS_FINETUNE_LR: f64 = 3e-6;
+
 /// Everything `bottleneck tutorial` needs.
 #[derive(Debug, Clone)]
 pub struct TutorialConfig {
@@ -210,10 +215,12 @@ impl TutorialConfig {
     }
 
     /// `bottleneck fit`: your own photos through extract → train-head → finetune, with the
-    /// calibrated linear probe as the head (no stage-1 baseline); otherwise [`TutorialConfig::new`].
+    /// calibrated linear probe as the head (no stage-1 baseline) and fine-tuning at lr
+    /// [`OWN_PHOTOS_FINETUNE_LR`]; otherwise [`TutorialConfig::new`].
     pub fn own_photos(mut self) -> Self {
         self.stages = vec![Stage::Extract, Stage::TrainHead, Stage::Finetune];
         self.head_recipe = Recipe::Probe;
+        self.finetune_lr = OWN_PHOTOS_FINETUNE_LR;
         self
     }
 

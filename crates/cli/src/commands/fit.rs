@@ -37,9 +37,18 @@ pub struct FitArgs {
     /// Stop after the head (stage 3 costs minutes per hundred photos on a CPU).
     #[arg(long)]
     pub no_finetune: bool,
-    /// Epochs of fine-tuning.
+    /// Epochs of fine-tuning [default: 10].
     #[arg(long)]
     pub finetune_epochs: Option<usize>,
+    /// SGD learning rate of fine-tuning [default: 3e-6].
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
+    /// Augmented draws per training photo cached for fine-tuning; 0 augments afresh every epoch [default: 5].
+    #[arg(long, value_name = "K")]
+    pub aug_cache: Option<usize>,
+    /// Input tensor of the block to fine-tune [default: the model manifest's, block4_pool for VGG16].
+    #[arg(long, value_name = "TENSOR")]
+    pub split_at: Option<String>,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// Replace outputs in RUN made from other inputs or settings.
@@ -59,6 +68,9 @@ impl FitArgs {
         cfg.preprocess = self.preprocess;
         cfg.size = self.size;
         cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
+        cfg.finetune_lr = self.finetune_lr.unwrap_or(cfg.finetune_lr);
+        cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
+        cfg.split_at = self.split_at.clone();
         cfg.set_device(self.runtime.device, None);
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;

@@ -42,36 +42,29 @@ pub fn stratified_folds(labels: &[u32], classes: usize, folds: usize, seed: u64)
     fold
 }
 
+/// The training samples as cross-validation sees them.
+pub struct Folds<'a> {
+    /// Gram matrix of all training rows.
+    pub gram: &'a Mat,
+    pub labels: &'a [u32],
+    /// Per-sample weights (balanced class weights).
+    pub weights: &'a [f64],
+    pub classes: usize,
+    /// Fold of every sample, in `0..count`.
+    pub fold_of: &'a [usize],
+    pub count: usize,
+}
+
+/// Held-out sample indices of one fold and their logits for every C.
+type FoldLogits = (Vec<usize>, Vec<Vec<f64>>);
+
 /// Fits every C of `grid` (ascending) on each fold's training part and scores the held-out part.
-pub fn cross_validate(
-    gram: &Mat,
-    labels: &[u32],
-    weights: &[f64],
-    classes: usize,
-    grid: &[f64],
-    fold_of: &[usize],
-    folds: usize,
-    stop: Stop,
-) -> Result<CvResult> {
+pub fn cross_validate(f: &Folds<'_>, grid: &[f64], stop: Stop) -> Result<CvResult> {
+    let (labels, weights, classes) = (f.labels, f.weights, f.classes);
     let n = labels.len();
-    let per_fold: Vec<Result<(Vec<usize>, Vec<Vec<f64>>)>> = (0..folds)
+    let per_fold: Vec<Result<FoldLogits>> = (0..f.count)
         .into_par_iter()
-        .map(|f| {
-            let train: Vec<usize> = (0..n).filter(|&i| fold_of[i] != f).collect();
-            let held: Vec<usize> = (0..n).filter(|&i| fold_of[i] == f).collect();
-            let l = cholesky(&gram.select(&train, &train))?;
-            let cross = gram.select(&held, &train);
-            let y: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
-            let w: Vec<f64> = train.iter().map(|&i| weights[i]).collect();
-            let problem = Problem::new(&l, &y, &w, classes);
-            let mut p = vec![0.0; problem.params()];
-            let mut logits = Vec::with_capacity(grid.len());
-            for &c in grid {
-                minimize(&mut p, stop, &mut |x, g| problem.eval(c, x, g));
-                logits.push(held_logits(&problem, &p, &cross));
-            }
-            Ok((held, logits))
-        })
+        .map(|k| fold_logits(f, k, grid, stop))
         .collect();
     let mut oof = vec![vec![0.0; n * classes]; grid.len()];
     for r in per_fold {
@@ -103,6 +96,25 @@ pub fn cross_validate(
         best,
         oof_logits: oof.swap_remove(best),
     })
+}
+
+/// Fits fold `k`'s training part along `grid` (warm-started) and returns its held-out logits.
+fn fold_logits(f: &Folds<'_>, k: usize, grid: &[f64], stop: Stop) -> Result<FoldLogits> {
+    let n = f.labels.len();
+    let train: Vec<usize> = (0..n).filter(|&i| f.fold_of[i] != k).collect();
+    let held: Vec<usize> = (0..n).filter(|&i| f.fold_of[i] == k).collect();
+    let l = cholesky(&f.gram.select(&train, &train))?;
+    let cross = f.gram.select(&held, &train);
+    let y: Vec<u32> = train.iter().map(|&i| f.labels[i]).collect();
+    let w: Vec<f64> = train.iter().map(|&i| f.weights[i]).collect();
+    let problem = Problem::new(&l, &y, &w, f.classes);
+    let mut p = vec![0.0; problem.params()];
+    let mut logits = Vec::with_capacity(grid.len());
+    for &c in grid {
+        minimize(&mut p, stop, &mut |x, g| problem.eval(c, x, g));
+        logits.push(held_logits(&problem, &p, &cross));
+    }
+    Ok((held, logits))
 }
 
 /// Logits of held-out rows whose Gram products with the training rows are `cross`.

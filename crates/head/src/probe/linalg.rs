@@ -126,7 +126,7 @@ fn try_cholesky(a: &Mat, eps: f64) -> Option<Mat> {
         let (done, rest) = l.data.split_at_mut((j + 1) * n);
         let lj = &mut done[j * n..j * n + n];
         let d = a.at(j, j) + eps - dot(&lj[..j], &lj[..j]);
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             return None;
         }
         let djj = d.sqrt();

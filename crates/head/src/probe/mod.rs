@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Samples;
 use crate::error::{Error, Result};
 use crate::model::{HeadConfig, HeadModel};
-use cv::{cross_validate, fit_temperature, stratified_folds, PathPoint};
+use cv::{cross_validate, fit_temperature, stratified_folds, Folds, PathPoint};
 use lbfgs::{minimize, Stop};
 use linalg::{cholesky, gram, Mat};
 use objective::Problem;
@@ -137,16 +137,15 @@ pub fn fit(
         name: "cross-validating C".into(),
         total: folds,
     });
-    let cv = cross_validate(
-        &k_full,
-        train.labels(),
-        &weights,
+    let folds_of = Folds {
+        gram: &k_full,
+        labels: train.labels(),
+        weights: &weights,
         classes,
-        &cfg.grid,
-        &fold_of,
-        folds,
-        solver_stop(),
-    )?;
+        fold_of: &fold_of,
+        count: folds,
+    };
+    let cv = cross_validate(&folds_of, &cfg.grid, solver_stop())?;
     on_event(StageEvent::PhaseEnd);
     let c = cfg.grid[cv.best];
     // Out-of-fold models saw 1/folds less data and are less sure than the final one, so a
