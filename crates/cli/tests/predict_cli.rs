@@ -163,6 +163,22 @@ fn predict_skips_unreadable_images_and_reports_bad_input() {
         .unwrap()
         .contains("empty file"));
 
+    let unreadable = t.path().join("unreadable");
+    std::fs::create_dir_all(&unreadable).unwrap();
+    std::fs::write(unreadable.join("empty.jpg"), b"").unwrap();
+    std::fs::write(unreadable.join("text.png"), b"not a picture").unwrap();
+    for json in [false, true] {
+        let mut c = predict(&run);
+        if json {
+            c.arg("--json");
+        }
+        let err = fails(c.arg(&unreadable).output().unwrap());
+        assert!(
+            err.contains("none of the 2 images could be read") && err.contains("empty.jpg"),
+            "{err}"
+        );
+    }
+
     let err = fails(
         predict(&t.path().join("nothing"))
             .arg(&mixed)

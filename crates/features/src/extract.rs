@@ -122,6 +122,9 @@ pub struct SplitSummary {
     pub images_per_second: f64,
 }
 
+/// Largest `--size`: VGG16 at 1024 px needs ≈ 0.5 GB of activations per image in its first block.
+pub const MAX_SIZE: u32 = 1024;
+
 /// What `extract` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExtractSummary {
@@ -135,6 +138,27 @@ pub struct ExtractSummary {
     pub precision: Precision,
     pub classes: Vec<String>,
     pub splits: Vec<SplitSummary>,
+    /// Feature files of splits the data folder no longer has, moved to `RUN/features/stale/`
+    /// (paths after the move) so that no later stage trains or validates on them.
+    pub stale: Vec<PathBuf>,
+}
+
+/// Moves `RUN/features/<split>.safetensors` of every split `data` does not have into
+/// `RUN/features/stale/` (replacing an older copy there) and returns the new paths.
+fn set_aside_stale_splits(run: &Path, data: &dataset::Dataset) -> Result<Vec<PathBuf>> {
+    let mut moved = Vec::new();
+    for name in store::list_splits(run)? {
+        if data.splits.iter().any(|s| s.name == name) {
+            continue;
+        }
+        let from = store::feature_path(run, &name);
+        let dir = store::features_dir(run).join("stale");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let to = dir.join(format!("{name}.safetensors"));
+        std::fs::rename(&from, &to).map_err(|e| Error::io(&from, e))?;
+        moved.push(to);
+    }
+    Ok(moved)
 }
 
 /// A loaded, cut and ready backbone.
@@ -238,6 +262,14 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
             cfg.size
         )));
     }
+    if cfg.size > MAX_SIZE {
+        return Err(Error::Invalid(format!(
+            "--size {} is too large: at most {MAX_SIZE} px (VGG16's first block alone holds \
+             {:.1} GB of activations per image at that size; ImageNet weights are trained at 224)",
+            cfg.size,
+            (cfg.size as f64).powi(2) * 64.0 * 4.0 * 2.0 / 1e9
+        )));
+    }
     let data = dataset::scan(&cfg.data)?;
     let _lock = runfs::RunLock::acquire(&cfg.run, "extract")?;
     let backbone = load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
@@ -308,7 +340,9 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
         let summary = extract_split(r, &backbone, cfg, &data, split, key, on_event)?;
         splits.push(summary);
     }
+    let stale = set_aside_stale_splits(&cfg.run, &data)?;
     Ok(ExtractSummary {
+        stale,
         model: backbone.model.name.clone(),
         model_sha256: backbone.model.sha256.clone(),
         output_tensor: backbone.cut.output.clone(),

@@ -12,6 +12,9 @@ use crate::{Error, Result};
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest decode buffer.
 pub const MAX_ALLOC: u64 = 1 << 30;
+/// Most pixels we decode (64 MP, e.g. 8192×8192; a 48 MP phone photo passes), checked from the
+/// header before any pixel is decoded: a small file can claim a huge image (a decode bomb).
+pub const MAX_PIXELS: u64 = 64 << 20;
 
 /// A decoded photo and what was done to make it plain RGB.
 #[derive(Debug, Clone)]
@@ -61,6 +64,14 @@ pub fn decode_rgb8(bytes: &[u8], path: &Path) -> Result<Decoded> {
     let mut reader = reader;
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|e| bad(describe(e)))?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(bad(format!(
+            "too large to decode safely ({w}×{h} px = {} MP; limit {} MP): downscale it first",
+            (u64::from(w) * u64::from(h)) >> 20,
+            MAX_PIXELS >> 20
+        )));
+    }
     let orientation = decoder.orientation().ok();
     let color = decoder.color_type();
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| bad(describe(e)))?;

@@ -238,11 +238,39 @@ pub fn read_header(path: &Path) -> Result<(FeatureMeta, Vec<usize>)> {
         features: Option<TensorInfo>,
     }
     let h: Header = serde_json::from_slice(&header).map_err(|e| bad(format!("bad header: {e}")))?;
+    check_length(&f, &header, 8 + n).map_err(bad)?;
     let shape = h
         .features
         .map(|t| t.shape)
         .ok_or_else(|| bad("no tensor 'features'".into()))?;
     Ok((FeatureMeta::from_strings(path, &h.metadata)?, shape))
+}
+
+/// Fails when the file is shorter or longer than its header says (a truncated copy, a disk that
+/// filled up): the header alone would otherwise pass for a whole file.
+fn check_length(f: &File, header: &[u8], data_start: u64) -> std::result::Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| format!("bad header: {e}"))?;
+    let end = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let want = data_start + end;
+    let have = f
+        .metadata()
+        .map_err(|e| format!("cannot read the file size: {e}"))?
+        .len();
+    if have != want {
+        return Err(format!(
+            "the file is {have} bytes but its header describes {want} (truncated or damaged); \
+             delete it and run `bottleneck extract` again"
+        ));
+    }
+    Ok(())
 }
 
 /// `RUN/features`.

@@ -292,3 +292,66 @@ fn int8_precision_is_recorded_and_separates_the_cache() {
     );
     assert_eq!(run(&int8).1, 2, "second int8 run is up to date");
 }
+
+#[test]
+fn a_truncated_feature_file_is_not_up_to_date_and_is_remade() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testkit::write_synthetic(&data, &[("train", 3), ("validation", 2)], 4).unwrap();
+    let model = tiny_model(t.path());
+    let run_dir = t.path().join("run");
+    let cfg = config(&data, &model, &run_dir);
+    run(&cfg);
+    let path = store::feature_path(&run_dir, "train");
+    let whole = fs::read(&path).unwrap();
+    fs::write(&path, &whole[..whole.len() / 2]).unwrap();
+    let err = store::read_meta(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") && err.contains("train.safetensors"),
+        "{err}"
+    );
+    let (_, up) = run(&cfg);
+    assert_eq!(up, 1, "only validation is up to date; train is re-made");
+    assert_eq!(fs::read(&path).unwrap(), whole, "re-made bit for bit");
+}
+
+#[test]
+fn a_split_gone_from_the_data_folder_is_set_aside_not_left_for_training() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testkit::write_synthetic(&data, &[("train", 3), ("validation", 2)], 6).unwrap();
+    let model = tiny_model(t.path());
+    let run_dir = t.path().join("run");
+    let cfg = config(&data, &model, &run_dir);
+    run(&cfg);
+    // The user moves the validation photos into train and deletes validation/.
+    for class in ["bright", "dark"] {
+        for e in fs::read_dir(data.join("validation").join(class)).unwrap() {
+            let p = e.unwrap().path();
+            let name = format!("moved-{}", p.file_name().unwrap().to_string_lossy());
+            fs::rename(&p, data.join("train").join(class).join(name)).unwrap();
+        }
+    }
+    fs::remove_dir_all(data.join("validation")).unwrap();
+    let (s, _) = run(&cfg);
+    assert_eq!(store::list_splits(&run_dir).unwrap(), ["train"]);
+    let moved = run_dir.join("features/stale/validation.safetensors");
+    assert_eq!(s.stale, std::slice::from_ref(&moved));
+    assert!(moved.is_file());
+}
+
+#[test]
+fn an_input_size_beyond_the_bound_is_refused_with_the_reason() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testkit::write_synthetic(&data, &[("train", 1)], 6).unwrap();
+    let model = tiny_model(t.path());
+    let mut cfg = config(&data, &model, &t.path().join("run"));
+    cfg.size = 4000;
+    let err = extract::extract(&cfg, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("--size 4000 is too large") && err.contains("1024"),
+        "{err}"
+    );
+    assert!(!t.path().join("run").exists(), "nothing written");
+}

@@ -102,7 +102,8 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
         } => {
             let msg = format!("{split}: skipped {file}: {reason}");
             match &bar {
-                Some(b) if !global.quiet && !global.json => b.println(msg),
+                // Not `println`: a hidden bar (stderr not a terminal) would drop the line.
+                Some(b) if !global.quiet && !global.json => b.suspend(|| eprintln!("{msg}")),
                 _ => progress::note(global, msg),
             }
         }
@@ -114,6 +115,15 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
     })
     .with_context(|| format!("extracting features from {}", args.data.display()))?;
 
+    for p in &summary.stale {
+        progress::note(
+            global,
+            format!(
+                "warning: the data folder has no such split any more; its old features were moved to {}",
+                p.display()
+            ),
+        );
+    }
     progress::summary(global, &summary, || {
         println!(
             "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",

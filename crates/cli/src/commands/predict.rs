@@ -117,7 +117,8 @@ pub fn run(args: &PredictArgs, global: &Global) -> anyhow::Result<()> {
             if global.quiet || global.json {
                 progress::note(global, msg);
             } else {
-                bar.println(msg);
+                // Not `bar.println`: a hidden bar (stderr not a terminal) would drop the line.
+                bar.suspend(|| eprintln!("{msg}"));
             }
         }
         if global.json {
@@ -143,7 +144,7 @@ pub fn run(args: &PredictArgs, global: &Global) -> anyhow::Result<()> {
             stats,
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return nothing_classified(&report.stats);
     }
     progress::note(
         global,
@@ -156,6 +157,17 @@ pub fn run(args: &PredictArgs, global: &Global) -> anyhow::Result<()> {
             predictor.classifier.stage.name()
         ),
     );
+    nothing_classified(&stats)
+}
+
+/// An error when images were given but none could be classified (the result asked for is missing).
+fn nothing_classified(stats: &predict::run::RunStats) -> anyhow::Result<()> {
+    if stats.predicted == 0 && stats.images > 0 {
+        anyhow::bail!(
+            "none of the {} images could be read, so nothing was classified (each is listed above with the reason)",
+            stats.images
+        );
+    }
     Ok(())
 }
 
