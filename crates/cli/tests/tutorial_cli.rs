@@ -212,3 +212,22 @@ fn quick_tutorial_reports_resumes_and_refuses_other_data() {
     );
     assert_eq!(rec["stages"]["finetune"]["sittings"], 1);
 }
+
+#[test]
+fn quick_tutorial_on_one_folder_validates_every_stage_on_the_same_held_out_fifth() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("photos");
+    testkit::write_synthetic(&data, &[("", 10)], 8).unwrap();
+    let model = dir.path().join("tiny.onnx");
+    std::fs::write(&model, synth::vgg_like(&VggSpec::default())).unwrap();
+    let run = dir.path().join("run");
+    ok(&tutorial(&data, &model, &run, &[]));
+    for stage in ["scratch", "head", "finetune"] {
+        let m = json(&run.join(stage).join("metrics.json"));
+        assert_eq!(
+            (m["train_samples"].as_u64(), m["val_samples"].as_u64()),
+            (Some(16), Some(4)),
+            "{stage}: {m}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod error;
 pub mod extract;
 pub mod freshness;
+pub mod holdout;
 pub mod image_io;
 pub mod infer;
 pub mod manifest;

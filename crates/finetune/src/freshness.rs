@@ -10,7 +10,8 @@ use runfs::Status;
 use crate::checkpoint;
 use crate::config::{FinetuneConfig, FinetunePaths, Settings};
 use crate::error::Result;
-use crate::setup::{find_split, model_and_head};
+use crate::setup::model_and_head;
+use crate::splits;
 
 /// The state of `RUN/finetune` for `cfg`.
 pub fn status(cfg: &FinetuneConfig) -> Result<Status> {
@@ -75,11 +76,9 @@ fn asked_settings(
     let (_, head_meta, model, split_at) = model_and_head(cfg, paths)?;
     let data = features::dataset::scan(&cfg.data)?;
     let skipped: BTreeSet<String> = there.skipped.iter().cloned().collect();
-    let digest = |name: &str, flag: &str| -> Result<String> {
-        Ok(files_digest(
-            &find_split(&data, name, flag)?.items,
-            &skipped,
-        )?)
+    let chosen = splits::choose(&data, cfg, &head_meta)?;
+    let digest = |split: &features::dataset::Split| -> Result<String> {
+        Ok(files_digest(&split.items, &skipped)?)
     };
     Ok(Settings {
         // The name the model was given is not compared, its sha256 is.
@@ -91,8 +90,8 @@ fn asked_settings(
         preprocess: head_meta.features.preprocess.clone(),
         resize: head_meta.features.resize.clone(),
         classes: data.classes.clone(),
-        train_digest: digest(&cfg.train_split, "--train-split")?,
-        val_digest: digest(&cfg.val_split, "--val-split")?,
+        train_digest: digest(&chosen.train)?,
+        val_digest: digest(&chosen.val)?,
         skipped: there.skipped.clone(),
         head_sha256: runfs::sha256_file(&paths.input_head)?,
         batch_size: cfg.batch_size,

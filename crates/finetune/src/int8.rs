@@ -84,7 +84,7 @@ pub fn cache_tag(int8_key: Option<&str>) -> Option<String> {
     int8_key.map(|k| format!("int8:{k}"))
 }
 
-/// Quantizes `cut` (or reuses the cached int8 model): calibration images from `cfg.train_split` of
+/// Quantizes `cut` (or reuses the cached int8 model): calibration images from split `split` of
 /// `cfg.data` (64 images, seed 0, as `extract --precision int8`), preprocessed as the head's features.
 pub fn quantize_frozen(
     model: &ResolvedModel,
@@ -92,6 +92,7 @@ pub fn quantize_frozen(
     preprocess: Preprocess,
     resize: Resize,
     size: u32,
+    split: &str,
     cfg: &FinetuneConfig,
 ) -> Result<Int8Frozen> {
     let backbone = Backbone {
@@ -100,7 +101,7 @@ pub fn quantize_frozen(
         preprocess,
     };
     let spec = CalibSpec {
-        split: Some(cfg.train_split.clone()),
+        split: Some(split.to_string()),
         threads: cfg.threads,
         size,
         resize,

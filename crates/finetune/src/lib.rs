@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod rows;
 pub mod setup;
 pub mod splice;
+pub mod splits;
 pub mod tensors;
 
 pub use config::{FinetuneConfig, FinetunePaths, Settings};

@@ -314,7 +314,7 @@ fn summarize(
         stopped,
         s.train.len(),
         s.val.len(),
-        format!("split {}", cfg.val_split),
+        s.validation.clone(),
     )?)
 }
 

@@ -19,6 +19,7 @@ use crate::graph;
 use crate::images::{self, ImageSet, InputSpec};
 use crate::int8::{self, Int8Frozen};
 use crate::pipeline::Event;
+use crate::splits;
 
 /// The inputs of a run, checked against each other.
 pub struct Setup {
@@ -34,6 +35,8 @@ pub struct Setup {
     pub data: Dataset,
     pub train: ImageSet,
     pub val: ImageSet,
+    /// Where the validation photos come from (`split validation`, or the head's hold-out).
+    pub validation: String,
     pub settings: Settings,
 }
 
@@ -170,8 +173,9 @@ pub fn prepare(
         }
         Ok(set)
     };
-    let train = load(find_split(&data, &cfg.train_split, "--train-split")?)?;
-    let val = load(find_split(&data, &cfg.val_split, "--val-split")?)?;
+    let chosen = splits::choose(&data, cfg, &head_meta)?;
+    let train = load(&chosen.train)?;
+    let val = load(&chosen.val)?;
     let int8 = match cfg.precision {
         FrozenPrecision::Fp32 => None,
         FrozenPrecision::Int8 => {
@@ -180,7 +184,13 @@ pub fn prepare(
                 int8::models_dir(&cfg.run).display()
             )));
             Some(int8::quantize_frozen(
-                &model, &cut, preprocess, resize, size, cfg,
+                &model,
+                &cut,
+                preprocess,
+                resize,
+                size,
+                &chosen.source,
+                cfg,
             )?)
         }
     };
@@ -238,6 +248,7 @@ pub fn prepare(
         data,
         train,
         val,
+        validation: chosen.validation,
         settings,
     };
     Ok((setup, block, classifier))

@@ -1,7 +1,5 @@
 //! In-memory training data: flattened feature rows with class indices, sanity checks (finite
-//! values, label range, at least two classes) and the seeded stratified hold-out split.
-
-use rand::seq::SliceRandom;
+//! values, label range, at least two classes); the hold-out rule is `features::holdout`.
 
 use crate::error::{Error, Result};
 
@@ -143,39 +141,5 @@ impl Samples {
             x,
             y: indices.iter().map(|&i| self.y[i]).collect(),
         }
-    }
-
-    /// Splits off a seeded, stratified `fraction` of every class as validation data; returns
-    /// `(train, validation)`. Every class keeps at least one training sample.
-    pub fn stratified_split(
-        &self,
-        fraction: f64,
-        num_classes: usize,
-        seed: u64,
-    ) -> Result<(Samples, Samples)> {
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(Error::Invalid(format!(
-                "--val-split {fraction} is out of range; it must be between 0 and 1 (e.g. 0.2)"
-            )));
-        }
-        let mut rng = runfs::seed::plain(seed, 7);
-        let (mut train, mut val) = (Vec::new(), Vec::new());
-        for class in 0..num_classes as u32 {
-            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.y[i] == class).collect();
-            idx.shuffle(&mut rng);
-            let n_val = ((idx.len() as f64) * fraction).round() as usize;
-            let n_val = n_val.min(idx.len().saturating_sub(1));
-            val.extend_from_slice(&idx[..n_val]);
-            train.extend_from_slice(&idx[n_val..]);
-        }
-        if val.is_empty() {
-            return Err(Error::Data(format!(
-                "--val-split {fraction} of {} samples leaves no validation samples; use a larger fraction",
-                self.len()
-            )));
-        }
-        train.sort_unstable();
-        val.sort_unstable();
-        Ok((self.select(&train), self.select(&val)))
     }
 }

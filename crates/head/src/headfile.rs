@@ -62,6 +62,10 @@ pub struct HeadMeta {
     pub probe_config: ProbeConfig,
     #[serde(default)]
     pub probe: Option<ProbeSummary>,
+    /// The photos held out of the training split for validation (one-split layout or
+    /// `--val-split`); `finetune` holds out the same ones.
+    #[serde(default)]
+    pub hold_out: Option<features::holdout::HoldOut>,
 }
 
 /// Fields stored verbatim (all others are JSON).

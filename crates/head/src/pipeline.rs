@@ -140,7 +140,7 @@ pub fn train_head(
     let _lock = runfs::RunLock::acquire(&opts.run, "train-head")?;
     check_output(&paths, opts.force)?;
     opts.config.validate()?;
-    let data = load_run(&opts.run, opts.val_split, opts.config.seed)?;
+    let data = load_run(&opts.run, opts.val_split, features::holdout::DEFAULT_SEED)?;
     let cfg = &opts.config;
     let trained = fit_head(&data.train, &data.val, data.classes.len(), cfg, on_event)?;
     let keep = match cfg.recipe {
@@ -176,6 +176,7 @@ pub fn train_head(
         val_loss: eval.loss,
         val_accuracy: eval.accuracy,
         validation: data.validation,
+        hold_out: data.hold_out,
         recipe: cfg.recipe,
         probe_config: cfg.probe.clone(),
         probe: trained.probe,

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use features::dataset::VALIDATION_NAMES;
+use features::holdout::{self, HoldOut};
 use features::provenance::Provenance;
 use features::store::{self, FeatureFile};
 
@@ -18,6 +19,11 @@ pub struct SplitData {
     pub samples: Samples,
     pub classes: Vec<String>,
     pub provenance: Provenance,
+    /// Source file of every sample (relative to the data folder).
+    pub files: Vec<String>,
+    /// Files of the split that could not be decoded (they count in the hold-out, see
+    /// [`holdout::held_out`], as `finetune` lists them too).
+    pub skipped: Vec<String>,
 }
 
 impl SplitData {
@@ -29,8 +35,19 @@ impl SplitData {
             &file.labels,
             file.meta.classes.len(),
         )?;
+        if file.meta.files.len() != samples.len() {
+            return Err(Error::Data(format!(
+                "split {:?}: {} rows but {} file names in its metadata; delete the feature file and re-run \
+                 `bottleneck extract`",
+                file.meta.split,
+                samples.len(),
+                file.meta.files.len()
+            )));
+        }
         Ok(SplitData {
             name: file.meta.split.clone(),
+            files: file.meta.files,
+            skipped: file.meta.skipped.into_iter().map(|s| s.file).collect(),
             provenance: file.meta.provenance.clone(),
             classes: file.meta.classes,
             samples,
@@ -45,8 +62,10 @@ pub struct Dataset {
     pub val: Samples,
     pub classes: Vec<String>,
     pub provenance: Provenance,
-    /// `split <name>` or `<fraction> of train (stratified, seed <seed>)`.
+    /// `split <name>`, or [`HoldOut::describe`].
     pub validation: String,
+    /// What was held out when the validation samples are part of the training split.
+    pub hold_out: Option<HoldOut>,
 }
 
 fn missing_features(run: &Path) -> Error {
@@ -58,7 +77,7 @@ fn missing_features(run: &Path) -> Error {
 }
 
 /// The fraction held out for validation when the data folder has no splits (`DIR/<class>/`).
-pub const ONE_SPLIT_HOLD_OUT: f64 = 0.2;
+pub const ONE_SPLIT_HOLD_OUT: f64 = holdout::DEFAULT_FRACTION;
 
 /// Reads `RUN/features/*` and assembles the training data. With `val_split` a stratified
 /// fraction of `train` is held out (seeded); otherwise the first of `validation`, `val`, `valid`,
@@ -138,7 +157,7 @@ pub fn combine(
             train.name, classes[i]
         )));
     }
-    let (train_samples, val_samples, validation) = match val {
+    let (train_samples, val_samples, validation, hold_out) = match val {
         Some(val) => {
             if val.classes != classes {
                 return Err(Error::Data(format!(
@@ -174,7 +193,7 @@ pub fn combine(
                 return Err(Error::Data(format!("split {:?} has no samples", val.name)));
             }
             let v = format!("split {}", val.name);
-            (train.samples, val.samples, v)
+            (train.samples, val.samples, v, None)
         }
         None => {
             let Some(fraction) = val_split else {
@@ -182,14 +201,8 @@ pub fn combine(
                     "no validation split; pass --val-split 0.2 to hold out 20% of train".into(),
                 ));
             };
-            let (t, v) = train
-                .samples
-                .stratified_split(fraction, classes.len(), seed)?;
-            (
-                t,
-                v,
-                format!("{fraction} of {} (stratified, seed {seed})", train.name),
-            )
+            let (t, v, rec) = hold_out(&train, fraction, seed)?;
+            (t, v, rec.describe(), Some(rec))
         }
     };
     Ok(Dataset {
@@ -198,5 +211,43 @@ pub fn combine(
         classes,
         provenance: train.provenance,
         validation,
+        hold_out,
     })
+}
+
+/// Holds out `fraction` of `split` by the rule every stage shares ([`holdout::held_out`]):
+/// `(train, validation, record)`.
+fn hold_out(split: &SplitData, fraction: f64, seed: u64) -> Result<(Samples, Samples, HoldOut)> {
+    let classes = &split.classes;
+    let keys: Vec<(&str, usize)> =
+        split
+            .files
+            .iter()
+            .zip(split.samples.labels())
+            .map(|(f, &l)| (f.as_str(), l as usize))
+            .chain(split.skipped.iter().filter_map(|f| {
+                holdout::label_of(f, &split.name, classes).map(|l| (f.as_str(), l))
+            }))
+            .collect();
+    let flags = holdout::held_out(&keys, fraction, seed)?;
+    let rows = split.samples.len();
+    let (val_rows, train_rows): (Vec<usize>, Vec<usize>) = (0..rows).partition(|&i| flags[i]);
+    if val_rows.is_empty() {
+        return Err(Error::Data(format!(
+            "holding out {fraction} of the {rows} samples of split {:?} leaves no validation samples; \
+             use a larger fraction, or add a validation folder",
+            split.name
+        )));
+    }
+    let held = keys
+        .iter()
+        .zip(&flags)
+        .filter(|(_, &f)| f)
+        .map(|((rel, _), _)| *rel);
+    let rec = holdout::record(&split.name, fraction, seed, held);
+    Ok((
+        split.samples.select(&train_rows),
+        split.samples.select(&val_rows),
+        rec,
+    ))
 }

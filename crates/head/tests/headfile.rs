@@ -35,6 +35,7 @@ fn meta(classes: &[&str], shape: &[usize]) -> HeadMeta {
         recipe: head::recipe::Recipe::Keras2016,
         probe_config: head::probe::ProbeConfig::default(),
         probe: None,
+        hold_out: None,
     }
 }
 

@@ -46,19 +46,26 @@ pub fn status(cfg: &ScratchConfig) -> Result<Status> {
             .into_iter()
             .map(|x| format!("scratch {x} (there vs asked)")),
     );
+    let (train_split, val_split) = match crate::splits::choose(&ds, cfg) {
+        Ok(pair) => pair,
+        Err(e) => {
+            d.push(format!("the data folder: {e}"));
+            return Ok(Status::Other(d));
+        }
+    };
     for (split, n, digest) in [
         (
-            &cfg.train_split,
+            &train_split,
             t.train_images,
             t.data.as_ref().map(|x| &x.train),
         ),
         (
-            &cfg.val_split,
+            &val_split,
             t.val_images,
             t.data.as_ref().map(|x| &x.validation),
         ),
     ] {
-        let items = ds.split(split).map_or(&[][..], |s| &s.items[..]);
+        let items = &split.items[..];
         let same = match (&t.data, digest) {
             (Some(data), Some(there)) => {
                 let skip: BTreeSet<String> = data.skipped.iter().cloned().collect();
@@ -69,7 +76,8 @@ pub fn status(cfg: &ScratchConfig) -> Result<Status> {
         };
         if !same {
             d.push(format!(
-                "scratch {split} images: other images than those in {}",
+                "scratch {} images: other images than those in {}",
+                split.name,
                 cfg.data.display()
             ));
         }

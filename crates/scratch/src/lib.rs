@@ -20,6 +20,7 @@ pub mod learner;
 pub mod model;
 pub mod net;
 pub mod pipeline;
+pub mod splits;
 
 pub use config::{ScratchConfig, ScratchPaths, DEFAULT_SEED, RECIPE_EPOCHS};
 pub use error::{Error, Result};

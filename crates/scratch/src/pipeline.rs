@@ -134,19 +134,7 @@ fn load_data(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(Dataset, ImageSet, ImageSet)> {
     let ds = dataset::scan(&cfg.data)?;
-    let names: Vec<&str> = ds.splits.iter().map(|s| s.name.as_str()).collect();
-    let find = |name: &str, flag: &str| {
-        ds.split(name).ok_or_else(|| {
-            Error::Data(format!(
-                "{}: no '{name}' split (found: {}); the data must be laid out as {}/<split>/<class>/*.jpg with a '{name}' folder, or pass {flag}",
-                cfg.data.display(),
-                names.join(", "),
-                cfg.data.display()
-            ))
-        })
-    };
-    let train_split = find(&cfg.train_split, "--train-split")?.clone();
-    let val_split = find(&cfg.val_split, "--val-split")?.clone();
+    let (train_split, val_split) = crate::splits::choose(&ds, cfg)?;
     if ds.classes.len() < 2 {
         return Err(Error::Data(format!(
             "{}: found {} class folder(s) ({}); training needs at least two",
@@ -306,13 +294,13 @@ fn data_digest(
         .map(|(f, _)| f.clone())
         .collect();
     let skip = skipped.iter().cloned().collect();
-    let digest = |name: &str| -> Result<String> {
-        let items = ds.split(name).map_or(&[][..], |s| &s.items[..]);
-        Ok(features::provenance::files_digest(items, &skip)?)
+    let (t, v) = crate::splits::choose(ds, cfg)?;
+    let digest = |split: &features::dataset::Split| -> Result<String> {
+        Ok(features::provenance::files_digest(&split.items, &skip)?)
     };
     Ok(DataDigest {
-        train: digest(&cfg.train_split)?,
-        validation: digest(&cfg.val_split)?,
+        train: digest(&t)?,
+        validation: digest(&v)?,
         skipped,
     })
 }

@@ -314,3 +314,23 @@ fn a_weight_average_is_validated_saved_and_resumed_exactly() {
         .to_string()
         .contains("--ema"));
 }
+
+#[test]
+fn a_one_split_folder_holds_out_the_shared_fifth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    testkit::write_synthetic(&data, &[("", 20)], 4).unwrap();
+    let mut cfg = config(&data, &run);
+    cfg.epochs = 1;
+    let report = train(&cfg, &mut |_| {}).unwrap();
+    assert_eq!((report.train_images, report.val_images), (32, 8));
+    // The same photos the head and fine-tuning hold out.
+    let ds = features::dataset::scan(&data).unwrap();
+    let (_, val, _) = ds.splits[0]
+        .hold_out(
+            features::holdout::DEFAULT_FRACTION,
+            features::holdout::DEFAULT_SEED,
+        )
+        .unwrap();
+    assert_eq!(val.items.len(), 8);
+}

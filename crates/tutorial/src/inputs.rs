@@ -72,10 +72,12 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         None => data_abs.clone(),
     };
     let dataset = dataset::scan(&data_dir)?;
+    let one_split = dataset.splits.len() == 1 && dataset.splits[0].name == "all";
     for split in ["train", "validation"] {
-        if dataset.split(split).is_none() {
+        if !one_split && dataset.split(split).is_none() {
             return Err(Error::Invalid(format!(
-                "{} has no '{split}' split: the tutorial needs DIR/train/<class>/* and DIR/validation/<class>/*",
+                "{} has no '{split}' split: use DIR/train/<class>/* with DIR/validation/<class>/* (or val, \
+                 valid, dev, test), or DIR/<class>/* alone (a fifth of it is then held out for validation)",
                 cfg.data.display()
             )));
         }

@@ -15,11 +15,12 @@ use crate::commands::tutorial::run_config;
 #[command(
     after_help = "Examples:\n  bottleneck fit --data photos/ --run runs/mine --model ../shared/models/vgg16_keras_notop.onnx\n  \
 bottleneck fit --data photos/ --run runs/mine --no-finetune\n\n\
-DIR is DIR/train/<class>/*.jpg with DIR/validation (or val, valid, dev, test)/<class>/*.jpg. Run it again to \
-continue an interrupted run; finished stages are reused."
+DIR is DIR/train/<class>/*.jpg with DIR/validation (or val, valid, dev, test)/<class>/*.jpg, or DIR/<class>/*.jpg \
+alone: then a stratified fifth of every class (chosen from the file names, seed 0, recorded in the head) is held \
+out for validation by every stage. Run it again to continue an interrupted run; finished stages are reused."
 )]
 pub struct FitArgs {
-    /// Data folder: DIR/train/<class>/*.jpg and DIR/validation/<class>/*.jpg (or val, valid, dev, test).
+    /// Data folder: DIR/train/<class>/*.jpg and DIR/validation/<class>/*.jpg (or val, valid, dev, test), or DIR/<class>/*.jpg.
     #[arg(long)]
     pub data: PathBuf,
     /// Run folder: features/, head/, finetune/, report.md and report.html.
