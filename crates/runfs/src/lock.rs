@@ -35,8 +35,22 @@ impl RunLock {
     /// that holds it (its pid and command line). Temporaries left by killed writers are removed
     /// once the lock is taken.
     pub fn acquire(run: &Path, stage: &str) -> Result<RunLock> {
+        Self::take(run, stage, LOCK_FILE, true)
+    }
+
+    /// Takes a lock of its own for one shard of a job array (`name`, e.g. `extract-shard-2-of-8`),
+    /// so that the shards of one run work side by side; it removes no temporaries, as the other
+    /// shards' are in use.
+    pub fn acquire_shard(run: &Path, stage: &str, name: &str) -> Result<RunLock> {
+        Self::take(run, stage, &format!(".bottleneck.{name}.lock"), false)
+    }
+
+    fn take(run: &Path, stage: &str, file_name: &str, clean: bool) -> Result<RunLock> {
         std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
-        let key = run.canonicalize().map_err(|e| Error::io(run, e))?;
+        let key = run
+            .canonicalize()
+            .map_err(|e| Error::io(run, e))?
+            .join(file_name);
         let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
         held.retain(|(_, w)| w.strong_count() > 0);
         if let Some(h) = held
@@ -49,7 +63,7 @@ impl RunLock {
                 _held: h,
             });
         }
-        let path = run.join(LOCK_FILE);
+        let path = run.join(file_name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -82,7 +96,9 @@ impl RunLock {
             .and_then(|_| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(note.as_bytes()))
             .map_err(|e| Error::io(&path, e))?;
-        atomic::remove_stale(run);
+        if clean {
+            atomic::remove_stale(run);
+        }
         let h = Arc::new(Held { _file: file });
         held.push((key, Arc::downgrade(&h)));
         Ok(RunLock {
@@ -110,7 +126,7 @@ fn describe_holder(text: &str) -> String {
     }
 }
 
-/// The holders of locks taken in this process, by folder (for diagnostics and tests).
+/// The holders of locks taken in this process, by lock file (for diagnostics and tests).
 pub fn held_here() -> HashMap<PathBuf, usize> {
     let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
     held.iter()
@@ -128,7 +144,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = RunLock::acquire(dir.path(), "extract").unwrap();
         let b = RunLock::acquire(dir.path(), "train-head").unwrap();
-        let key = dir.path().canonicalize().unwrap();
+        let key = dir.path().canonicalize().unwrap().join(LOCK_FILE);
         assert_eq!(held_here().get(&key), Some(&2));
         drop(a);
         drop(b);
@@ -154,5 +170,17 @@ mod tests {
         std::fs::write(&stale, "x").unwrap();
         let _l = RunLock::acquire(dir.path(), "extract").unwrap();
         assert!(!stale.exists() && kept.exists());
+    }
+
+    #[test]
+    fn shards_lock_side_by_side_and_leave_the_others_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let busy = dir.path().join(".train.shard-1-of-2.safetensors.tmp-1-0");
+        std::fs::write(&busy, b"rows of shard 1").unwrap();
+        let _a = RunLock::acquire_shard(dir.path(), "extract", "extract-shard-0-of-2").unwrap();
+        let _b = RunLock::acquire_shard(dir.path(), "extract", "extract-shard-1-of-2").unwrap();
+        assert!(busy.is_file(), "a shard's lock removed another shard's temporary");
+        let f = File::open(dir.path().join(".bottleneck.extract-shard-0-of-2.lock")).unwrap();
+        assert!(matches!(f.try_lock(), Err(TryLockError::WouldBlock)));
     }
 }
