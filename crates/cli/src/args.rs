@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{
-    augment_preview, bench, data, evaluate, export, extract, finetune, fit, predict, quantize,
-    scratch, train_head, tutorial,
+    augment_preview, bench, data, evaluate, export, extract, finetune, fit, merge, predict,
+    quantize, scratch, train_head, tutorial,
 };
 
 /// Strong image classifiers from a few hundred photos per class, by transfer learning from VGG16.
@@ -42,6 +42,8 @@ pub enum Command {
     Scratch(scratch::ScratchArgs),
     /// Run the frozen VGG16 conv base over every image and cache the features (stage 2a).
     Extract(extract::ExtractArgs),
+    /// Join the shard files of a job array (`extract --shard I/N`) into ordinary feature files.
+    Merge(merge::MergeArgs),
     /// Train the dense classifier on cached features (stage 2b).
     TrainHead(train_head::TrainHeadArgs),
     /// Fine-tune the top conv block together with the trained head on augmented images (stage 3).

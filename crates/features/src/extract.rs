@@ -15,6 +15,7 @@ use crate::onnx::{self, CutModel, Layout};
 use crate::preprocess::{self, Preprocess, Resize, PREPROCESS_CHOICES};
 use crate::provenance::Provenance;
 use crate::runtime::{self, Device, Runner, SessionOptions};
+use crate::shard::{self, Shard, ShardRecord};
 use crate::store::{self, FeatureMeta, FeatureWriter, Skipped};
 use crate::{Error, Result};
 
@@ -38,6 +39,9 @@ pub struct ExtractConfig {
     /// Backbone precision: `fp32`, or `int8` (quantized on first use with calibration photos from the
     /// training split, cached in `RUN/models/`).
     pub precision: Precision,
+    /// Extract only this shard of every split into `RUN/features/<split>.shard-I-of-N.safetensors`
+    /// (one task of a job array; `bottleneck merge` joins them).
+    pub shard: Option<Shard>,
 }
 
 crate::choices! {
@@ -68,6 +72,7 @@ impl ExtractConfig {
             strict: false,
             hub: HubOptions::from_env(),
             precision: Precision::Fp32,
+            shard: None,
         }
     }
 }
@@ -230,25 +235,108 @@ pub fn cache_key(
     split: &Split,
     precision_tag: &str,
 ) -> Result<String> {
+    let items = with_contents(split)?;
+    Ok(key_of(
+        &backbone.provenance(cfg),
+        precision_tag,
+        classes,
+        &items,
+    ))
+}
+
+/// Every photo of `split` as (path, label, SHA-256 of its bytes).
+pub fn with_contents(split: &Split) -> Result<Vec<(String, usize, [u8; 32])>> {
+    split
+        .items
+        .iter()
+        .map(|item| {
+            let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
+            Ok((item.rel.clone(), item.label, runfs::digest::sha256(&bytes)))
+        })
+        .collect()
+}
+
+/// The cache key from its parts (what [`cache_key`] hashes, also recomputed by `merge`).
+pub fn key_of(
+    p: &Provenance,
+    precision_tag: &str,
+    classes: &[String],
+    items: &[(String, usize, [u8; 32])],
+) -> String {
     let mut h = runfs::Digest::new();
-    let mut field = |k: &str, v: &[u8]| {
-        h.field(k, v);
-    };
-    field("format", &store::FORMAT_VERSION.to_le_bytes());
-    field("model", backbone.model.sha256.as_bytes());
-    field("output", backbone.cut.output.as_bytes());
-    field("preprocess", backbone.preprocess.name().as_bytes());
-    field("resize", cfg.resize.name().as_bytes());
-    field("size", &cfg.size.to_le_bytes());
-    field("precision", precision_tag.as_bytes());
-    field("classes", classes.join("\n").as_bytes());
-    for item in &split.items {
-        let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
-        field("file", item.rel.as_bytes());
-        field("label", &(item.label as u64).to_le_bytes());
-        field("content", &runfs::digest::sha256(&bytes));
+    h.field("format", &store::FORMAT_VERSION.to_le_bytes())
+        .field("model", p.model_sha256.as_bytes())
+        .field("output", p.output_tensor.as_bytes())
+        .field("preprocess", p.preprocess.as_bytes())
+        .field("resize", p.resize.as_bytes())
+        .field("size", &p.image_size.to_le_bytes())
+        .field("precision", precision_tag.as_bytes())
+        .field("classes", classes.join("\n").as_bytes());
+    for (rel, label, content) in items {
+        h.field("file", rel.as_bytes())
+            .field("label", &(*label as u64).to_le_bytes())
+            .field("content", content);
     }
-    Ok(h.hex())
+    h.hex()
+}
+
+/// Where one split's features go, under which key, and (for a shard) what the shard records.
+struct Target {
+    path: PathBuf,
+    key: String,
+    shard: Option<ShardRecord>,
+}
+
+/// The target of `split` (the whole split, or `cfg.shard`'s part of it, returned with it).
+fn target(
+    backbone: &Backbone,
+    cfg: &ExtractConfig,
+    classes: &[String],
+    split: &Split,
+    precision_tag: &str,
+) -> Result<(Target, Option<Split>)> {
+    let Some(sh) = cfg.shard else {
+        let key = cache_key(backbone, cfg, classes, split, precision_tag)?;
+        let path = store::feature_path(&cfg.run, &split.name);
+        return Ok((
+            Target {
+                path,
+                key,
+                shard: None,
+            },
+            None,
+        ));
+    };
+    let (part, pos) = sh.part(split);
+    let items = with_contents(&part)?;
+    let listing = shard::listing_digest(split);
+    let base = key_of(&backbone.provenance(cfg), precision_tag, classes, &items);
+    let key = runfs::digest::of_strings(&[
+        ("part", &base),
+        ("shard", &sh.stem(&split.name)),
+        ("listing", &listing),
+    ]);
+    let record = ShardRecord {
+        index: sh.index,
+        count: sh.count,
+        total: split.items.len(),
+        listing,
+        precision_tag: precision_tag.to_string(),
+        items: pos
+            .into_iter()
+            .zip(items)
+            .map(|(p, (rel, label, c))| (p, rel, label, hex::encode(c)))
+            .collect(),
+    };
+    let path = store::feature_path(&cfg.run, &sh.stem(&split.name));
+    Ok((
+        Target {
+            path,
+            key,
+            shard: Some(record),
+        },
+        Some(part),
+    ))
 }
 
 /// Runs the whole extraction: every split of `cfg.data`, reusing up-to-date feature files.
@@ -271,7 +359,14 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
         )));
     }
     let data = dataset::scan(&cfg.data)?;
-    let _lock = runfs::RunLock::acquire(&cfg.run, "extract")?;
+    let _lock = match cfg.shard {
+        None => runfs::RunLock::acquire(&cfg.run, "extract")?,
+        Some(sh) => runfs::RunLock::acquire_shard(
+            &cfg.run,
+            "extract",
+            &format!("extract-shard-{}-of-{}", sh.index, sh.count),
+        )?,
+    };
     let backbone = load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
     // The int8 model (quantized once, cached under RUN/models) replaces the FP32 bytes; its key joins the
     // features' cache key so that a re-quantized model re-extracts.
@@ -294,10 +389,11 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
     let mut device = String::from("none (all splits up to date)");
     let mut splits = Vec::new();
     for split in &data.splits {
-        let key = cache_key(&backbone, cfg, &data.classes, split, &precision_tag)?;
-        let path = store::feature_path(&cfg.run, &split.name);
+        let (target, part) = target(&backbone, cfg, &data.classes, split, &precision_tag)?;
+        let split = part.as_ref().unwrap_or(split);
+        let path = target.path.clone();
         if let Ok((meta, shape)) = store::read_header(&path) {
-            if meta.cache_key == key {
+            if meta.cache_key == target.key {
                 let rows = meta.files.len();
                 on_event(Event::UpToDate {
                     split: &split.name,
@@ -337,10 +433,14 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
         let Some(r) = runner.as_mut() else {
             unreachable!("runner was just created")
         };
-        let summary = extract_split(r, &backbone, cfg, &data, split, key, on_event)?;
+        let summary = extract_split(r, &backbone, cfg, &data, split, target, on_event)?;
         splits.push(summary);
     }
-    let stale = set_aside_stale_splits(&cfg.run, &data)?;
+    // Shards run side by side: only a whole extraction tidies the folder.
+    let stale = match cfg.shard {
+        None => set_aside_stale_splits(&cfg.run, &data)?,
+        Some(_) => Vec::new(),
+    };
     Ok(ExtractSummary {
         stale,
         model: backbone.model.name.clone(),
@@ -392,7 +492,7 @@ fn extract_split(
     cfg: &ExtractConfig,
     data: &Dataset,
     split: &Split,
-    key: String,
+    target: Target,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<SplitSummary> {
     let start = Instant::now();
@@ -401,7 +501,7 @@ fn extract_split(
         split: &split.name,
         total,
     });
-    let path = store::feature_path(&cfg.run, &split.name);
+    let path = target.path.clone();
     let spec = InputSpec {
         size: cfg.size,
         resize: cfg.resize,
@@ -457,6 +557,12 @@ fn extract_split(
             Ok(())
         },
     )?;
+    let writer = match (writer, cfg.shard) {
+        (Some(w), _) => Some(w),
+        // A shard may hold no readable photo of a split; `merge` judges the whole split.
+        (None, Some(_)) => Some(FeatureWriter::create(&path, &[0])?),
+        (None, None) => None,
+    };
     let Some(writer) = writer else {
         return Err(Error::Dataset(format!(
             "split '{}': none of its {} images could be read (first: {}); fix or remove them",
@@ -476,7 +582,8 @@ fn extract_split(
         provenance: backbone.provenance(cfg),
         files: Vec::new(),
         skipped: skipped.clone(),
-        cache_key: key,
+        cache_key: target.key,
+        shard: target.shard,
     };
     let path = writer.finish(meta)?;
     let seconds = start.elapsed().as_secs_f64();

@@ -11,12 +11,14 @@ pub mod holdout;
 pub mod image_io;
 pub mod infer;
 pub mod manifest;
+pub mod merge;
 pub mod names;
 pub mod onnx;
 pub mod preprocess;
 pub mod provenance;
 pub mod quantize;
 pub mod runtime;
+pub mod shard;
 pub mod sheet;
 pub mod store;
 

@@ -37,6 +37,9 @@ pub struct FeatureMeta {
     pub skipped: Vec<Skipped>,
     /// Digest of everything the features depend on; equal key ⇒ nothing to recompute.
     pub cache_key: String,
+    /// Set in the file of one shard of a job array (`extract --shard I/N`), until `merge`.
+    #[serde(default)]
+    pub shard: Option<crate::shard::ShardRecord>,
 }
 
 impl FeatureMeta {
@@ -56,6 +59,9 @@ impl FeatureMeta {
         m.insert("files".into(), to_json(&self.files)?);
         m.insert("skipped".into(), to_json(&self.skipped)?);
         m.insert("cache_key".into(), self.cache_key.clone());
+        if let Some(shard) = &self.shard {
+            m.insert("shard".into(), to_json(shard)?);
+        }
         Ok(m)
     }
 
@@ -96,6 +102,10 @@ impl FeatureMeta {
             files: parse(&get("files")?, "files", path)?,
             skipped: parse(&get("skipped")?, "skipped", path)?,
             cache_key: get("cache_key")?,
+            shard: m
+                .get("shard")
+                .map(|v| parse(v, "shard", path))
+                .transpose()?,
         })
     }
 }
@@ -283,7 +293,8 @@ pub fn feature_path(run: &Path, split: &str) -> PathBuf {
     features_dir(run).join(format!("{split}.safetensors"))
 }
 
-/// Sorted names of the splits that have a feature file in `RUN/features`.
+/// Sorted names of the splits that have a feature file in `RUN/features` (shards of a job array,
+/// `<split>.shard-I-of-N.safetensors`, are not splits until merged).
 pub fn list_splits(run: &Path) -> Result<Vec<String>> {
     let dir = features_dir(run);
     let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -292,7 +303,7 @@ pub fn list_splits(run: &Path) -> Result<Vec<String>> {
         let entry = entry.map_err(|e| Error::io(&dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(stem) = name.strip_suffix(".safetensors") {
-            if !stem.starts_with('.') {
+            if !stem.starts_with('.') && !stem.contains(".shard-") {
                 out.push(stem.to_string());
             }
         }

@@ -22,6 +22,7 @@ fn meta() -> FeatureMeta {
             reason: "empty file".into(),
         }],
         cache_key: "k".into(),
+        shard: None,
     }
 }
 

@@ -69,6 +69,17 @@ pub struct Dataset {
 }
 
 fn missing_features(run: &Path) -> Error {
+    let shards = std::fs::read_dir(store::features_dir(run)).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".shard-"))
+    });
+    if shards {
+        return Error::Data(format!(
+            "{} holds the shard files of a job array but no merged features; run `bottleneck merge --run {}` first",
+            store::features_dir(run).display(),
+            run.display()
+        ));
+    }
     Error::Data(format!(
         "no cached features in {}; run `bottleneck extract --data DIR --run {}` first",
         store::features_dir(run).display(),

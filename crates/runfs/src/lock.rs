@@ -179,7 +179,10 @@ mod tests {
         std::fs::write(&busy, b"rows of shard 1").unwrap();
         let _a = RunLock::acquire_shard(dir.path(), "extract", "extract-shard-0-of-2").unwrap();
         let _b = RunLock::acquire_shard(dir.path(), "extract", "extract-shard-1-of-2").unwrap();
-        assert!(busy.is_file(), "a shard's lock removed another shard's temporary");
+        assert!(
+            busy.is_file(),
+            "a shard's lock removed another shard's temporary"
+        );
         let f = File::open(dir.path().join(".bottleneck.extract-shard-0-of-2.lock")).unwrap();
         assert!(matches!(f.try_lock(), Err(TryLockError::WouldBlock)));
     }

@@ -30,6 +30,7 @@ pub fn extract_config(cfg: &TutorialConfig, prep: &Prepared) -> ExtractConfig {
         strict: false,
         hub: cfg.hub.clone(),
         precision: cfg.precision,
+        shard: None,
     }
 }
 

@@ -8,6 +8,7 @@ use features::preprocess::{Preprocess, Resize};
 
 use crate::args::{Global, HubFlags, RuntimeFlags};
 use crate::progress;
+use features::shard::{self, Picked, Shard};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -47,9 +48,29 @@ pub struct ExtractArgs {
     /// RUN/models; ~4× faster on CPUs with VNNI).
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
+    /// Extract only shard I of N (0-based) into RUN/features/<split>.shard-I-of-N.safetensors, one task of
+    /// a job array; `bottleneck merge --run RUN` joins the shards. Without I/N: from SLURM_ARRAY_TASK_ID
+    /// (Slurm job array) or JOB_COMPLETION_INDEX with --shards N (Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N", num_args = 0..=1, default_missing_value = "env")]
+    pub shard: Option<String>,
+    /// Number of shards when the environment gives only the index (Kubernetes), or to override it.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
 }
 
 /// The library configuration these flags describe.
+/// The shard this task extracts, and where that came from.
+fn shard(args: &ExtractArgs) -> anyhow::Result<Option<Picked>> {
+    Ok(match args.shard.as_deref() {
+        None => None,
+        Some("env") => Some(shard::from_env(&|k| std::env::var(k).ok(), args.shards)?),
+        Some(s) => Some(Picked {
+            shard: Shard::parse(s)?,
+            source: format!("--shard {s}"),
+        }),
+    })
+}
+
 pub fn config(args: &ExtractArgs) -> ExtractConfig {
     ExtractConfig {
         data: args.data.clone(),
@@ -64,11 +85,22 @@ pub fn config(args: &ExtractArgs) -> ExtractConfig {
         strict: args.strict,
         hub: args.hub.options(),
         precision: args.precision,
+        shard: None,
     }
 }
 
 pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
-    let cfg = config(args);
+    let mut cfg = config(args);
+    if let Some(p) = shard(args)? {
+        progress::note(
+            global,
+            format!(
+                "shard {} of {} (0-based, from {}): writing RUN/features/<split>.shard-{}-of-{}.safetensors",
+                p.shard.index, p.shard.count, p.source, p.shard.index, p.shard.count
+            ),
+        );
+        cfg.shard = Some(p.shard);
+    }
     let mut bar = None;
     let summary = extract::extract(&cfg, &mut |ev| match ev {
         Event::Ready {

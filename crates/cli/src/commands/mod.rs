@@ -8,6 +8,7 @@ pub mod export;
 pub mod extract;
 pub mod finetune;
 pub mod fit;
+pub mod merge;
 pub mod predict;
 pub mod quantize;
 pub mod scratch;
@@ -32,5 +33,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(a) => data::run(&a, &cli.global),
         Command::Tutorial(a) => tutorial::run(&a, &cli.global),
         Command::Fit(a) => fit::run(&a, &cli.global),
+        Command::Merge(a) => merge::run(&a, &cli.global),
     }
 }
