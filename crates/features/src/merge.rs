@@ -44,8 +44,11 @@ fn parse_name(name: &str) -> Option<(String, usize, usize)> {
     Some((split.to_string(), i.parse().ok()?, n.parse().ok()?))
 }
 
+/// A shard file found in `RUN/features`: (index, count, path).
+type Found = (usize, usize, PathBuf);
+
 /// The shard files in `RUN/features`, by split.
-fn list_shards(run: &Path) -> Result<BTreeMap<String, Vec<(usize, usize, PathBuf)>>> {
+fn list_shards(run: &Path) -> Result<BTreeMap<String, Vec<Found>>> {
     let dir = store::features_dir(run);
     let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
@@ -83,11 +86,7 @@ fn open_shard(path: &Path) -> Result<ShardFile> {
 }
 
 /// Checks that the shards of `split` are one complete array and agree with each other.
-fn check_shards(
-    run: &Path,
-    split: &str,
-    found: &[(usize, usize, PathBuf)],
-) -> Result<Vec<ShardFile>> {
+fn check_shards(run: &Path, split: &str, found: &[Found]) -> Result<Vec<ShardFile>> {
     let mut counts: Vec<usize> = found.iter().map(|f| f.1).collect();
     counts.sort_unstable();
     counts.dedup();
@@ -174,7 +173,7 @@ fn place(split: &str, shards: &[ShardFile]) -> Result<Vec<(usize, String, usize,
 }
 
 /// Merges the shards of one split into `RUN/features/<split>.safetensors`.
-fn merge_split(run: &Path, split: &str, found: &[(usize, usize, PathBuf)]) -> Result<MergedSplit> {
+fn merge_split(run: &Path, split: &str, found: &[Found]) -> Result<MergedSplit> {
     let start = Instant::now();
     let shards = check_shards(run, split, found)?;
     let table = place(split, &shards)?;
