@@ -146,6 +146,36 @@ pub struct ExtractSummary {
     /// Feature files of splits the data folder no longer has, moved to `RUN/features/stale/`
     /// (paths after the move) so that no later stage trains or validates on them.
     pub stale: Vec<PathBuf>,
+    /// Photos of a non-training split that are byte-identical to a training photo (validation
+    /// numbers over-state what the model does on new photos while these remain).
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A photo found in two splits (same bytes).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Duplicate {
+    pub file: String,
+    pub same_as: String,
+}
+
+/// Photos of other splits whose bytes equal a photo of `train` (or of `all`: none).
+fn find_duplicates(contents: &[(String, Contents)]) -> Vec<Duplicate> {
+    let train: BTreeMap<&[u8; 32], &str> = contents
+        .iter()
+        .filter(|(name, _)| name == "train")
+        .flat_map(|(_, items)| items.iter().map(|(rel, _, c)| (c, rel.as_str())))
+        .collect();
+    contents
+        .iter()
+        .filter(|(name, _)| name != "train")
+        .flat_map(|(_, items)| items.iter())
+        .filter_map(|(rel, _, c)| {
+            train.get(c).map(|t| Duplicate {
+                file: rel.clone(),
+                same_as: t.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Moves `RUN/features/<split>.safetensors` of every split `data` does not have into
@@ -287,25 +317,28 @@ struct Target {
     shard: Option<ShardRecord>,
 }
 
-/// The target of `split` (the whole split, or `cfg.shard`'s part of it, returned with it).
+/// A split's photos with the SHA-256 of their bytes.
+type Contents = Vec<(String, usize, [u8; 32])>;
+
+/// The target of `split` (the whole split, or `cfg.shard`'s part of it, returned with it), and
+/// the photos it covers with their content digests.
 fn target(
     backbone: &Backbone,
     cfg: &ExtractConfig,
     classes: &[String],
     split: &Split,
     precision_tag: &str,
-) -> Result<(Target, Option<Split>)> {
+) -> Result<(Target, Option<Split>, Contents)> {
     let Some(sh) = cfg.shard else {
-        let key = cache_key(backbone, cfg, classes, split, precision_tag)?;
+        let items = with_contents(split)?;
+        let key = key_of(&backbone.provenance(cfg), precision_tag, classes, &items);
         let path = store::feature_path(&cfg.run, &split.name);
-        return Ok((
-            Target {
-                path,
-                key,
-                shard: None,
-            },
-            None,
-        ));
+        let target = Target {
+            path,
+            key,
+            shard: None,
+        };
+        return Ok((target, None, items));
     };
     let (part, pos) = sh.part(split);
     let items = with_contents(&part)?;
@@ -324,8 +357,8 @@ fn target(
         precision_tag: precision_tag.to_string(),
         items: pos
             .into_iter()
-            .zip(items)
-            .map(|(p, (rel, label, c))| (p, rel, label, hex::encode(c)))
+            .zip(&items)
+            .map(|(p, (rel, label, c))| (p, rel.clone(), *label, hex::encode(c)))
             .collect(),
     };
     let path = store::feature_path(&cfg.run, &sh.stem(&split.name));
@@ -336,6 +369,7 @@ fn target(
             shard: Some(record),
         },
         Some(part),
+        items,
     ))
 }
 
@@ -388,8 +422,10 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
     let mut runner: Option<Runner> = None;
     let mut device = String::from("none (all splits up to date)");
     let mut splits = Vec::new();
+    let mut contents = Vec::new();
     for split in &data.splits {
-        let (target, part) = target(&backbone, cfg, &data.classes, split, &precision_tag)?;
+        let (target, part, items) = target(&backbone, cfg, &data.classes, split, &precision_tag)?;
+        contents.push((split.name.clone(), items));
         let split = part.as_ref().unwrap_or(split);
         let path = target.path.clone();
         if let Ok((meta, shape)) = store::read_header(&path) {
@@ -443,6 +479,7 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
     };
     Ok(ExtractSummary {
         stale,
+        duplicates: find_duplicates(&contents),
         model: backbone.model.name.clone(),
         model_sha256: backbone.model.sha256.clone(),
         output_tensor: backbone.cut.output.clone(),

@@ -355,3 +355,27 @@ fn an_input_size_beyond_the_bound_is_refused_with_the_reason() {
     );
     assert!(!t.path().join("run").exists(), "nothing written");
 }
+
+#[test]
+fn a_training_photo_copied_into_validation_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testkit::write_synthetic(&data, &[("train", 3), ("validation", 2)], 5).unwrap();
+    let model = tiny_model(t.path());
+    let run_dir = t.path().join("run");
+    let (clean, _) = run(&config(&data, &model, &run_dir));
+    assert!(clean.duplicates.is_empty(), "{:?}", clean.duplicates);
+    fs::copy(
+        data.join("train/dark/dark.1.jpg"),
+        data.join("validation/dark/copy.jpg"),
+    )
+    .unwrap();
+    let (s, _) = run(&config(&data, &model, &run_dir));
+    assert_eq!(
+        s.duplicates,
+        vec![extract::Duplicate {
+            file: "validation/dark/copy.jpg".into(),
+            same_as: "train/dark/dark.1.jpg".into(),
+        }]
+    );
+}

@@ -156,6 +156,19 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
             ),
         );
     }
+    if let Some(first) = summary.duplicates.first() {
+        progress::note(
+            global,
+            format!(
+                "warning: {} photo(s) outside train are byte-identical to training photos (first: {} = {}); \
+                 validation numbers over-state accuracy on new photos until the copies are removed \
+                 (`--json` lists them all)",
+                summary.duplicates.len(),
+                first.file,
+                first.same_as
+            ),
+        );
+    }
     progress::summary(global, &summary, || {
         println!(
             "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",
