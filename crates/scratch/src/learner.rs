@@ -187,7 +187,7 @@ impl Learner for ScratchLearner<'_> {
             None,
             run.train.len(),
             run.val.len(),
-            run.cfg.val_split.clone(),
+            crate::splits::describe(&run.val.name),
         )?;
         write_json(&run.paths.metrics, &partial)?;
         Ok(())

@@ -449,7 +449,7 @@ fn write_outputs(
         fitted.stopped_early.clone(),
         run.train.len(),
         run.val.len(),
-        cfg.val_split.clone(),
+        crate::splits::describe(&run.val.name),
     )?;
     let kept = match &fitted.best {
         Some((_, s)) => s.validated(),

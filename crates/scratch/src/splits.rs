@@ -32,3 +32,15 @@ pub fn choose(ds: &Dataset, cfg: &ScratchConfig) -> Result<(Split, Split)> {
         find(&cfg.val_split, "--val-split")?,
     ))
 }
+
+/// How metrics describe the validation photos of the split loaded as `name`.
+pub fn describe(name: &str) -> String {
+    match name.strip_suffix(":validation") {
+        Some(whole) => format!(
+            "{} of {whole} held out (stratified, seed {})",
+            holdout::DEFAULT_FRACTION,
+            holdout::DEFAULT_SEED
+        ),
+        None => name.to_string(),
+    }
+}

@@ -324,6 +324,11 @@ fn a_one_split_folder_holds_out_the_shared_fifth() {
     cfg.epochs = 1;
     let report = train(&cfg, &mut |_| {}).unwrap();
     assert_eq!((report.train_images, report.val_images), (32, 8));
+    assert!(
+        report.metrics.validation.contains("0.2 of all held out"),
+        "{}",
+        report.metrics.validation
+    );
     // The same photos the head and fine-tuning hold out.
     let ds = features::dataset::scan(&data).unwrap();
     let (_, val, _) = ds.splits[0]
