@@ -15,17 +15,11 @@ stopped (`fit` reuses finished stages).
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def sh(cmd):
-    t = time.time()
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return out, time.time() - t
+sys.path.insert(0, HERE)
+from bench_heads import sh  # noqa: E402  (run a command, return its stdout and seconds)
 
 
 def kept(path):

@@ -257,11 +257,16 @@ fn write_rows(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut next_row = vec![0usize; shards.len()];
+    // The unreadable photos of every shard by path (looked up once per photo).
+    let unreadable: BTreeMap<&str, &Skipped> = shards
+        .iter()
+        .flat_map(|s| s.meta.skipped.iter().map(|k| (k.file.as_str(), k)))
+        .collect();
     let mut skipped = Vec::new();
     let (mut bytes, mut row) = (vec![0u8; row_bytes], vec![0f32; row_bytes / 4]);
     for (s, rel, label, _) in table {
         let sh = &shards[*s];
-        if let Some(sk) = sh.meta.skipped.iter().find(|k| k.file == *rel) {
+        if let Some(&sk) = unreadable.get(rel.as_str()) {
             skipped.push(sk.clone());
             continue;
         }
