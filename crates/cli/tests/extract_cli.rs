@@ -90,7 +90,8 @@ fn errors_exit_1_usage_exits_2() {
     let out = bin()
         .args(["extract", "--data"])
         .arg(&data)
-        .args(["--model", "no-such-model", "--run", "r"])
+        .args(["--model", "no-such-model", "--run"])
+        .arg(t.path().join("r"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
