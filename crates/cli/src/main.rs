@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod errors;
 mod progress;
 
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
     match commands::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", errors::describe(&e));
             ExitCode::from(1)
         }
     }

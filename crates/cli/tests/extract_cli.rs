@@ -1,9 +1,8 @@
-//! The real `bottleneck` binary: extract's JSON summary, the cache message, exit codes, and a `kill -9`
-//! in the middle of a run that leaves no half-written feature file.
+//! The real `bottleneck` binary: extract's JSON summary, the cache message and exit codes (kills
+//! and concurrent runs: `kill_cli.rs`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use testkit::synth::{self, VggSpec};
 
@@ -120,61 +119,4 @@ fn hub_model_offline_is_a_clear_error() {
         err.contains("offline") && err.contains("--model /path/to/file.onnx"),
         "{err}"
     );
-}
-
-#[test]
-fn kill_9_leaves_no_half_written_file_and_rerun_completes() {
-    let Some(shared) = testkit::shared_root() else {
-        return;
-    };
-    let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    testkit::link_shared_subset(&shared, &data, &["train"], 24).unwrap();
-    let model = shared.join("models/vgg16_keras_notop.onnx");
-    let run = t.path().join("run");
-    let mut cmd = bin();
-    cmd.args(["-q", "extract", "--batch", "4", "--threads", "1", "--data"])
-        .arg(&data)
-        .arg("--model")
-        .arg(&model)
-        .arg("--run")
-        .arg(&run);
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let features = run.join("features");
-    let writing = || {
-        std::fs::read_dir(&features).is_ok_and(|rd| {
-            rd.flatten()
-                .any(|e| runfs::atomic::is_temp_name(&e.file_name().to_string_lossy()))
-        })
-    };
-    let start = Instant::now();
-    while !writing() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "extraction never started writing rows"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let final_path = run.join("features/train.safetensors");
-    assert!(
-        !final_path.exists(),
-        "a killed run must not leave a feature file"
-    );
-
-    let out = cmd.output().unwrap();
-    assert!(out.status.success());
-    let f = features::store::FeatureFile::read(&final_path).unwrap();
-    assert_eq!(f.shape, vec![48, 512, 4, 4]);
-    let names: Vec<_> = std::fs::read_dir(run.join("features"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names.len(), 1, "temporary files are gone: {names:?}");
 }

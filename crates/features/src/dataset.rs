@@ -86,7 +86,9 @@ fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Every visible file in `dir` and its visible sub-folders, sorted by path.
+/// Every visible file in `dir` and its visible sub-folders, sorted by path. A symbolic link that
+/// leads nowhere (its target is missing, or it loops) is listed too, so that reading it fails and
+/// it is reported with the other unreadable files instead of vanishing.
 fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -94,13 +96,20 @@ fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
         for p in visible_entries(&d)? {
             if p.is_dir() {
                 pending.push(p);
-            } else if p.is_file() {
+            } else if p.is_file() || is_broken_link(&p) {
                 out.push(p);
             }
         }
     }
     out.sort();
     Ok(out)
+}
+
+/// True for a symbolic link whose target cannot be reached (missing, or a loop of links).
+pub fn is_broken_link(p: &Path) -> bool {
+    p.symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::metadata(p).is_err()
 }
 
 fn name_of(p: &Path) -> String {
@@ -171,6 +180,15 @@ pub fn scan(root: &Path) -> Result<Dataset> {
             .filter(|p| p.is_dir())
             .collect();
         let names: Vec<String> = class_paths.iter().map(|p| name_of(p)).collect();
+        if names.is_empty() && dir != root {
+            return Err(Error::Dataset(format!(
+                "split folder {} holds no class folders: put one folder per class in it ({}/cats, {}/dogs, …) \
+                 or remove it",
+                dir.display(),
+                dir.display(),
+                dir.display()
+            )));
+        }
         if names.len() < 2 {
             return Err(Error::Dataset(format!(
                 "{} has {} class folder{} ({}): a classifier needs at least two, e.g. {}/cats and {}/dogs",

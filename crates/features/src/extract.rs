@@ -158,8 +158,10 @@ pub struct Duplicate {
     pub same_as: String,
 }
 
-/// Photos of other splits whose bytes equal a photo of `train` (or of `all`: none).
+/// Photos of other splits whose bytes equal a photo of `train` (or of `all`: none); broken
+/// symbolic links, which all hash alike and are skipped anyway, are no duplicates.
 fn find_duplicates(contents: &[(String, Contents)]) -> Vec<Duplicate> {
+    let broken = runfs::digest::sha256(crate::image_io::BROKEN_LINK.as_bytes());
     let train: BTreeMap<&[u8; 32], &str> = contents
         .iter()
         .filter(|(name, _)| name == "train")
@@ -169,6 +171,7 @@ fn find_duplicates(contents: &[(String, Contents)]) -> Vec<Duplicate> {
         .iter()
         .filter(|(name, _)| name != "train")
         .flat_map(|(_, items)| items.iter())
+        .filter(|(_, _, c)| *c != broken)
         .filter_map(|(rel, _, c)| {
             train.get(c).map(|t| Duplicate {
                 file: rel.clone(),
@@ -250,6 +253,17 @@ pub fn load_backbone(
         path: resolved.path.clone(),
         reason: e.to_string(),
     })?;
+    if cut.input_channels != 3 {
+        return Err(Error::Model {
+            path: resolved.path.clone(),
+            reason: format!(
+                "its image input takes {} channel{}, but photos are fed as RGB (3 channels): use a model \
+                 with a 3-channel image input",
+                cut.input_channels,
+                if cut.input_channels == 1 { "" } else { "s" }
+            ),
+        });
+    }
     Ok(Backbone {
         model: resolved,
         cut,
@@ -280,8 +294,8 @@ pub fn with_contents(split: &Split) -> Result<Vec<(String, usize, [u8; 32])>> {
         .items
         .iter()
         .map(|item| {
-            let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
-            Ok((item.rel.clone(), item.label, runfs::digest::sha256(&bytes)))
+            let sha = crate::image_io::photo_sha256(&item.path)?;
+            Ok((item.rel.clone(), item.label, sha))
         })
         .collect()
 }

@@ -26,8 +26,32 @@ pub struct Decoded {
 
 /// Reads and decodes `path` into 8-bit RGB (see [`decode_rgb8`]).
 pub fn load_rgb8(path: &Path) -> Result<Decoded> {
+    decode_rgb8(&read_photo(path)?, path)
+}
+
+/// What a broken symbolic link is called in messages and skip lists.
+pub const BROKEN_LINK: &str =
+    "a symbolic link whose target is missing or that loops: fix or remove the link";
+
+/// The bytes of a photo; a symbolic link that leads nowhere is an [`Error::Image`] saying so.
+pub fn read_photo(path: &Path) -> Result<Vec<u8>> {
+    if crate::dataset::is_broken_link(path) {
+        return Err(Error::Image {
+            path: path.to_path_buf(),
+            reason: BROKEN_LINK.into(),
+        });
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// SHA-256 of a photo's bytes, for cache keys and digests; a broken symbolic link (which every
+/// stage skips as unreadable) hashes as the fixed text [`BROKEN_LINK`].
+pub fn photo_sha256(path: &Path) -> Result<[u8; 32]> {
+    if crate::dataset::is_broken_link(path) {
+        return Ok(runfs::digest::sha256(BROKEN_LINK.as_bytes()));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_rgb8(&bytes, path)
+    Ok(runfs::digest::sha256(&bytes))
 }
 
 /// Decodes image bytes into 8-bit RGB the way Keras' `load_img` sees them (RGB, alpha dropped,

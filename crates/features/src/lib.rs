@@ -21,5 +21,6 @@ pub mod runtime;
 pub mod shard;
 pub mod sheet;
 pub mod store;
+pub mod tensorfile;
 
 pub use error::{Error, Result};

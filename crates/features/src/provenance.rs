@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Item;
-use crate::{Error, Result};
+use crate::Result;
 
 /// How a set of features was computed; every split used together must agree on all of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,10 +47,10 @@ impl Provenance {
 pub fn files_digest(items: &[Item], skip: &BTreeSet<String>) -> Result<String> {
     let mut d = runfs::Digest::new();
     for item in items.iter().filter(|i| !skip.contains(&i.rel)) {
-        let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
+        let sha = crate::image_io::photo_sha256(&item.path)?;
         d.part(item.rel.as_bytes())
             .raw(&(item.label as u64).to_le_bytes())
-            .raw(&runfs::digest::sha256(&bytes));
+            .raw(&sha);
     }
     Ok(d.hex())
 }

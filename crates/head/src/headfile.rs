@@ -169,6 +169,7 @@ pub fn save(path: &Path, model: &HeadModel, meta: &HeadMeta) -> Result<()> {
         tensors.iter().map(|(n, t)| (*n, t)),
         Some(meta.to_strings()?),
     )
+    .map(features::tensorfile::sorted_header)
     .map_err(|e| Error::HeadFile {
         path: path.to_path_buf(),
         reason: format!("cannot encode: {e}"),

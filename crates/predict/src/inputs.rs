@@ -65,7 +65,8 @@ fn walk(dir: &Path, out: &mut Vec<Item>, seen: &mut HashSet<PathBuf>) -> Result<
     for p in entries {
         if p.is_dir() {
             walk(&p, out, seen)?;
-        } else if p.is_file() && is_image_name(&p) {
+        } else if (p.is_file() || features::dataset::is_broken_link(&p)) && is_image_name(&p) {
+            // (A broken link is listed so that it is reported as skipped, not silently dropped.)
             out.push(item(p));
         }
     }

@@ -101,7 +101,9 @@ pub fn to_bytes_with(
         "training".to_string(),
         json(serde_json::to_string(&meta.training))?,
     );
-    safetensors::serialize(views, Some(md)).map_err(|e| bad(path, format!("cannot encode: {e}")))
+    safetensors::serialize(views, Some(md))
+        .map(features::tensorfile::sorted_header)
+        .map_err(|e| bad(path, format!("cannot encode: {e}")))
 }
 
 /// Writes the model file atomically (temporary file + rename).

@@ -35,6 +35,8 @@ pub struct VggSpec {
     pub seed: u64,
     /// Name of the image input.
     pub input_name: String,
+    /// Channels of the image input (3: RGB).
+    pub channels: usize,
 }
 
 impl Default for VggSpec {
@@ -47,6 +49,7 @@ impl Default for VggSpec {
             fixed_size: None,
             seed: 0,
             input_name: "input".into(),
+            channels: 3,
         }
     }
 }
@@ -88,9 +91,19 @@ pub fn vgg_like_proto(spec: &VggSpec) -> ModelProto {
     let fixed = spec.fixed_size.map(|s| s as i64);
     let side = |p: &'static str| fixed.map_or(DimSpec::Param(p), DimSpec::Value);
     let input_dims = if spec.nhwc {
-        [batch_dim(fixed), side("H"), side("W"), DimSpec::Value(3)]
+        [
+            batch_dim(fixed),
+            side("H"),
+            side("W"),
+            DimSpec::Value(spec.channels as i64),
+        ]
     } else {
-        [batch_dim(fixed), DimSpec::Value(3), side("H"), side("W")]
+        [
+            batch_dim(fixed),
+            DimSpec::Value(spec.channels as i64),
+            side("H"),
+            side("W"),
+        ]
     };
     g.input
         .push(tensor_value(&spec.input_name, FLOAT, Some(&input_dims)));
@@ -107,7 +120,7 @@ pub fn vgg_like_proto(spec: &VggSpec) -> ModelProto {
         ));
         x = out;
     }
-    let mut cin = 3usize;
+    let mut cin = spec.channels;
     let mut size = spec.fixed_size.unwrap_or(32);
     for (k, &(convs, cout)) in spec.blocks.iter().enumerate() {
         let k = k + 1;

@@ -19,7 +19,8 @@ pub const SUBSET_DIR: &str = "tutorial-data";
 /// What the outputs of a tutorial run were made from (recorded in `RUN/tutorial.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inputs {
-    /// The data folder as given on the command line, made absolute.
+    /// The data folder as given on the command line (for the report; not compared: the photos are,
+    /// through `data_digest`).
     pub data: String,
     /// Images per class and split when only a subset was used.
     pub limit: Option<usize>,
@@ -44,7 +45,12 @@ pub struct Inputs {
 impl Inputs {
     /// Fields that differ from `other`, as `name: this vs other`.
     pub fn differences(&self, other: &Inputs) -> Vec<String> {
-        features::provenance::differences(self, other)
+        // Where the folder is (as typed, from wherever it was typed) is no input; its photos are.
+        let located_alike = Inputs {
+            data: other.data.clone(),
+            ..self.clone()
+        };
+        features::provenance::differences(&located_alike, other)
     }
 }
 
@@ -96,15 +102,15 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
     let mut all = runfs::Digest::new();
     for split in &dataset.splits {
         for item in &split.items {
-            let bytes = std::fs::read(&item.path).map_err(|e| Error::io(&item.path, e))?;
+            let sha = features::image_io::photo_sha256(&item.path)?;
             all.part(split.name.as_bytes())
                 .part(item.rel.as_bytes())
                 .raw(&(item.label as u64).to_le_bytes())
-                .raw(&runfs::digest::sha256(&bytes));
+                .raw(&sha);
         }
     }
     let inputs = Inputs {
-        data: data_abs.to_string_lossy().into_owned(),
+        data: cfg.data.to_string_lossy().into_owned(),
         limit: cfg.limit,
         data_digest: all.hex(),
         classes: dataset.classes.clone(),

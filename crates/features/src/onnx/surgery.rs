@@ -110,8 +110,8 @@ fn conv_base_output(g: &GraphProto, order: &[usize]) -> Result<String> {
                 .unwrap_or_default();
             Err(Error::Graph(format!(
                 "no MaxPool before the classifier{first}; ops found: {}. The conv-base cut expects a VGG-style \
-                 network whose convolutional part ends in MaxPool: use a VGG16 model, or cut at a named tensor \
-                 instead (cut_at / --cut-at)",
+                 network whose convolutional part ends in MaxPool: use a VGG16 model, or name the tensor to cut \
+                 at in a manifest for this model (`features = \"TENSOR\"`, see models/README.md)",
                 fmt_op_counts(g)
             )))
         }
