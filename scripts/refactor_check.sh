@@ -32,7 +32,11 @@ if "$bin" train-head --help | grep -q -- --keras2016; then head_flags=(--keras20
 "$bin" -q train-head --run "$run" --epochs 5 --seed 0 "${head_flags[@]}"
 "$bin" -q scratch --data "$work/data" --run "$run" --epochs 2
 "$bin" -q finetune --run "$run" --data "$work/data" --epochs 1 --aug-cache 1 --lr 1e-5 --threads 2 --keep best
-"$py" - "$run" > "$out" <<'PY'
+# The ONNX files a user deploys: finetune's model.onnx, the stage-2 classifier (`export --stage
+# head`) and an int8 backbone (`quantize`), byte for byte.
+"$bin" -q export --run "$run" --stage head --out "$work/head.onnx"
+"$bin" -q quantize --model "$model" --calib "$work/data" --out "$work/int8.onnx"
+"$py" - "$run" "$work" > "$out" <<'PY'
 import hashlib, json, sys, pathlib
 from safetensors.numpy import load_file
 run = pathlib.Path(sys.argv[1])
@@ -50,5 +54,8 @@ for rel in ["features/train.safetensors", "features/validation.safetensors",
 for rel in ["head/metrics.json", "scratch/metrics.json", "finetune/metrics.json",
             "head/confusion.json", "scratch/confusion.json", "finetune/confusion.json"]:
     print(rel, json.dumps(strip(json.loads((run / rel).read_text())), sort_keys=True))
+work = pathlib.Path(sys.argv[2])
+for path in [run / "finetune/model.onnx", work / "head.onnx", work / "int8.onnx"]:
+    print(path.relative_to(work), hashlib.sha256(path.read_bytes()).hexdigest())
 PY
 echo "wrote $out"

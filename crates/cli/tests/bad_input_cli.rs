@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use features::onnx::build::{encode, tensor_value, DimSpec, FLOAT};
+use testkit::files_under;
 use testkit::synth::{self, VggSpec};
 
 fn bin() -> Command {
@@ -63,53 +64,6 @@ fn extract(data: &Path, model: &Path, run: &Path) -> Command {
     c
 }
 
-/// Every file under `dir` (recursively), relative, sorted; empty when `dir` does not exist.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                pending.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A PNG whose header claims `w`×`h` pixels (a few dozen bytes).
-fn claimed_png(w: u32, h: u32) -> Vec<u8> {
-    let mut png = Vec::new();
-    image::RgbImage::new(1, 1)
-        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    png[16..20].copy_from_slice(&w.to_be_bytes());
-    png[20..24].copy_from_slice(&h.to_be_bytes());
-    let crc = crc32(&png[12..29]);
-    png[29..33].copy_from_slice(&crc.to_be_bytes());
-    png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        c ^= b as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
@@ -149,7 +103,7 @@ fn awkward_photos(dir: &Path) -> (Vec<&'static str>, Vec<(&'static str, &'static
     image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3]))
         .save(dir.join("one-pixel.png"))
         .unwrap();
-    fs::write(dir.join("huge.png"), claimed_png(100_000, 100_000)).unwrap();
+    fs::write(dir.join("huge.png"), synth::claimed_png(100_000, 100_000)).unwrap();
     {
         let f = fs::File::create(dir.join("animated.gif")).unwrap();
         let mut enc = image::codecs::gif::GifEncoder::new(f);
@@ -568,7 +522,7 @@ fn big_photos_cost_memory_once_and_bombs_none() {
     testkit::write_synthetic(&data, &[("train", 2)], 1).unwrap();
     fs::write(
         data.join("train/bright/bomb.png"),
-        claimed_png(16_000, 16_000),
+        synth::claimed_png(16_000, 16_000),
     )
     .unwrap();
     let model = tiny_model(t.path());

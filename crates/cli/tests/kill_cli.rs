@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testkit::files_under;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_bottleneck"))
 }
@@ -19,24 +21,6 @@ fn run_ok(mut c: Command) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Every file below `dir`, relative and sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                pending.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn temporaries(run: &Path) -> Vec<String> {

@@ -162,6 +162,17 @@ fn predict_skips_unreadable_images_and_reports_bad_input() {
         .as_str()
         .unwrap()
         .contains("empty file"));
+    // Without --json too, every skipped file is named, broken symbolic links included.
+    std::os::unix::fs::symlink(mixed.join("gone.jpg"), mixed.join("dangling.jpg")).unwrap();
+    let out = ok(predict(&run).arg(&mixed).output().unwrap());
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("broken.jpg")
+            && text.contains("dangling.jpg")
+            && text.contains("symbolic link"),
+        "{text}"
+    );
 
     let unreadable = t.path().join("unreadable");
     std::fs::create_dir_all(&unreadable).unwrap();

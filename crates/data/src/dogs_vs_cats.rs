@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::download::{self, KAGGLE_PAGE, MICROSOFT_URL};
 use crate::locate::{self, LOOKED_FOR};
-use crate::source::{Class, Photo, Scheme, Source, SourceKind};
+use crate::source::{Class, Listing, Photo, Scheme, Source, SourceKind};
 use crate::{Error, Result};
 
 /// Split folder names, in the order photos are assigned to them.
@@ -230,23 +230,80 @@ pub fn build(cfg: &Config, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     on_event(Event::Start { total: need * 2 });
-    let mut done = 0usize;
-    let mut skipped = Vec::new();
-    let mut ids: Vec<(Class, &str, Vec<u64>)> = Vec::new();
+    let mut copy = Copying {
+        cfg,
+        archive: &archive,
+        source: &mut source,
+        tmp: &tmp.path,
+        wanted: &wanted,
+        threads,
+        done: 0,
+        skipped: Vec::new(),
+    };
+    let mut ids: Vec<(Class, &'static str, Vec<u64>)> = Vec::new();
     for class in Class::ALL {
+        for (split, list) in copy.take_class(&listing, class, on_event)? {
+            ids.push((class, split, list));
+        }
+    }
+    let skipped = copy.skipped;
+
+    commit(&tmp.path, &cfg.out, &wanted)?;
+    Ok(Summary {
+        out: cfg.out.clone(),
+        source: SourceSummary {
+            path: archive,
+            kind: source.kind(),
+            scheme: listing.scheme(),
+            located,
+            downloaded,
+        },
+        mode: if cfg.link { "link" } else { "copy" }.into(),
+        first_id: cfg.first_id,
+        counts,
+        splits: split_summaries(&cfg.out, &wanted, &ids),
+        skipped,
+        ignored_entries: listing.ignored,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Copying (or linking) the photos of one class after another into the temporary layout.
+struct Copying<'a> {
+    cfg: &'a Config,
+    archive: &'a Path,
+    source: &'a mut Source,
+    tmp: &'a Path,
+    wanted: &'a [(&'static str, usize)],
+    threads: usize,
+    /// Photos placed so far (both classes), for progress.
+    done: usize,
+    skipped: Vec<Skipped>,
+}
+
+impl Copying<'_> {
+    /// Places the first `per_class` readable photos of `class` (by ascending ID from
+    /// `first_id`) into their splits; returns the IDs each split got.
+    fn take_class(
+        &mut self,
+        listing: &Listing,
+        class: Class,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Vec<(&'static str, Vec<u64>)>> {
+        let (cfg, need) = (self.cfg, self.cfg.counts.per_class());
         let candidates: Vec<&Photo> = listing
             .class(class)
             .filter(|p| p.id >= cfg.first_id)
             .collect();
-        let mut per_split: Vec<(&str, Vec<u64>)> =
-            wanted.iter().map(|&(s, _)| (s, Vec::new())).collect();
+        let mut per_split: Vec<(&'static str, Vec<u64>)> =
+            self.wanted.iter().map(|&(s, _)| (s, Vec::new())).collect();
         let mut taken = 0usize;
         let mut next = 0usize;
         let mut class_skipped = 0usize;
         while taken < need {
             if next >= candidates.len() {
                 return Err(Error::TooFew {
-                    path: archive.clone(),
+                    path: self.archive.to_path_buf(),
                     class: class.name().into(),
                     needed: need,
                     found: taken,
@@ -260,16 +317,16 @@ pub fn build(cfg: &Config, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
             next += chunk.len();
             let mut bytes = Vec::with_capacity(chunk.len());
             for photo in chunk {
-                bytes.push(source.read(photo)?);
+                bytes.push(self.source.read(photo)?);
             }
-            let verdicts = check_all(chunk, &bytes, threads);
+            let verdicts = check_all(chunk, &bytes, self.threads);
             for ((photo, data), verdict) in chunk.iter().zip(&bytes).zip(verdicts) {
                 if let Some(reason) = verdict {
                     on_event(Event::Skipped {
                         file: &photo.name,
                         reason: &reason,
                     });
-                    skipped.push(Skipped {
+                    self.skipped.push(Skipped {
                         file: photo.name.clone(),
                         class,
                         id: photo.id,
@@ -278,41 +335,52 @@ pub fn build(cfg: &Config, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
                     class_skipped += 1;
                     continue;
                 }
-                let split = counts.split_of(taken);
-                let dest = tmp.path.join(split).join(class.folder()).join(format!(
-                    "{}.{}.jpg",
-                    class.name(),
-                    photo.id
-                ));
-                match (cfg.link, photo.file(), data) {
-                    (true, Some(file), _) => link(file, &dest)?,
-                    (_, _, Ok(data)) => {
-                        std::fs::write(&dest, data).map_err(|e| Error::io(&dest, e))?
-                    }
-                    // Unreachable: unreadable members were given a reason above.
-                    (_, _, Err(reason)) => {
-                        return Err(Error::Invalid(format!("{}: {reason}", photo.name)))
-                    }
-                }
+                let split = cfg.counts.split_of(taken);
+                self.place(photo, data, class, split)?;
                 if let Some(entry) = per_split.iter_mut().find(|(s, _)| *s == split) {
                     entry.1.push(photo.id);
                 }
                 taken += 1;
-                done += 1;
-                on_event(Event::Progress { done });
+                self.done += 1;
+                on_event(Event::Progress { done: self.done });
             }
         }
-        for (split, list) in per_split {
-            ids.push((class, split, list));
-        }
+        Ok(per_split)
     }
 
-    commit(&tmp.path, &cfg.out, &wanted)?;
-    let splits = wanted
+    /// Writes (or links) one checked photo as `<split>/<class folder>/<class>.<id>.jpg`.
+    fn place(
+        &self,
+        photo: &Photo,
+        data: &std::result::Result<Vec<u8>, String>,
+        class: Class,
+        split: &str,
+    ) -> Result<()> {
+        let dest = self.tmp.join(split).join(class.folder()).join(format!(
+            "{}.{}.jpg",
+            class.name(),
+            photo.id
+        ));
+        match (self.cfg.link, photo.file(), data) {
+            (true, Some(file), _) => link(file, &dest),
+            (_, _, Ok(data)) => std::fs::write(&dest, data).map_err(|e| Error::io(&dest, e)),
+            // Unreachable: unreadable members were given a reason above.
+            (_, _, Err(reason)) => Err(Error::Invalid(format!("{}: {reason}", photo.name))),
+        }
+    }
+}
+
+/// What each split holds, per class.
+fn split_summaries(
+    out: &Path,
+    wanted: &[(&str, usize)],
+    ids: &[(Class, &str, Vec<u64>)],
+) -> Vec<SplitSummary> {
+    wanted
         .iter()
         .map(|&(split, _)| SplitSummary {
             split: split.into(),
-            path: cfg.out.join(split),
+            path: out.join(split),
             classes: ids
                 .iter()
                 .filter(|(_, s, _)| *s == split)
@@ -325,24 +393,7 @@ pub fn build(cfg: &Config, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
                 })
                 .collect(),
         })
-        .collect();
-    Ok(Summary {
-        out: cfg.out.clone(),
-        source: SourceSummary {
-            path: archive,
-            kind: source.kind(),
-            scheme: listing.scheme(),
-            located,
-            downloaded,
-        },
-        mode: if cfg.link { "link" } else { "copy" }.into(),
-        first_id: cfg.first_id,
-        counts,
-        splits,
-        skipped,
-        ignored_entries: listing.ignored,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        .collect()
 }
 
 /// Refuses to touch existing splits without `force`, and an `out` that is a file.

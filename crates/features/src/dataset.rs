@@ -175,76 +175,87 @@ pub fn scan(root: &Path) -> Result<Dataset> {
     let mut classes: Option<(String, Vec<String>)> = None;
     let mut splits = Vec::new();
     for (split_name, dir) in layout {
-        let class_paths: Vec<PathBuf> = visible_entries(&dir)?
-            .into_iter()
-            .filter(|p| p.is_dir())
-            .collect();
-        let names: Vec<String> = class_paths.iter().map(|p| name_of(p)).collect();
-        if names.is_empty() && dir != root {
-            return Err(Error::Dataset(format!(
-                "split folder {} holds no class folders: put one folder per class in it ({}/cats, {}/dogs, …) \
-                 or remove it",
-                dir.display(),
-                dir.display(),
-                dir.display()
-            )));
-        }
-        if names.len() < 2 {
-            return Err(Error::Dataset(format!(
-                "{} has {} class folder{} ({}): a classifier needs at least two, e.g. {}/cats and {}/dogs",
-                dir.display(),
-                names.len(),
-                if names.len() == 1 { "" } else { "s" },
-                names.join(", "),
-                dir.display(),
-                dir.display()
-            )));
-        }
-        match &classes {
-            None => classes = Some((split_name.clone(), names.clone())),
-            Some((first, known)) if *known != names => {
-                let a: BTreeSet<_> = known.iter().collect();
-                let b: BTreeSet<_> = names.iter().collect();
-                let missing: Vec<_> = a.difference(&b).map(|s| s.as_str()).collect();
-                let extra: Vec<_> = b.difference(&a).map(|s| s.as_str()).collect();
-                return Err(Error::Dataset(format!(
-                    "split '{split_name}' has different classes from split '{first}': missing [{}], extra [{}]; every split needs the same class folders",
-                    missing.join(", "),
-                    extra.join(", ")
-                )));
-            }
-            Some(_) => {}
-        }
-        let mut items = Vec::new();
-        for (label, cdir) in class_paths.iter().enumerate() {
-            let files = files_below(cdir)?;
-            if files.is_empty() {
-                return Err(Error::Dataset(format!(
-                    "class folder {} is empty: add images of class '{}' or remove the folder",
-                    cdir.display(),
-                    names[label]
-                )));
-            }
-            for path in files {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                items.push(Item { path, rel, label });
-            }
-        }
-        splits.push(Split {
-            name: split_name,
-            items,
-        });
+        splits.push(scan_split(root, split_name, &dir, &mut classes)?);
     }
     let classes = classes.map(|(_, c)| c).unwrap_or_default();
     Ok(Dataset {
         root: root.to_path_buf(),
         classes,
         splits,
+    })
+}
+
+/// The photos of one split folder `dir`: its class folders (the same as every earlier split's,
+/// `classes` holds the first split's name and classes) and every file below them, labelled.
+fn scan_split(
+    root: &Path,
+    split_name: String,
+    dir: &Path,
+    classes: &mut Option<(String, Vec<String>)>,
+) -> Result<Split> {
+    let class_paths: Vec<PathBuf> = visible_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect();
+    let names: Vec<String> = class_paths.iter().map(|p| name_of(p)).collect();
+    if names.is_empty() && dir != root {
+        return Err(Error::Dataset(format!(
+            "split folder {} holds no class folders: put one folder per class in it ({}/cats, {}/dogs, …) \
+             or remove it",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        )));
+    }
+    if names.len() < 2 {
+        return Err(Error::Dataset(format!(
+            "{} has {} class folder{} ({}): a classifier needs at least two, e.g. {}/cats and {}/dogs",
+            dir.display(),
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            dir.display(),
+            dir.display()
+        )));
+    }
+    match classes {
+        None => *classes = Some((split_name.clone(), names.clone())),
+        Some((first, known)) if *known != names => {
+            let a: BTreeSet<_> = known.iter().collect();
+            let b: BTreeSet<_> = names.iter().collect();
+            let missing: Vec<_> = a.difference(&b).map(|s| s.as_str()).collect();
+            let extra: Vec<_> = b.difference(&a).map(|s| s.as_str()).collect();
+            return Err(Error::Dataset(format!(
+                "split '{split_name}' has different classes from split '{first}': missing [{}], extra [{}]; every split needs the same class folders",
+                missing.join(", "),
+                extra.join(", ")
+            )));
+        }
+        Some(_) => {}
+    }
+    let mut items = Vec::new();
+    for (label, cdir) in class_paths.iter().enumerate() {
+        let files = files_below(cdir)?;
+        if files.is_empty() {
+            return Err(Error::Dataset(format!(
+                "class folder {} is empty: add images of class '{}' or remove the folder",
+                cdir.display(),
+                names[label]
+            )));
+        }
+        for path in files {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            items.push(Item { path, rel, label });
+        }
+    }
+    Ok(Split {
+        name: split_name,
+        items,
     })
 }

@@ -128,6 +128,35 @@ pub(crate) fn model_and_head(
     Ok((classifier, head_meta, model, split_at))
 }
 
+/// Decodes the photos of `split` at `size` px (up to 4 threads), reporting progress and the
+/// photos skipped.
+fn load_images(
+    split: &Split,
+    size: u32,
+    resize: Resize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<ImageSet> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    on_event(Event::PhaseStart {
+        name: format!("read {}", split.name),
+        total: split.items.len(),
+    });
+    let set = images::load_split(split, size, resize, workers, &mut |done| {
+        on_event(Event::Progress { done })
+    })?;
+    on_event(Event::PhaseEnd);
+    for s in &set.skipped {
+        on_event(Event::Skipped {
+            split: &split.name,
+            file: &s.file,
+            reason: &s.reason,
+        });
+    }
+    Ok(set)
+}
+
 /// Checks every input and decodes the images; returns them with the block and the head to train.
 pub fn prepare(
     cfg: &FinetuneConfig,
@@ -152,30 +181,9 @@ pub fn prepare(
             head_meta.classes
         )));
     }
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    let mut load = |split: &Split| -> Result<ImageSet> {
-        on_event(Event::PhaseStart {
-            name: format!("read {}", split.name),
-            total: split.items.len(),
-        });
-        let set = images::load_split(split, size, resize, workers, &mut |done| {
-            on_event(Event::Progress { done })
-        })?;
-        on_event(Event::PhaseEnd);
-        for s in &set.skipped {
-            on_event(Event::Skipped {
-                split: &split.name,
-                file: &s.file,
-                reason: &s.reason,
-            });
-        }
-        Ok(set)
-    };
     let chosen = splits::choose(&data, cfg, &head_meta)?;
-    let train = load(&chosen.train)?;
-    let val = load(&chosen.val)?;
+    let train = load_images(&chosen.train, size, resize, on_event)?;
+    let val = load_images(&chosen.val, size, resize, on_event)?;
     let int8 = match cfg.precision {
         FrozenPrecision::Fp32 => None,
         FrozenPrecision::Int8 => {

@@ -1,14 +1,16 @@
 //! Stage 2b, the classifier trained on cached bottleneck features: the head model and the
 //! `head.safetensors` file format, the calibrated linear probe (the default, [`probe`]), the 2016
 //! tutorial's dense network ([`mlp`]), [`recipe::fit_head`] choosing between them, and loading a
-//! run's feature splits. Optimizers, losses, metrics and plots come from the `train` toolkit. It
-//! must not know about images or ONNX: it sees feature rows and labels only.
+//! run's feature splits, and the head as ONNX nodes appended after any feature tensor ([`onnx`]).
+//! Optimizers, losses, metrics and plots come from the `train` toolkit. It must not know about
+//! images or which backbone made the features: it trains on feature rows and labels only.
 
 pub mod data;
 pub mod error;
 pub mod headfile;
 pub mod mlp;
 pub mod model;
+pub mod onnx;
 pub mod pipeline;
 pub mod probe;
 pub mod recipe;

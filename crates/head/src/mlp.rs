@@ -297,7 +297,6 @@ impl Step {
 
     /// Forward with dropout, loss, backward and one optimizer step on the batch `idx`; when
     /// `next` is given, also computes the next batch's first-layer product during the update.
-    #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the layer equations
     fn run(
         &mut self,
         model: &HeadModel,
@@ -307,7 +306,7 @@ impl Step {
         next: Option<&[usize]>,
         rng: &mut ChaCha8Rng,
     ) -> Result<StepResult> {
-        let (d, h, k, b) = (self.d, self.h, self.k, idx.len());
+        let b = idx.len();
         if !self.pre_ready {
             self.xb.clear();
             for &i in idx {
@@ -319,8 +318,20 @@ impl Step {
         let b1 = model.b1.as_tensor().to_vec1::<f32>()?;
         let w2 = model.w2.as_tensor().flatten_all()?.to_vec1::<f32>()?;
         let b2 = model.b2.as_tensor().to_vec1::<f32>()?;
+        self.hidden_forward(&b1, b, rng);
+        let (loss_sum, correct) = self.output_and_loss(&w2, &b2, data, idx);
+        if !loss_sum.is_finite() {
+            return Ok(StepResult { loss_sum, correct });
+        }
+        let small = self.backward_small(&w2, b);
+        self.update(model, optim, data, b, next, small)?;
+        Ok(StepResult { loss_sum, correct })
+    }
 
-        // Hidden layer: ReLU, then inverted dropout (kept units scaled by 1/(1-p), like Keras).
+    /// Hidden layer: ReLU, then inverted dropout (kept units scaled by 1/(1-p), like Keras).
+    #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the layer equations
+    fn hidden_forward(&mut self, b1: &[f32], b: usize, rng: &mut ChaCha8Rng) {
+        let h = self.h;
         let (act, mask) = (&mut self.act[..b * h], &mut self.mask[..b * h]);
         let pre = &mut self.pre[..b * h];
         let scale = 1.0 / (1.0 - self.dropout);
@@ -334,8 +345,20 @@ impl Step {
                 act[i] = pre[i].max(0.0) * m;
             }
         }
+    }
 
-        // Output layer, loss and its gradient (mean over the batch).
+    /// Output layer, loss and its gradient `dz` (mean over the batch); returns the summed loss
+    /// and the correct predictions.
+    #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the layer equations
+    fn output_and_loss(
+        &mut self,
+        w2: &[f32],
+        b2: &[f32],
+        data: &Samples,
+        idx: &[usize],
+    ) -> (f64, usize) {
+        let (h, k, b) = (self.h, self.k, idx.len());
+        let act = &self.act[..b * h];
         let (z, dz) = (&mut self.z[..b * k], &mut self.dz[..b * k]);
         for r in 0..b {
             for c in 0..k {
@@ -363,21 +386,28 @@ impl Step {
                 }
             }
         }
-        if !loss_sum.is_finite() {
-            return Ok(StepResult { loss_sum, correct });
-        }
+        (loss_sum, correct)
+    }
 
-        // Backward through the output layer, ReLU and dropout.
-        let mut dw2 = vec![0f32; h * k];
-        let mut db2 = vec![0f32; k];
-        let mut db1 = vec![0f32; h];
+    /// Backward through the output layer, ReLU and dropout: the small gradients, and `dpre`
+    /// (the hidden pre-activations' gradient) for the kernel gradient.
+    #[allow(clippy::needless_range_loop)] // index arithmetic mirrors the layer equations
+    fn backward_small(&mut self, w2: &[f32], b: usize) -> SmallGrads {
+        let (h, k) = (self.h, self.k);
+        let (act, mask, pre) = (&self.act[..b * h], &self.mask[..b * h], &self.pre[..b * h]);
+        let dz = &self.dz[..b * k];
+        let mut g2 = SmallGrads {
+            dw2: vec![0f32; h * k],
+            db2: vec![0f32; k],
+            db1: vec![0f32; h],
+        };
         let dpre = &mut self.dpre[..b * h];
         for r in 0..b {
             for c in 0..k {
                 let g = dz[r * k + c];
-                db2[c] += g;
+                g2.db2[c] += g;
                 for j in 0..h {
-                    dw2[j * k + c] += act[r * h + j] * g;
+                    g2.dw2[j * k + c] += act[r * h + j] * g;
                 }
             }
             for j in 0..h {
@@ -389,11 +419,25 @@ impl Step {
                 let gi = if pre[i] > 0.0 { g * mask[i] } else { 0.0 };
                 // Keep the big products out of slow subnormal arithmetic once the loss is tiny.
                 dpre[i] = if gi.abs() < NEGLIGIBLE_DELTA { 0.0 } else { gi };
-                db1[j] += dpre[i];
+                g2.db1[j] += dpre[i];
             }
         }
+        g2
+    }
 
-        // The next batch's rows, for the forward product fused into the update.
+    /// The optimizer step. The kernel gradient xᵀ·dpre is produced block by block of rows inside
+    /// the update, so the [D, H] gradient never exists as a whole; with `next`, the next batch's
+    /// first-layer product is computed from the updated rows as they are written.
+    fn update(
+        &mut self,
+        model: &HeadModel,
+        optim: &mut Optim,
+        data: &Samples,
+        b: usize,
+        next: Option<&[usize]>,
+        small: SmallGrads,
+    ) -> Result<()> {
+        let (d, h, k) = (self.d, self.h, self.k);
         let bn = next.map_or(0, <[usize]>::len);
         if let Some(next) = next {
             self.xb_next.clear();
@@ -402,9 +446,6 @@ impl Step {
             }
             self.clear_partials(bn);
         }
-
-        // The kernel gradient xᵀ·dpre is produced block by block of rows inside the optimizer
-        // update, so the [D, H] gradient never exists as a whole.
         let (xb, xn, dpre) = (
             &self.xb[..b * d],
             &self.xb_next[..bn * d],
@@ -431,9 +472,9 @@ impl Step {
             tile_product(s, v, bn, h, rows.len() / h, &mut out, h, true);
         };
         let dev = model.device().clone();
-        let db1 = Tensor::from_vec(db1, h, &dev)?;
-        let dw2 = Tensor::from_vec(dw2, (h, k), &dev)?;
-        let db2 = Tensor::from_vec(db2, k, &dev)?;
+        let db1 = Tensor::from_vec(small.db1, h, &dev)?;
+        let dw2 = Tensor::from_vec(small.dw2, (h, k), &dev)?;
+        let db2 = Tensor::from_vec(small.db2, k, &dev)?;
         optim.step_sources(&[
             Grad::Rows {
                 row_len: h,
@@ -449,8 +490,15 @@ impl Step {
             self.sum_partials(bn);
             self.pre_ready = true;
         }
-        Ok(StepResult { loss_sum, correct })
+        Ok(())
     }
+}
+
+/// The gradients of the small tensors of one step (the kernel's is streamed, see `update`).
+struct SmallGrads {
+    dw2: Vec<f32>,
+    db2: Vec<f32>,
+    db1: Vec<f32>,
 }
 
 /// True when every weight is finite.

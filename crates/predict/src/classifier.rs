@@ -8,7 +8,7 @@ use features::infer::InputSpec;
 use features::manifest::{self, HubOptions, ResolvedModel};
 use features::onnx::Layout;
 use features::preprocess::{Preprocess, Resize};
-use finetune::export::{export_head_onnx, with_metadata, ExportInfo, OUTPUT};
+use head::onnx::{export_head_onnx, with_metadata, ExportInfo, OUTPUT};
 use head::HeadMeta;
 use serde::Serialize;
 
@@ -243,7 +243,7 @@ fn load_finetune(run: &Path, paths: &RunPaths) -> Result<Classifier> {
         )));
     };
     let meta = head::read_meta(meta_path)?;
-    let props = finetune::export::metadata(&bytes)?;
+    let props = head::onnx::metadata(&bytes)?;
     if let Some((_, classes)) = props.iter().find(|(k, _)| k == "classes") {
         let listed: Vec<String> = serde_json::from_str(classes).map_err(|e| {
             Error::Mismatch(format!(

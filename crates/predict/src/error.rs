@@ -27,12 +27,9 @@ pub enum Error {
     /// A file of the run folder could not be written.
     #[error(transparent)]
     RunFolder(#[from] runfs::Error),
-    /// The stage-2 head file (from the `head` crate).
+    /// The stage-2 head file, or the ONNX classifier built from it (the `head` crate).
     #[error(transparent)]
     Head(#[from] head::Error),
-    /// Building the ONNX classifier (from the `finetune` crate).
-    #[error(transparent)]
-    Finetune(#[from] finetune::Error),
     /// The run has no trained classifier (or not the stage asked for).
     #[error("{0}")]
     NoClassifier(String),

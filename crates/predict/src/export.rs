@@ -43,7 +43,7 @@ pub fn export(run: &Path, out: &Path, force: bool, load: &LoadOptions) -> Result
         out: out.to_path_buf(),
         bytes: c.onnx.len(),
         sha256: features::manifest::sha256_hex(&c.onnx),
-        metadata: finetune::export::metadata(&c.onnx)?,
+        metadata: head::onnx::metadata(&c.onnx)?,
         classifier: c.info(),
     })
 }

@@ -94,3 +94,22 @@ pub fn write_synthetic(dir: &Path, splits: &[(&str, usize)], seed: u64) -> Resul
     }
     Ok(())
 }
+
+/// Every file below `dir` (recursively), as paths relative to it, sorted; empty when `dir` does
+/// not exist.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                pending.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}

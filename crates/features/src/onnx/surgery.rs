@@ -253,6 +253,61 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
     let img = find_image_input(g)?;
     let order = topo_order(g)?;
     let prod = producers(g);
+    let (kept_order, reads) = kept_nodes(g, &order, &prod, tensor, &img)?;
+    let out = output_facts(g, &prod, &kept_order, &img, tensor);
+    let init_names: HashSet<String> = initializer_names(g)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let (transpose, output) = if out.layout == Some(Layout::Nhwc) {
+        let name = fresh_name(g, &format!("{tensor}_nchw"));
+        let node = transpose_node(
+            &fresh_name(g, &format!("{tensor}_to_nchw")),
+            tensor,
+            &name,
+            &[0, 3, 1, 2],
+        );
+        (Some(node), name)
+    } else {
+        (None, tensor.to_string())
+    };
+    let ir_version = m.ir_version.unwrap_or(0);
+    let g = m
+        .graph
+        .as_mut()
+        .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
+    let mut slots: Vec<Option<NodeProto>> =
+        std::mem::take(&mut g.node).into_iter().map(Some).collect();
+    g.node = kept_order.iter().filter_map(|&i| slots[i].take()).collect();
+    g.node.extend(transpose);
+    keep_only_read(g, &reads, &init_names, ir_version, &img.name);
+    free_dims(g, &img, &out, &output);
+    g.quantization_annotation.retain(|a| {
+        a.tensor_name
+            .as_ref()
+            .is_some_and(|n| reads.contains(n) || *n == output)
+    });
+    m.training_info.clear();
+
+    Ok(CutModel {
+        bytes: encode(&m),
+        input: img.name,
+        output,
+        input_layout: img.layout,
+        input_channels: img.channels,
+        output_channels: out.channels,
+    })
+}
+
+/// The nodes `tensor` depends on (in graph order) and every tensor they read, after checking
+/// that `tensor` is computed and depends on the image input.
+fn kept_nodes(
+    g: &GraphProto,
+    order: &[usize],
+    prod: &HashMap<&str, usize>,
+    tensor: &str,
+    img: &ImageInput,
+) -> Result<(Vec<usize>, HashSet<String>)> {
     if !prod.contains_key(tensor) {
         if g.input.iter().any(|vi| vi_name(vi) == tensor) || initializer_names(g).contains(tensor) {
             return Err(Error::Graph(format!(
@@ -262,7 +317,7 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
         }
         return Err(not_found(g, tensor));
     }
-    let keep = ancestors(g, &prod, &[tensor]);
+    let keep = ancestors(g, prod, &[tensor]);
     let kept_order: Vec<usize> = order.iter().copied().filter(|i| keep.contains(i)).collect();
     let reads: HashSet<&str> = kept_order
         .iter()
@@ -275,9 +330,30 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
             img.name
         )));
     }
-    let layouts = tensor_layouts(g, &kept_order, &img);
-    let out_layout = layouts.get(tensor).copied();
-    let channels = output_channels(g, &prod, tensor);
+    let reads = reads.into_iter().map(str::to_string).collect();
+    Ok((kept_order, reads))
+}
+
+/// What is known of the cut tensor: its layout, channels, element type, declared rank, and the
+/// image input's element type.
+struct OutputFacts {
+    layout: Option<Layout>,
+    channels: Option<usize>,
+    elem: i32,
+    declared_rank: Option<usize>,
+    input_elem: i32,
+}
+
+fn output_facts(
+    g: &GraphProto,
+    prod: &HashMap<&str, usize>,
+    kept_order: &[usize],
+    img: &ImageInput,
+    tensor: &str,
+) -> OutputFacts {
+    let layouts = tensor_layouts(g, kept_order, img);
+    let layout = layouts.get(tensor).copied();
+    let channels = output_channels(g, prod, tensor);
     let declared: Option<_> = g
         .value_info
         .iter()
@@ -285,49 +361,37 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
         .find(|vi| vi_name(vi) == tensor);
     let declared_elem = declared.and_then(elem_type);
     let declared_rank = declared.and_then(dims).map(|d| d.len());
-    let declared_channels =
-        declared
-            .and_then(dims)
-            .and_then(|d| match (out_layout, d.as_slice()) {
-                (Some(Layout::Nchw), [_, Dim::Fixed(c), _, _])
-                | (Some(Layout::Nhwc), [_, _, _, Dim::Fixed(c)]) => usize::try_from(*c).ok(),
-                _ => None,
-            });
-    let output_channels = channels.or(declared_channels);
+    let declared_channels = declared
+        .and_then(dims)
+        .and_then(|d| match (layout, d.as_slice()) {
+            (Some(Layout::Nchw), [_, Dim::Fixed(c), _, _])
+            | (Some(Layout::Nhwc), [_, _, _, Dim::Fixed(c)]) => usize::try_from(*c).ok(),
+            _ => None,
+        });
     let input_elem = g
         .input
         .iter()
         .find(|vi| vi_name(vi) == img.name)
         .and_then(elem_type)
         .unwrap_or(FLOAT);
-    let out_elem = declared_elem.unwrap_or(input_elem);
-    let init_names: HashSet<String> = initializer_names(g)
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    let reads: HashSet<String> = reads.into_iter().map(str::to_string).collect();
-    let (transpose, output) = if out_layout == Some(Layout::Nhwc) {
-        let out = fresh_name(g, &format!("{tensor}_nchw"));
-        let node = transpose_node(
-            &fresh_name(g, &format!("{tensor}_to_nchw")),
-            tensor,
-            &out,
-            &[0, 3, 1, 2],
-        );
-        (Some(node), out)
-    } else {
-        (None, tensor.to_string())
-    };
-    let ir_version = m.ir_version.unwrap_or(0);
+    OutputFacts {
+        layout,
+        channels: channels.or(declared_channels),
+        elem: declared_elem.unwrap_or(input_elem),
+        declared_rank,
+        input_elem,
+    }
+}
 
-    let g = m
-        .graph
-        .as_mut()
-        .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
-    let mut slots: Vec<Option<NodeProto>> =
-        std::mem::take(&mut g.node).into_iter().map(Some).collect();
-    g.node = kept_order.iter().filter_map(|&i| slots[i].take()).collect();
-    g.node.extend(transpose);
+/// Drops the initializers and inputs nothing kept reads. IR < 4 requires initializers to be
+/// listed as inputs; from IR 4 on they are dropped so they fold as constants.
+fn keep_only_read(
+    g: &mut GraphProto,
+    reads: &HashSet<String>,
+    init_names: &HashSet<String>,
+    ir_version: i64,
+    image: &str,
+) {
     g.initializer
         .retain(|t| t.name.as_ref().is_some_and(|n| reads.contains(n)));
     g.sparse_initializer.retain(|s| {
@@ -336,11 +400,15 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
             .and_then(|v| v.name.as_ref())
             .is_some_and(|n| reads.contains(n))
     });
-    // IR < 4 requires initializers to be listed as inputs; from IR 4 on they are dropped so they fold as constants.
     g.input.retain(|vi| {
         let n = vi_name(vi);
-        reads.contains(n) && (ir_version < 4 || !init_names.contains(n) || n == img.name)
+        reads.contains(n) && (ir_version < 4 || !init_names.contains(n) || n == image)
     });
+}
+
+/// Frees the batch and spatial dimensions of the image input and of the one output `output`
+/// (NCHW, channels when known); drops the old value_info.
+fn free_dims(g: &mut GraphProto, img: &ImageInput, out: &OutputFacts, output: &str) {
     for vi in g.input.iter_mut().filter(|vi| vi_name(vi) == img.name) {
         let c = DimSpec::Value(img.channels as i64);
         let d = match img.layout {
@@ -357,10 +425,12 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
                 c,
             ],
         };
-        *vi = tensor_value(&img.name, input_elem, Some(&d));
+        *vi = tensor_value(&img.name, out.input_elem, Some(&d));
     }
-    let out_dims: Option<Vec<DimSpec>> = if out_layout.is_some() || declared_rank == Some(4) {
-        let c = output_channels.map_or(DimSpec::Param("C"), |c| DimSpec::Value(c as i64));
+    let out_dims: Option<Vec<DimSpec>> = if out.layout.is_some() || out.declared_rank == Some(4) {
+        let c = out
+            .channels
+            .map_or(DimSpec::Param("C"), |c| DimSpec::Value(c as i64));
         Some(vec![
             DimSpec::Param("N"),
             c,
@@ -370,21 +440,6 @@ fn cut_decoded(mut m: ModelProto, tensor: &str) -> Result<CutModel> {
     } else {
         None
     };
-    g.output = vec![tensor_value(&output, out_elem, out_dims.as_deref())];
+    g.output = vec![tensor_value(output, out.elem, out_dims.as_deref())];
     g.value_info.clear();
-    g.quantization_annotation.retain(|a| {
-        a.tensor_name
-            .as_ref()
-            .is_some_and(|n| reads.contains(n) || *n == output)
-    });
-    m.training_info.clear();
-
-    Ok(CutModel {
-        bytes: encode(&m),
-        input: img.name,
-        output,
-        input_layout: img.layout,
-        input_channels: img.channels,
-        output_channels,
-    })
 }

@@ -280,7 +280,9 @@ pub(crate) struct Rewritten {
     pub convs: Vec<String>,
 }
 
-/// Applies `plan` to the model in `bytes` with calibrated `ranges` (tensor → (min, max)).
+/// Applies `plan` to the model in `bytes` with calibrated `ranges` (tensor → (min, max)): the
+/// activation parameters, Q → DQ after the quantized graph inputs, each node with its Conv
+/// weights and biases quantized and its quantized outputs wrapped in Q → DQ, then the clean-up.
 pub(crate) fn rewrite(
     bytes: &[u8],
     plan: &Plan,
@@ -300,16 +302,74 @@ pub(crate) fn rewrite(
         .copied()
         .zip(crate::onnx::initializers_f32(bytes, &weight_names)?)
         .collect();
-
-    // Activation parameters, in graph order (a SameAs source always comes after its root).
-    let (qmin, _) = act.range();
-    let mut params: BTreeMap<String, QParams> = BTreeMap::new();
-    let mut param_names: HashMap<String, (String, String)> = HashMap::new();
     let g = m
         .graph
         .as_mut()
         .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
     let mut names = Names::new(g);
+    let acts = activation_parameters(g, &mut names, plan, ranges, act)?;
+
+    let graph_inputs: HashSet<String> = g.input.iter().filter_map(|v| v.name.clone()).collect();
+    let old_nodes = std::mem::take(&mut g.node);
+    let conv_at: HashMap<usize, &ConvPlan> = plan.convs.iter().map(|c| (c.node, c)).collect();
+    let folded: HashSet<usize> = plan.convs.iter().filter_map(|c| c.relu).collect();
+    let mut out = NewNodes {
+        nodes: Vec::with_capacity(old_nodes.len() * 3),
+        replaced_inputs: HashMap::new(),
+        removed_floats: HashSet::new(),
+    };
+    let mut conv_names = Vec::new();
+    quantize_graph_inputs(&mut out, &mut names, plan, &graph_inputs, &acts);
+    for (i, mut n) in old_nodes.into_iter().enumerate() {
+        if folded.contains(&i) {
+            continue;
+        }
+        for inp in n.input.iter_mut() {
+            if let Some(r) = out.replaced_inputs.get(inp.as_str()) {
+                *inp = r.clone();
+            }
+        }
+        if let Some(c) = conv_at.get(&i) {
+            conv_names.push(n.name.clone().unwrap_or_else(|| c.output.clone()));
+            let weights_in = ConvWeights {
+                values: &values,
+                acts: &acts,
+                range: weights,
+            };
+            quantize_conv(g, &mut out, &mut names, &mut n, c, &weights_in)?;
+        }
+        let after = wrap_quantized_outputs(&mut n, &mut names, &acts);
+        out.nodes.push(n);
+        out.nodes.extend(after);
+    }
+    g.node = out.nodes;
+    drop_dead(g, out.removed_floats);
+    Ok(Rewritten {
+        model: m,
+        convs: conv_names,
+    })
+}
+
+/// The quantization parameters of every planned activation tensor and the names of their
+/// scale / zero-point initializers (added to `g`), in graph order (a `SameAs` source always
+/// comes after its root).
+struct Activations {
+    params: BTreeMap<String, QParams>,
+    names: HashMap<String, (String, String)>,
+}
+
+fn activation_parameters(
+    g: &mut crate::onnx::proto::GraphProto,
+    names: &mut Names,
+    plan: &Plan,
+    ranges: &BTreeMap<String, (f32, f32)>,
+    act: ActType,
+) -> Result<Activations> {
+    let (qmin, _) = act.range();
+    let mut a = Activations {
+        params: BTreeMap::new(),
+        names: HashMap::new(),
+    };
     for (t, src) in &plan.tensors {
         match src {
             Source::Calibrated { relu } => {
@@ -326,147 +386,168 @@ pub(crate) fn rewrite(
                 g.initializer.push(f32_tensor(&scale, &[], &[p.scale]));
                 g.initializer
                     .push(byte_tensor(&zp, act.onnx_type(), &[], &[p.zero_point]));
-                params.insert(t.clone(), p);
-                param_names.insert(t.clone(), (scale, zp));
+                a.params.insert(t.clone(), p);
+                a.names.insert(t.clone(), (scale, zp));
             }
             Source::SameAs(root) => {
-                let p = *params
-                    .get(root)
-                    .ok_or_else(|| Error::Graph(format!("no parameters for '{root}'")))?;
-                let n = param_names
-                    .get(root)
-                    .cloned()
-                    .ok_or_else(|| Error::Graph(format!("no parameters for '{root}'")))?;
-                params.insert(t.clone(), p);
-                param_names.insert(t.clone(), n);
+                let missing = || Error::Graph(format!("no parameters for '{root}'"));
+                let p = *a.params.get(root).ok_or_else(missing)?;
+                let n = a.names.get(root).cloned().ok_or_else(missing)?;
+                a.params.insert(t.clone(), p);
+                a.names.insert(t.clone(), n);
             }
         }
     }
+    Ok(a)
+}
 
-    let graph_inputs: HashSet<String> = g.input.iter().filter_map(|v| v.name.clone()).collect();
-    let old_nodes = std::mem::take(&mut g.node);
-    let conv_at: HashMap<usize, &ConvPlan> = plan.convs.iter().map(|c| (c.node, c)).collect();
-    let folded: HashSet<usize> = plan.convs.iter().filter_map(|c| c.relu).collect();
-    let mut new_nodes: Vec<NodeProto> = Vec::with_capacity(old_nodes.len() * 3);
-    let mut replaced_inputs: HashMap<String, String> = HashMap::new();
-    let mut conv_names = Vec::new();
+/// The rewritten node list and what the rewrite replaced.
+struct NewNodes {
+    nodes: Vec<NodeProto>,
+    /// Graph inputs whose consumers read a DequantizeLinear output instead.
+    replaced_inputs: HashMap<String, String>,
+    /// Float weights and biases that quantized copies replaced.
+    removed_floats: HashSet<String>,
+}
 
-    // Graph inputs that are quantized (the image): Q → DQ up front, consumers read the DQ output.
+/// Q → DQ up front for the quantized graph inputs (the image); consumers read the DQ output.
+fn quantize_graph_inputs(
+    out: &mut NewNodes,
+    names: &mut Names,
+    plan: &Plan,
+    graph_inputs: &HashSet<String>,
+    acts: &Activations,
+) {
     for (t, _) in plan
         .tensors
         .iter()
         .filter(|(t, _)| graph_inputs.contains(t))
     {
-        let (scale, zp) = &param_names[t];
+        let (scale, zp) = &acts.names[t];
         let q = names.fresh(&format!("{t}_QuantizeLinear_Output"));
         let dq = names.fresh(&format!("{t}_DequantizeLinear_Output"));
-        new_nodes.push(node(
+        out.nodes.push(node(
             "QuantizeLinear",
             &format!("{t}_QuantizeLinear"),
             &[t, scale, zp],
             &q,
             vec![],
         ));
-        new_nodes.push(node(
+        out.nodes.push(node(
             "DequantizeLinear",
             &format!("{t}_DequantizeLinear"),
             &[&q, scale, zp],
             &dq,
             vec![],
         ));
-        replaced_inputs.insert(t.clone(), dq);
+        out.replaced_inputs.insert(t.clone(), dq);
     }
+}
 
-    let mut removed_floats: HashSet<String> = HashSet::new();
-    for (i, mut n) in old_nodes.into_iter().enumerate() {
-        if folded.contains(&i) {
+/// What a Conv's weights are quantized from.
+struct ConvWeights<'a> {
+    values: &'a HashMap<&'a str, (Vec<usize>, Vec<f32>)>,
+    acts: &'a Activations,
+    range: WeightRange,
+}
+
+/// Replaces the Conv `n`'s float weight (per output channel, int8) and bias (int32, scale =
+/// input scale × weight scale) by DequantizeLinear of quantized initializers added to `g`.
+fn quantize_conv(
+    g: &mut crate::onnx::proto::GraphProto,
+    out: &mut NewNodes,
+    names: &mut Names,
+    n: &mut NodeProto,
+    c: &ConvPlan,
+    w_in: &ConvWeights<'_>,
+) -> Result<()> {
+    let in_scale = w_in
+        .acts
+        .params
+        .get(&c.input)
+        .ok_or_else(|| Error::Graph(format!("no parameters for '{}'", c.input)))?
+        .scale;
+    let (wdims, w) = &w_in.values[c.weight.as_str()];
+    let cw = quantize_weights(w, wdims[0], w_in.range)?;
+    let wq = names.fresh(&format!("{}_quantized", c.weight));
+    let ws = names.fresh(&format!("{}_scale", c.weight));
+    let wz = names.fresh(&format!("{}_zero_point", c.weight));
+    let wdq = names.fresh(&format!("{}_DequantizeLinear_Output", c.weight));
+    let wvals: Vec<i32> = cw.values.iter().map(|&v| i32::from(v)).collect();
+    g.initializer.push(byte_tensor(&wq, INT8, wdims, &wvals));
+    g.initializer.push(f32_tensor(&ws, &[wdims[0]], &cw.scales));
+    g.initializer
+        .push(byte_tensor(&wz, INT8, &[wdims[0]], &vec![0; wdims[0]]));
+    out.nodes.push(node(
+        "DequantizeLinear",
+        &format!("{wq}_DequantizeLinear"),
+        &[&wq, &ws, &wz],
+        &wdq,
+        vec![int_attr("axis", 0)],
+    ));
+    n.input[1] = wdq;
+    out.removed_floats.insert(c.weight.clone());
+    if let Some(b) = &c.bias {
+        let (_, bv) = &w_in.values[b.as_str()];
+        let (bq_vals, bscales) = quantize_bias(bv, in_scale, &cw.scales)?;
+        let bq = names.fresh(&format!("{b}_quantized"));
+        let bs = names.fresh(&format!("{b}_quantized_scale"));
+        let bz = names.fresh(&format!("{b}_quantized_zero_point"));
+        let bdq = names.fresh(&format!("{b}_DequantizeLinear_Output"));
+        g.initializer.push(i32_tensor(&bq, &[bv.len()], &bq_vals));
+        g.initializer.push(f32_tensor(&bs, &[bv.len()], &bscales));
+        g.initializer
+            .push(i32_tensor(&bz, &[bv.len()], &vec![0; bv.len()]));
+        out.nodes.push(node(
+            "DequantizeLinear",
+            &format!("{bq}_DequantizeLinear"),
+            &[&bq, &bs, &bz],
+            &bdq,
+            vec![int_attr("axis", 0)],
+        ));
+        n.input[2] = bdq;
+        out.removed_floats.insert(b.clone());
+    }
+    n.output[0] = c.output.clone();
+    Ok(())
+}
+
+/// For each quantized output of `n`: the producer writes `<t>_QuantizeLinear_Input` and the
+/// returned Q → DQ nodes restore `<t>`.
+fn wrap_quantized_outputs(
+    n: &mut NodeProto,
+    names: &mut Names,
+    acts: &Activations,
+) -> Vec<NodeProto> {
+    let mut after = Vec::new();
+    for out in n.output.iter_mut() {
+        let Some((scale, zp)) = acts.names.get(out.as_str()) else {
             continue;
-        }
-        for inp in n.input.iter_mut() {
-            if let Some(r) = replaced_inputs.get(inp.as_str()) {
-                *inp = r.clone();
-            }
-        }
-        if let Some(c) = conv_at.get(&i) {
-            conv_names.push(n.name.clone().unwrap_or_else(|| c.output.clone()));
-            let in_scale = params
-                .get(&c.input)
-                .ok_or_else(|| Error::Graph(format!("no parameters for '{}'", c.input)))?
-                .scale;
-            let (wdims, w) = &values[c.weight.as_str()];
-            let cw = quantize_weights(w, wdims[0], weights)?;
-            let wq = names.fresh(&format!("{}_quantized", c.weight));
-            let ws = names.fresh(&format!("{}_scale", c.weight));
-            let wz = names.fresh(&format!("{}_zero_point", c.weight));
-            let wdq = names.fresh(&format!("{}_DequantizeLinear_Output", c.weight));
-            let wvals: Vec<i32> = cw.values.iter().map(|&v| i32::from(v)).collect();
-            g.initializer.push(byte_tensor(&wq, INT8, wdims, &wvals));
-            g.initializer.push(f32_tensor(&ws, &[wdims[0]], &cw.scales));
-            g.initializer
-                .push(byte_tensor(&wz, INT8, &[wdims[0]], &vec![0; wdims[0]]));
-            new_nodes.push(node(
-                "DequantizeLinear",
-                &format!("{wq}_DequantizeLinear"),
-                &[&wq, &ws, &wz],
-                &wdq,
-                vec![int_attr("axis", 0)],
-            ));
-            n.input[1] = wdq;
-            removed_floats.insert(c.weight.clone());
-            if let Some(b) = &c.bias {
-                let (_, bv) = &values[b.as_str()];
-                let (bq_vals, bscales) = quantize_bias(bv, in_scale, &cw.scales)?;
-                let bq = names.fresh(&format!("{b}_quantized"));
-                let bs = names.fresh(&format!("{b}_quantized_scale"));
-                let bz = names.fresh(&format!("{b}_quantized_zero_point"));
-                let bdq = names.fresh(&format!("{b}_DequantizeLinear_Output"));
-                g.initializer.push(i32_tensor(&bq, &[bv.len()], &bq_vals));
-                g.initializer.push(f32_tensor(&bs, &[bv.len()], &bscales));
-                g.initializer
-                    .push(i32_tensor(&bz, &[bv.len()], &vec![0; bv.len()]));
-                new_nodes.push(node(
-                    "DequantizeLinear",
-                    &format!("{bq}_DequantizeLinear"),
-                    &[&bq, &bs, &bz],
-                    &bdq,
-                    vec![int_attr("axis", 0)],
-                ));
-                n.input[2] = bdq;
-                removed_floats.insert(b.clone());
-            }
-            n.output[0] = c.output.clone();
-        }
-        // Quantized outputs: the producer writes `<t>_QuantizeLinear_Input`, Q → DQ restores `<t>`.
-        let mut after = Vec::new();
-        for out in n.output.iter_mut() {
-            let Some((scale, zp)) = param_names.get(out.as_str()) else {
-                continue;
-            };
-            let t = out.clone();
-            let pre = names.fresh(&format!("{t}_QuantizeLinear_Input"));
-            let q = names.fresh(&format!("{t}_QuantizeLinear_Output"));
-            *out = pre.clone();
-            after.push(node(
-                "QuantizeLinear",
-                &format!("{t}_QuantizeLinear"),
-                &[&pre, scale, zp],
-                &q,
-                vec![],
-            ));
-            after.push(node(
-                "DequantizeLinear",
-                &format!("{t}_DequantizeLinear"),
-                &[&q, scale, zp],
-                &t,
-                vec![],
-            ));
-        }
-        new_nodes.push(n);
-        new_nodes.extend(after);
+        };
+        let t = out.clone();
+        let pre = names.fresh(&format!("{t}_QuantizeLinear_Input"));
+        let q = names.fresh(&format!("{t}_QuantizeLinear_Output"));
+        *out = pre.clone();
+        after.push(node(
+            "QuantizeLinear",
+            &format!("{t}_QuantizeLinear"),
+            &[&pre, scale, zp],
+            &q,
+            vec![],
+        ));
+        after.push(node(
+            "DequantizeLinear",
+            &format!("{t}_DequantizeLinear"),
+            &[&q, scale, zp],
+            &t,
+            vec![],
+        ));
     }
-    g.node = new_nodes;
+    after
+}
 
-    // Drop float weights nothing reads any more, and value_info of tensors that no longer exist.
+/// Drops the float weights nothing reads any more, and value_info of tensors that no longer exist.
+fn drop_dead(g: &mut crate::onnx::proto::GraphProto, removed_floats: HashSet<String>) {
     let read: HashSet<&str> = g
         .node
         .iter()
@@ -487,10 +568,6 @@ pub(crate) fn rewrite(
         .collect();
     g.value_info
         .retain(|v| v.name.as_ref().is_some_and(|n| produced.contains(n)));
-    Ok(Rewritten {
-        model: m,
-        convs: conv_names,
-    })
 }
 
 /// Raises the default-domain opset to 13 (per-channel DequantizeLinear) when every op keeps its meaning.
