@@ -82,6 +82,9 @@ pub fn vgg_like(spec: &VggSpec) -> Vec<u8> {
 }
 
 /// Like [`vgg_like`] but returns the proto for further editing.
+///
+/// (Long on purpose: a test-only builder that writes the graph top to bottom in graph order —
+/// input, blocks, classifier — so that a reader checks it against a VGG16 export line by line.)
 pub fn vgg_like_proto(spec: &VggSpec) -> ModelProto {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     let mut g = GraphProto {

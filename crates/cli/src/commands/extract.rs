@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use features::extract::{self, Event, ExtractConfig, Precision};
+use features::extract::{self, Event, ExtractConfig, ExtractSummary, Precision};
 use features::preprocess::{Preprocess, Resize};
+use indicatif::ProgressBar;
 
 use crate::args::{Global, HubFlags, RuntimeFlags};
 use crate::progress;
@@ -102,7 +103,18 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
         cfg.shard = Some(p.shard);
     }
     let mut bar = None;
-    let summary = extract::extract(&cfg, &mut |ev| match ev {
+    let summary = extract::extract(&cfg, &mut |ev| render(global, &mut bar, ev))
+        .with_context(|| format!("extracting features from {}", args.data.display()))?;
+    warn(global, &summary);
+    progress::summary(global, &summary, || {
+        print_summary(&summary);
+        Ok(())
+    })
+}
+
+/// Shows one extraction event: notes, a progress bar per split, skipped photos above the bar.
+fn render(global: &Global, bar: &mut Option<ProgressBar>, ev: Event<'_>) {
+    match ev {
         Event::Ready {
             device,
             model,
@@ -116,10 +128,10 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
             ),
         ),
         Event::SplitStart { split, total } => {
-            bar = Some(progress::bar(global, total as u64, split, "img"))
+            *bar = Some(progress::bar(global, total as u64, split, "img"))
         }
         Event::Progress { done, .. } => {
-            if let Some(b) = &bar {
+            if let Some(b) = bar.as_ref() {
                 b.set_position(done as u64);
             }
         }
@@ -133,7 +145,7 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
             reason,
         } => {
             let msg = format!("{split}: skipped {file}: {reason}");
-            match &bar {
+            match bar.as_ref() {
                 // Not `println`: a hidden bar (stderr not a terminal) would drop the line.
                 Some(b) if !global.quiet && !global.json => b.suspend(|| eprintln!("{msg}")),
                 _ => progress::note(global, msg),
@@ -144,9 +156,12 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
                 b.finish_and_clear();
             }
         }
-    })
-    .with_context(|| format!("extracting features from {}", args.data.display()))?;
+    }
+}
 
+/// Warnings about the data folder: stale splits set aside, photos outside train that repeat
+/// training photos.
+fn warn(global: &Global, summary: &ExtractSummary) {
     for p in &summary.stale {
         progress::note(
             global,
@@ -169,44 +184,45 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
             ),
         );
     }
-    progress::summary(global, &summary, || {
+}
+
+/// The human summary: the model and cut, then one line per split with its skipped photos.
+fn print_summary(summary: &ExtractSummary) {
+    println!(
+        "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",
+        summary.model,
+        &summary.model_sha256[..12],
+        summary.output_tensor,
+        summary.preprocess.name(),
+        summary.image_size,
+        summary.image_size,
+        summary.resize.name(),
+        summary.device
+    );
+    for s in &summary.splits {
+        let counts: Vec<String> = summary
+            .classes
+            .iter()
+            .zip(&s.class_counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        let how = if s.up_to_date {
+            "up to date".to_string()
+        } else {
+            format!("{:.1} s, {:.1} img/s", s.seconds, s.images_per_second)
+        };
         println!(
-            "model {} (sha256 {}…), cut at {}, {} preprocessing, {}×{} {}, device {}",
-            summary.model,
-            &summary.model_sha256[..12],
-            summary.output_tensor,
-            summary.preprocess.name(),
-            summary.image_size,
-            summary.image_size,
-            summary.resize.name(),
-            summary.device
+            "{:>12}: {:?} ({}) → {} [{how}]",
+            s.split,
+            s.shape,
+            counts.join(", "),
+            s.path.display()
         );
-        for s in &summary.splits {
-            let counts: Vec<String> = summary
-                .classes
-                .iter()
-                .zip(&s.class_counts)
-                .map(|(c, n)| format!("{c} {n}"))
-                .collect();
-            let how = if s.up_to_date {
-                "up to date".to_string()
-            } else {
-                format!("{:.1} s, {:.1} img/s", s.seconds, s.images_per_second)
-            };
-            println!(
-                "{:>12}: {:?} ({}) → {} [{how}]",
-                s.split,
-                s.shape,
-                counts.join(", "),
-                s.path.display()
-            );
-            if !s.skipped.is_empty() {
-                println!("{:>12}  {} skipped:", "", s.skipped.len());
-                for k in &s.skipped {
-                    println!("{:>12}    {}: {}", "", k.file, k.reason);
-                }
+        if !s.skipped.is_empty() {
+            println!("{:>12}  {} skipped:", "", s.skipped.len());
+            for k in &s.skipped {
+                println!("{:>12}    {}: {}", "", k.file, k.reason);
             }
         }
-        Ok(())
-    })
+    }
 }
