@@ -3,17 +3,12 @@
 
 use std::path::PathBuf;
 
-use features::manifest::HubOptions;
-use features::runtime::Device;
-use finetune::config::{
-    FrozenPrecision, DEFAULT_AUG_CACHE, DEFAULT_LEARNING_RATE, DEFAULT_MOMENTUM,
-};
+use finetune::config::FrozenPrecision;
 use finetune::rows::Precision;
-use finetune::{finetune, FinetuneConfig, FinetunePaths, Report, Settings};
+use finetune::{finetune, FinetuneConfig, Report, Request};
 use train::metrics::Keep;
-use train::optim::SgdConfig;
 
-use crate::args::Global;
+use crate::args::{Global, HubFlags, RuntimeFlags};
 use crate::commands::augment_preview::AugmentFlags;
 use crate::progress;
 
@@ -82,21 +77,17 @@ pub struct FinetuneArgs {
     /// Weights to save: last (a fixed schedule) or best (lowest validation loss: picked on the split it is then scored on) [default: last].
     #[arg(long)]
     pub keep: Option<Keep>,
-    /// Where ONNX Runtime runs the frozen part: cpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all cores); Candle follows RAYON_NUM_THREADS.
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Where ONNX Runtime runs the frozen part (Candle follows RAYON_NUM_THREADS).
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
     /// Start over, deleting RUN/finetune (the caches are kept).
     #[arg(long)]
     pub force: bool,
     /// Continue from RUN/finetune/checkpoint.safetensors; flags left out take the checkpoint's values.
     #[arg(long)]
     pub resume: bool,
-    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
+    #[command(flatten)]
+    pub hub: HubFlags,
     #[command(flatten)]
     pub augment: AugmentFlags,
 }
@@ -118,76 +109,39 @@ fn augment_flags_given(a: &AugmentFlags) -> bool {
 }
 
 impl FinetuneArgs {
-    /// The library configuration; with `--resume`, unset flags come from the checkpoint.
+    /// The library configuration; with `--resume`, unset flags come from the checkpoint
+    /// ([`Request::resolve`]).
     pub fn config(&self) -> anyhow::Result<FinetuneConfig> {
-        let mut cfg = FinetuneConfig::new(&self.run, &self.data);
-        let stored: Option<(Settings, usize)> = if self.resume {
-            let paths = FinetunePaths::new(&self.run);
-            if paths.checkpoint.is_file() {
-                Some(finetune::checkpoint::read_settings(&paths.checkpoint)?)
-            } else {
-                None // the library reports the missing checkpoint
-            }
-        } else {
-            None
+        let request = Request {
+            run: self.run.clone(),
+            data: self.data.clone(),
+            model: self.model.clone(),
+            split_at: self.split_at.clone(),
+            size: self.size,
+            train_split: self.train_split.clone(),
+            val_split: self.val_split.clone(),
+            epochs: self.epochs,
+            stop_after: self.stop_after,
+            batch_size: self.batch,
+            learning_rate: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            augment: augment_flags_given(&self.augment)
+                .then(|| self.augment.to_params())
+                .transpose()?,
+            seed: self.augment.seed,
+            aug_cache: self.aug_cache,
+            cache_precision: self.cache_precision,
+            precision: self.precision,
+            keep: self.keep,
+            device: self.runtime.device,
+            threads: self.runtime.threads,
+            force: self.force,
+            resume: self.resume,
+            hub: self.hub.options(),
         };
-        let s = stored.as_ref().map(|(s, _)| s);
-        cfg.model = self.model.clone().or_else(|| s.map(|s| s.model.clone()));
-        cfg.split_at = self
-            .split_at
-            .clone()
-            .or_else(|| s.map(|s| s.split_at.clone()));
-        cfg.size = self.size;
-        cfg.train_split = self.train_split.clone();
-        cfg.val_split = self.val_split.clone();
-        cfg.epochs = self
-            .epochs
-            .or(stored.as_ref().map(|(_, e)| *e))
-            .unwrap_or(50);
-        cfg.stop_after = self.stop_after;
-        cfg.batch_size = self.batch.or(s.map(|s| s.batch_size)).unwrap_or(16);
-        let base = s.map(|s| s.sgd.clone()).unwrap_or(SgdConfig {
-            learning_rate: DEFAULT_LEARNING_RATE,
-            momentum: DEFAULT_MOMENTUM,
-            nesterov: false,
-            weight_decay: 0.0,
-        });
-        cfg.sgd = SgdConfig {
-            learning_rate: self.lr.unwrap_or(base.learning_rate),
-            momentum: self.momentum.unwrap_or(base.momentum),
-            nesterov: self.nesterov.unwrap_or(base.nesterov),
-            weight_decay: self.weight_decay.unwrap_or(base.weight_decay),
-        };
-        cfg.augment = match s {
-            Some(s) if !augment_flags_given(&self.augment) => s.augment.clone(),
-            _ => self.augment.to_params()?,
-        };
-        cfg.seed = self
-            .augment
-            .seed
-            .or(s.map(|s| s.seed))
-            .unwrap_or_else(|| self.augment.seed());
-        cfg.aug_cache = self
-            .aug_cache
-            .or(s.map(|s| s.aug_cache))
-            .unwrap_or(DEFAULT_AUG_CACHE);
-        cfg.cache_precision = self
-            .cache_precision
-            .or(s.map(|s| s.cache_precision))
-            .unwrap_or(Precision::F16);
-        cfg.precision = self
-            .precision
-            .or(s.map(|s| s.precision))
-            .unwrap_or(FrozenPrecision::Fp32);
-        cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(Keep::Last);
-        cfg.device = self.device;
-        cfg.threads = self.threads;
-        cfg.force = self.force;
-        cfg.resume = self.resume;
-        let mut hub = HubOptions::from_env();
-        hub.offline |= self.offline;
-        cfg.hub = hub;
-        Ok(cfg)
+        Ok(request.resolve()?)
     }
 }
 
@@ -296,6 +250,7 @@ mod tests {
     use super::*;
     use clap::Parser;
     use finetune::checkpoint::{save, Checkpoint};
+    use finetune::{FinetunePaths, Settings};
 
     #[derive(Debug, Parser)]
     struct Harness {

@@ -2,16 +2,13 @@
 //! QDQ ONNX model that ONNX Runtime runs with its integer kernels.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
-use features::extract::load_backbone;
-use features::manifest::HubOptions;
+use anyhow::Context;
 use features::preprocess::{Preprocess, Resize};
-use features::quantize::{self, ActType, CalibMethod, CalibSpec, Int8Info};
-use serde::Serialize;
+use features::quantize::job::{self, QuantizeJob};
+use features::quantize::{self, ActType, CalibMethod, CalibSpec};
 
-use crate::args::Global;
+use crate::args::{Global, HubFlags};
 use crate::progress;
 
 #[derive(Debug, clap::Args)]
@@ -60,94 +57,49 @@ pub struct QuantizeArgs {
     /// Overwrite --out when it exists.
     #[arg(long)]
     pub force: bool,
-    /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
-    #[arg(long)]
-    pub offline: bool,
-}
-
-#[derive(Serialize)]
-struct Summary<'a> {
-    out: &'a PathBuf,
-    model: &'a str,
-    fp32_bytes: usize,
-    int8_bytes: usize,
-    int8_sha256: String,
-    seconds: f64,
-    info: &'a Int8Info,
+    #[command(flatten)]
+    pub hub: HubFlags,
 }
 
 pub fn run(args: &QuantizeArgs, global: &Global) -> anyhow::Result<()> {
-    if args.out.exists() && !args.force {
-        bail!(
-            "{} already exists: pass --force to overwrite it, or choose another --out",
-            args.out.display()
-        );
-    }
-    if args.out.is_dir() {
-        bail!(
-            "--out {} is a folder: pass a file name such as model-int8.onnx",
-            args.out.display()
-        );
-    }
-    let mut hub = HubOptions::from_env();
-    hub.offline |= args.offline;
-    let backbone = load_backbone(&args.model, args.preprocess, &hub)
-        .with_context(|| format!("loading model {}", args.model))?;
-    let spec = CalibSpec {
-        dir: args.calib.clone(),
-        split: args.split.clone(),
-        count: args.count,
-        seed: args.seed,
-        size: args.size,
-        resize: args.resize,
-        method: args.method,
-        activations: args.activations,
-        weights: quantize::WeightRange::for_this_cpu(),
-        batch: 16,
-        threads: args.threads,
+    let job = QuantizeJob {
+        model: args.model.clone(),
+        preprocess: args.preprocess,
+        hub: args.hub.options(),
+        calib: CalibSpec {
+            dir: args.calib.clone(),
+            split: args.split.clone(),
+            count: args.count,
+            seed: args.seed,
+            size: args.size,
+            resize: args.resize,
+            method: args.method,
+            activations: args.activations,
+            weights: quantize::WeightRange::for_this_cpu(),
+            batch: 16,
+            threads: args.threads,
+        },
+        out: args.out.clone(),
+        force: args.force,
     };
-    progress::note(
-        global,
-        format!(
-            "calibrating {} (cut at {}, {} preprocessing) on {} images from {}",
-            backbone.model.name,
-            backbone.cut.output,
-            backbone.preprocess.name(),
-            args.count,
-            args.calib.display()
-        ),
-    );
-    let start = Instant::now();
-    let (bytes, info) = quantize::quantize_backbone(&backbone, &spec).with_context(|| {
+    let summary = job::run(&job, &mut |note| progress::note(global, note)).with_context(|| {
         format!(
             "quantizing {} with calibration images from {}",
             args.model,
             args.calib.display()
         )
     })?;
-    quantize::write_atomic(&args.out, &bytes)
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let seconds = start.elapsed().as_secs_f64();
+    let (info, seconds) = (&summary.info, summary.seconds);
     for s in &info.calib_skipped {
         progress::note(
             global,
             format!("skipped calibration image {}: {}", s.file, s.reason),
         );
     }
-
-    let summary = Summary {
-        out: &args.out,
-        model: &backbone.model.name,
-        fp32_bytes: backbone.cut.bytes.len(),
-        int8_bytes: bytes.len(),
-        int8_sha256: quantize::model_sha256(&bytes),
-        seconds,
-        info: &info,
-    };
     progress::summary(global, &summary, || {
         println!(
             "{} → {} ({:.1} MB → {:.1} MB, {:.1} s)",
-            backbone.model.name,
+            summary.model,
             args.out.display(),
             summary.fp32_bytes as f64 / 1e6,
             summary.int8_bytes as f64 / 1e6,

@@ -2,12 +2,13 @@
 //! (per-channel int8 weights, int32 biases, uint8/int8 activations) that ONNX Runtime runs with its
 //! integer kernels, and a cache of the quantized model keyed by everything it depends on.
 //!
-//! Entry points: [`int8_model`] (cached, for `extract --precision int8`) and [`quantize_backbone`]
-//! (uncached, for `bottleneck quantize`).
+//! Entry points: [`int8_model`] (cached, for `extract --precision int8`), [`quantize_backbone`]
+//! (uncached), and [`job::run`] (`bottleneck quantize`: to a file).
 
 mod arith;
 mod cache;
 mod calibrate;
+pub mod job;
 mod qdq;
 
 use std::path::{Path, PathBuf};
