@@ -61,6 +61,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// What a list of skipped photos says: an unusable image's own reason (the path is listed
+    /// beside it), else the whole message.
+    pub fn skip_reason(self) -> String {
+        match self {
+            Error::Image { reason, .. } => reason,
+            other => other.to_string(),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

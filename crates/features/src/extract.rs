@@ -158,10 +158,8 @@ pub struct Duplicate {
     pub same_as: String,
 }
 
-/// Photos of other splits whose bytes equal a photo of `train` (or of `all`: none); broken
-/// symbolic links, which all hash alike and are skipped anyway, are no duplicates.
+/// Photos of other splits whose bytes equal a photo of `train` (or of `all`: none).
 fn find_duplicates(contents: &[(String, Contents)]) -> Vec<Duplicate> {
-    let broken = runfs::digest::sha256(crate::image_io::BROKEN_LINK.as_bytes());
     let train: BTreeMap<&[u8; 32], &str> = contents
         .iter()
         .filter(|(name, _)| name == "train")
@@ -171,7 +169,6 @@ fn find_duplicates(contents: &[(String, Contents)]) -> Vec<Duplicate> {
         .iter()
         .filter(|(name, _)| name != "train")
         .flat_map(|(_, items)| items.iter())
-        .filter(|(_, _, c)| *c != broken)
         .filter_map(|(rel, _, c)| {
             train.get(c).map(|t| Duplicate {
                 file: rel.clone(),

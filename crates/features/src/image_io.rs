@@ -33,25 +33,32 @@ pub fn load_rgb8(path: &Path) -> Result<Decoded> {
 pub const BROKEN_LINK: &str =
     "a symbolic link whose target is missing or that loops: fix or remove the link";
 
-/// The bytes of a photo; a symbolic link that leads nowhere is an [`Error::Image`] saying so.
+/// The bytes of a photo; a symbolic link that leads nowhere is an [`Error::Image`] saying so
+/// (looked at only when the read fails).
 pub fn read_photo(path: &Path) -> Result<Vec<u8>> {
-    if crate::dataset::is_broken_link(path) {
-        return Err(Error::Image {
-            path: path.to_path_buf(),
-            reason: BROKEN_LINK.into(),
-        });
-    }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    std::fs::read(path).map_err(|e| {
+        if crate::dataset::is_broken_link(path) {
+            Error::Image {
+                path: path.to_path_buf(),
+                reason: BROKEN_LINK.into(),
+            }
+        } else {
+            Error::io(path, e)
+        }
+    })
 }
 
-/// SHA-256 of a photo's bytes, for cache keys and digests; a broken symbolic link (which every
-/// stage skips as unreadable) hashes as the fixed text [`BROKEN_LINK`].
+/// SHA-256 of a photo's bytes, for cache keys and digests. A broken symbolic link (which every
+/// stage skips as unreadable) hashes as [`BROKEN_LINK`] and its own path, so it equals no other file.
 pub fn photo_sha256(path: &Path) -> Result<[u8; 32]> {
-    if crate::dataset::is_broken_link(path) {
-        return Ok(runfs::digest::sha256(BROKEN_LINK.as_bytes()));
+    match read_photo(path) {
+        Ok(bytes) => Ok(runfs::digest::sha256(&bytes)),
+        Err(Error::Image { .. }) => {
+            let marker = format!("{BROKEN_LINK}\n{}", path.display());
+            Ok(runfs::digest::sha256(marker.as_bytes()))
+        }
+        Err(e) => Err(e),
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(runfs::digest::sha256(&bytes))
 }
 
 /// Decodes image bytes into 8-bit RGB the way Keras' `load_img` sees them (RGB, alpha dropped,

@@ -1,15 +1,31 @@
-//! Reproducible safetensors bytes: the header re-written with its keys (and the `__metadata__`
-//! keys) in sorted order, so that the same tensors and metadata always give the same file —
-//! `safetensors::serialize` takes the metadata as a `HashMap`, whose order changes from run to run.
+//! Reproducible safetensors bytes: [`serialize`] is `safetensors::serialize` with the header
+//! re-written with its keys (and the `__metadata__` keys) in sorted order, so that the same tensors
+//! and metadata always give the same file — `safetensors::serialize` takes the metadata as a
+//! `HashMap`, whose order changes from run to run. Every safetensors file of a run goes through it
+//! (feature files write their own, already ordered, header).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
+use safetensors::tensor::{SafeTensorError, View};
 use serde_json::Value;
+
+/// `safetensors::serialize(data, Some(metadata))` with a sorted, reproducible header.
+pub fn serialize<S, V, I>(
+    data: I,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, SafeTensorError>
+where
+    S: AsRef<str> + Ord + std::fmt::Display,
+    V: View,
+    I: IntoIterator<Item = (S, V)>,
+{
+    safetensors::serialize(data, Some(metadata)).map(sorted_header)
+}
 
 /// `bytes` (a serialized safetensors file) with the header's keys sorted; the header keeps its
 /// length, so the tensor data and its offsets are untouched. Bytes that are not a well-formed
 /// safetensors file come back unchanged.
-pub fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
     let Some(n) = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
@@ -54,7 +70,7 @@ mod tests {
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3], &raw)
             .expect("a valid view");
-        safetensors::serialize([("w", view)], Some(meta)).expect("serializes")
+        serialize([("w", view)], meta).expect("serializes")
     }
 
     #[test]
@@ -64,7 +80,7 @@ mod tests {
             .collect();
         let a: HashMap<_, _> = pairs.iter().cloned().collect();
         let b: HashMap<_, _> = pairs.iter().rev().cloned().collect();
-        let (fa, fb) = (sorted_header(file(a.clone())), sorted_header(file(b)));
+        let (fa, fb) = (file(a.clone()), file(b));
         assert!(fa == fb, "identical bytes whatever the map's order");
         let (_, read) = safetensors::SafeTensors::read_metadata(&fa).expect("readable");
         let meta: HashMap<String, String> = read.metadata().clone().expect("metadata kept");

@@ -123,15 +123,10 @@ fn decode_one(
     size: u32,
     resize: Resize,
 ) -> std::result::Result<(RgbImage, [u8; 32]), String> {
-    let bytes = features::image_io::read_photo(path).map_err(|e| match e {
-        features::Error::Image { reason, .. } => reason,
-        other => other.to_string(),
-    })?;
+    let bytes = features::image_io::read_photo(path).map_err(features::Error::skip_reason)?;
     let content = runfs::digest::sha256(&bytes);
-    let decoded = features::image_io::decode_rgb8(&bytes, path).map_err(|e| match e {
-        features::Error::Image { reason, .. } => reason,
-        other => other.to_string(),
-    })?;
+    let decoded =
+        features::image_io::decode_rgb8(&bytes, path).map_err(features::Error::skip_reason)?;
     let img = preprocess::resize(&decoded.image, size, size, resize).map_err(|e| e.to_string())?;
     Ok((img, content))
 }

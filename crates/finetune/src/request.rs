@@ -11,7 +11,7 @@ use train::metrics::Keep;
 use train::optim::SgdConfig;
 
 use crate::checkpoint;
-use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings, DEFAULT_AUG_CACHE};
+use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
 use crate::error::Result;
 use crate::rows::Precision;
 
@@ -96,7 +96,7 @@ impl Request {
         cfg.aug_cache = self
             .aug_cache
             .or(s.map(|s| s.aug_cache))
-            .unwrap_or(DEFAULT_AUG_CACHE);
+            .unwrap_or(d.aug_cache);
         cfg.cache_precision = self
             .cache_precision
             .or(s.map(|s| s.cache_precision))

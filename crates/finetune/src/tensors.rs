@@ -46,8 +46,7 @@ pub fn write(
             )));
         }
     }
-    let bytes = safetensors::serialize(tensors, Some(metadata))
-        .map(features::tensorfile::sorted_header)
+    let bytes = features::tensorfile::serialize(tensors, metadata)
         .map_err(|e| Error::file(path, format!("cannot encode: {e}")))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -165,15 +165,12 @@ impl HeadMeta {
 /// Writes the weights and metadata to `path` (temporary file + rename).
 pub fn save(path: &Path, model: &HeadModel, meta: &HeadMeta) -> Result<()> {
     let tensors = model.named_tensors();
-    let bytes = safetensors::serialize(
-        tensors.iter().map(|(n, t)| (*n, t)),
-        Some(meta.to_strings()?),
-    )
-    .map(features::tensorfile::sorted_header)
-    .map_err(|e| Error::HeadFile {
-        path: path.to_path_buf(),
-        reason: format!("cannot encode: {e}"),
-    })?;
+    let bytes =
+        features::tensorfile::serialize(tensors.iter().map(|(n, t)| (*n, t)), meta.to_strings()?)
+            .map_err(|e| Error::HeadFile {
+            path: path.to_path_buf(),
+            reason: format!("cannot encode: {e}"),
+        })?;
     Ok(write_atomic(path, &bytes)?)
 }
 

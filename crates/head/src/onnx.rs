@@ -3,11 +3,8 @@
 //! such a model carries. `predict` and `export` build the stage-2 classifier with it; `finetune`
 //! appends its fine-tuned head the same way.
 
-use features::onnx::build::{decode, f32_tensor, int_attr, node};
-use features::onnx::proto::{
-    tensor_shape_proto::dimension, tensor_shape_proto::Dimension, type_proto, ModelProto,
-    StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use features::onnx::build::{decode, f32_tensor, int_attr, node, tensor_value, DimSpec, FLOAT};
+use features::onnx::proto::{ModelProto, StringStringEntryProto};
 use prost::Message;
 
 use crate::error::{Error, Result};
@@ -15,7 +12,6 @@ use crate::model::HeadModel;
 
 /// Name of the exported model's output.
 pub const OUTPUT: &str = "probabilities";
-const FLOAT: i32 = 1;
 
 /// Facts written into the model's metadata.
 #[derive(Clone, Debug)]
@@ -82,29 +78,6 @@ impl HeadWeights {
             )));
         }
         Ok(())
-    }
-}
-
-fn output_value(name: &str, classes: usize) -> ValueInfoProto {
-    let dim = |v: dimension::Value| Dimension {
-        denotation: None,
-        value: Some(v),
-    };
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            denotation: None,
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(FLOAT),
-                shape: Some(TensorShapeProto {
-                    dim: vec![
-                        dim(dimension::Value::DimParam("N".into())),
-                        dim(dimension::Value::DimValue(classes as i64)),
-                    ],
-                }),
-            })),
-        }),
-        ..Default::default()
     }
 }
 
@@ -178,7 +151,8 @@ pub fn append_head(
             vec![int_attr("axis", 1)],
         ));
     }
-    g.output = vec![output_value(OUTPUT, h.num_classes)];
+    let dims = [DimSpec::Param("N"), DimSpec::Value(h.num_classes as i64)];
+    g.output = vec![tensor_value(OUTPUT, FLOAT, Some(&dims))];
     Ok(())
 }
 

@@ -73,10 +73,8 @@ pub fn load_split(
         let decoded: Vec<std::result::Result<Vec<u8>, String>> = chunk
             .par_iter()
             .map(|item| {
-                let img = features::image_io::load_rgb8(&item.path).map_err(|e| match e {
-                    features::Error::Image { reason, .. } => reason,
-                    other => other.to_string(),
-                })?;
+                let img = features::image_io::load_rgb8(&item.path)
+                    .map_err(features::Error::skip_reason)?;
                 preprocess::resize(&img.image, size, size, resize)
                     .map(|r| r.into_raw())
                     .map_err(|e| e.to_string())

@@ -101,9 +101,7 @@ pub fn to_bytes_with(
         "training".to_string(),
         json(serde_json::to_string(&meta.training))?,
     );
-    safetensors::serialize(views, Some(md))
-        .map(features::tensorfile::sorted_header)
-        .map_err(|e| bad(path, format!("cannot encode: {e}")))
+    features::tensorfile::serialize(views, md).map_err(|e| bad(path, format!("cannot encode: {e}")))
 }
 
 /// Writes the model file atomically (temporary file + rename).
