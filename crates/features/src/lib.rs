@@ -11,6 +11,7 @@ pub mod holdout;
 pub mod image_io;
 pub mod infer;
 pub mod manifest;
+pub mod mapped;
 pub mod merge;
 pub mod names;
 pub mod onnx;

@@ -124,78 +124,98 @@ pub struct FeatureFile {
     pub meta: FeatureMeta,
 }
 
+/// A feature file's parts, checked, as [`parse`] finds them in the file's bytes.
+pub(crate) struct Parsed<'a> {
+    /// `[N, C, h, w]`.
+    pub shape: Vec<usize>,
+    /// The `features` tensor's bytes (little-endian f32, row after row).
+    pub features: &'a [u8],
+    pub labels: Vec<i64>,
+    pub meta: FeatureMeta,
+}
+
+/// Checks a whole feature file held in `bytes` (shapes, labels in range, one file name per row)
+/// and returns its parts; the features stay where they are.
+pub(crate) fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>> {
+    let bad = |reason: String| Error::Store {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, st_meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
+        bad(format!(
+            "not a safetensors file ({e}); delete it and re-run `bottleneck extract`"
+        ))
+    })?;
+    let meta =
+        FeatureMeta::from_strings(path, st_meta.metadata().as_ref().unwrap_or(&HashMap::new()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let f = st
+        .tensor("features")
+        .map_err(|_| bad("no tensor 'features'".into()))?;
+    let l = st
+        .tensor("labels")
+        .map_err(|_| bad("no tensor 'labels'".into()))?;
+    if f.dtype() != safetensors::Dtype::F32 || f.shape().len() != 4 {
+        return Err(bad(format!(
+            "'features' must be F32 [N,C,h,w], found {:?} {:?}",
+            f.dtype(),
+            f.shape()
+        )));
+    }
+    if l.dtype() != safetensors::Dtype::I64 || l.shape().len() != 1 {
+        return Err(bad(format!(
+            "'labels' must be I64 [N], found {:?} {:?}",
+            l.dtype(),
+            l.shape()
+        )));
+    }
+    let shape = f.shape().to_vec();
+    let n = shape[0];
+    if l.shape()[0] != n || meta.files.len() != n {
+        return Err(bad(format!(
+            "{} feature rows, {} labels and {} file names: the file is inconsistent; re-run `bottleneck extract`",
+            n,
+            l.shape()[0],
+            meta.files.len()
+        )));
+    }
+    let labels: Vec<i64> = l
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    if let Some(bad_label) = labels
+        .iter()
+        .find(|&&y| y < 0 || y as usize >= meta.classes.len())
+    {
+        return Err(bad(format!(
+            "label {bad_label} is outside the {} classes",
+            meta.classes.len()
+        )));
+    }
+    Ok(Parsed {
+        shape,
+        features: f.data(),
+        labels,
+        meta,
+    })
+}
+
 impl FeatureFile {
     /// Reads and checks a feature file (shapes, labels in range, one file name per row).
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let bad = |reason: String| Error::Store {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-            bad(format!(
-                "not a safetensors file ({e}); delete it and re-run `bottleneck extract`"
-            ))
-        })?;
-        let meta = FeatureMeta::from_strings(
-            path,
-            st_meta.metadata().as_ref().unwrap_or(&HashMap::new()),
-        )?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let f = st
-            .tensor("features")
-            .map_err(|_| bad("no tensor 'features'".into()))?;
-        let l = st
-            .tensor("labels")
-            .map_err(|_| bad("no tensor 'labels'".into()))?;
-        if f.dtype() != safetensors::Dtype::F32 || f.shape().len() != 4 {
-            return Err(bad(format!(
-                "'features' must be F32 [N,C,h,w], found {:?} {:?}",
-                f.dtype(),
-                f.shape()
-            )));
-        }
-        if l.dtype() != safetensors::Dtype::I64 || l.shape().len() != 1 {
-            return Err(bad(format!(
-                "'labels' must be I64 [N], found {:?} {:?}",
-                l.dtype(),
-                l.shape()
-            )));
-        }
-        let shape = f.shape().to_vec();
-        let n = shape[0];
-        if l.shape()[0] != n || meta.files.len() != n {
-            return Err(bad(format!(
-                "{} feature rows, {} labels and {} file names: the file is inconsistent; re-run `bottleneck extract`",
-                n,
-                l.shape()[0],
-                meta.files.len()
-            )));
-        }
-        let features: Vec<f32> = f
-            .data()
+        let p = parse(&bytes, path)?;
+        let features: Vec<f32> = p
+            .features
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let labels: Vec<i64> = l
-            .data()
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
-        if let Some(bad_label) = labels
-            .iter()
-            .find(|&&y| y < 0 || y as usize >= meta.classes.len())
-        {
-            return Err(bad(format!(
-                "label {bad_label} is outside the {} classes",
-                meta.classes.len()
-            )));
-        }
         Ok(FeatureFile {
-            shape,
+            shape: p.shape,
             features,
-            labels,
-            meta,
+            labels: p.labels,
+            meta: p.meta,
         })
     }
 

@@ -55,7 +55,8 @@ pub struct EpochData<'a> {
     pub row_shape: [usize; 3],
     pub batch_size: usize,
     pub seed: u64,
-    pub val_rows: &'a [f32],
+    /// The validation feature maps, read a batch at a time.
+    pub val: &'a RowReader,
     pub val_labels: &'a [u32],
 }
 
@@ -63,10 +64,11 @@ fn dims(n: usize, [c, h, w]: [usize; 3]) -> Nhwc {
     Nhwc { n, h, w, c }
 }
 
-/// Mean loss, accuracy and predictions over NCHW rows (no dropout).
+/// Mean loss, accuracy and predictions over the NCHW rows of `rows` (no dropout), read 32 at a
+/// time.
 pub fn evaluate(
     net: &Net,
-    rows: &[f32],
+    rows: &RowReader,
     labels: &[u32],
     row_shape: [usize; 3],
 ) -> Result<Evaluation> {
@@ -76,9 +78,14 @@ pub fn evaluate(
     let (mut loss, mut correct) = (0f64, 0usize);
     let mut predictions = Vec::with_capacity(labels.len());
     let (mut confidence, mut right) = (Vec::new(), Vec::new());
-    for (chunk, ys) in rows.chunks(32 * row_len).zip(labels.chunks(32)) {
+    let mut chunk = Vec::new();
+    for (b, ys) in labels.chunks(32).enumerate() {
+        chunk.resize(ys.len() * row_len, 0f32);
+        for (i, row) in chunk.chunks_exact_mut(row_len).enumerate() {
+            rows.read_row(b * 32 + i, row)?;
+        }
         let d = dims(ys.len(), row_shape);
-        let z = net.logits(&nchw_to_nhwc(chunk, d), d)?;
+        let z = net.logits(&nchw_to_nhwc(&chunk, d), d)?;
         for (zi, &y) in z.chunks_exact(k).zip(ys) {
             let (l, pred, top) = if k == 1 {
                 let p = 1.0 / (1.0 + (-zi[0] as f64).exp());
@@ -141,7 +148,7 @@ impl train::driver::Learner for Learner<'_, '_> {
     fn validate(&mut self) -> Result<Validation> {
         let v = evaluate(
             &self.state.net,
-            self.data.val_rows,
+            self.data.val,
             self.data.val_labels,
             self.data.row_shape,
         )?;

@@ -77,7 +77,7 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let mut frozen = Frozen::new(s.int8.as_ref().map_or(&s.cut, |q| &q.cut), &opts, s.size)?;
     announce(&s, &frozen, block.convs().count(), on_event);
     let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
-    let checked = check_network(&s, cfg, &opts, &val_reader, block, classifier, on_event)?;
+    let checked = check_network(&s, cfg, &opts, val_reader, block, classifier, on_event)?;
     let (state, progress, resumed_at) =
         start_or_resume(cfg, &paths, &s, checked.net.clone(), on_event)?;
     let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
@@ -171,7 +171,10 @@ fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(E
 /// The network checked against ONNX Runtime, with the validation maps it is scored on.
 struct Checked {
     net: Net,
-    val_rows: Vec<f32>,
+    /// The validation feature maps (read a batch at a time when scoring).
+    val: RowReader,
+    /// The first `--check-images` of them, for the checks against ONNX Runtime.
+    check_rows: Vec<f32>,
     row_shape: [usize; 3],
     block_check: CheckResult,
     int8: Option<Int8Report>,
@@ -184,12 +187,12 @@ fn check_network(
     s: &Setup,
     cfg: &FinetuneConfig,
     opts: &SessionOptions,
-    val_reader: &RowReader,
+    val_reader: RowReader,
     block: crate::block::Block,
     classifier: crate::classifier::Classifier,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Checked> {
-    let val_rows = val_reader.read_all()?;
+    let check_rows = val_reader.read_first(cfg.check_images.max(1))?;
     let row_shape: [usize; 3] = val_reader.row_shape.as_slice().try_into().map_err(|_| {
         Error::file(
             &val_reader.path,
@@ -200,7 +203,7 @@ fn check_network(
     let net = Net::new(block, classifier, Nhwc { n: 1, h, w, c })?;
     let probe = Probe {
         set: &s.val,
-        rows: &val_rows,
+        rows: &check_rows,
         row_shape,
         spec: s.spec,
         size: s.size,
@@ -214,7 +217,7 @@ fn check_network(
         Some(q) => {
             fp32_rows = checks::frozen_rows(&s.cut, &probe)?;
             let m = fp32_rows.len();
-            let diff = checks::max_rel_diff(&val_rows[..m], &fp32_rows);
+            let diff = checks::max_rel_diff(&check_rows[..m], &fp32_rows);
             on_event(Event::Info(format!(
                 "int8 frozen outputs differ from FP32 by {diff:.2e} (max relative, {} validation images)",
                 m / (c * h * w)
@@ -231,14 +234,15 @@ fn check_network(
         "Candle block matches ONNX Runtime's {} on {} validation images (max relative difference {:.1e})",
         net.block.output_tensor, block_check.images, block_check.max_diff
     )));
-    let initial = epoch::evaluate(&net, &val_rows, &s.val.labels, row_shape)?;
+    let initial = epoch::evaluate(&net, &val_reader, &s.val.labels, row_shape)?;
     on_event(Event::Info(format!(
         "stage-2 head before fine-tuning: val loss {:.4}, val accuracy {:.4}",
         initial.loss, initial.accuracy
     )));
     Ok(Checked {
         net,
-        val_rows,
+        val: val_reader,
+        check_rows,
         row_shape,
         block_check,
         int8,
@@ -350,7 +354,7 @@ fn train_epochs(
             row_shape: checked.row_shape,
             batch_size: cfg.batch_size,
             seed: cfg.seed,
-            val_rows: &checked.val_rows,
+            val: &checked.val,
             val_labels: &s.val.labels,
         },
         on_end: &mut on_end,
@@ -458,7 +462,7 @@ fn write_outputs(
     let Some(mut metrics) = metrics else {
         return Err(Error::Invalid("no metrics to write".into()));
     };
-    let eval = epoch::evaluate(kept, &checked.val_rows, &s.val.labels, checked.row_shape)?;
+    let eval = epoch::evaluate(kept, &checked.val, &s.val.labels, checked.row_shape)?;
     metrics.kept_val_ece = Some(eval.ece);
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
     outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
@@ -474,7 +478,7 @@ fn write_outputs(
     let onnx = export::export_onnx(&s.model.bytes, frozen_part, kept, &info)?;
     let mut probe = Probe {
         set: &s.val,
-        rows: &checked.val_rows,
+        rows: &checked.check_rows,
         row_shape: checked.row_shape,
         spec: s.spec,
         size: s.size,

@@ -250,10 +250,10 @@ impl RowReader {
         Ok(())
     }
 
-    /// Every row, one after the other.
-    pub fn read_all(&self) -> Result<Vec<f32>> {
+    /// The first `n` rows (all of them when there are fewer), one after the other.
+    pub fn read_first(&self, n: usize) -> Result<Vec<f32>> {
         let row_len = self.row_len();
-        let mut out = vec![0f32; self.rows * row_len];
+        let mut out = vec![0f32; n.min(self.rows) * row_len];
         for (i, row) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
             self.read_row(i, row)?;
         }

@@ -211,13 +211,12 @@ fn an_epoch_with_a_nan_loss_leaves_the_last_good_state() {
     let clean = [write("clean.safetensors", 1.0)];
     let poisoned = [write("nan.safetensors", f32::NAN)];
     let labels: Vec<u32> = (0..rows as u32).map(|i| i % 2).collect();
-    let val_rows = clean[0].read_all().unwrap();
     let data = EpochData {
         labels: &labels,
         row_shape: [16, 4, 4],
         batch_size: 4,
         seed: 1,
-        val_rows: &val_rows,
+        val: &clean[0],
         val_labels: &labels,
     };
     let mut on_end = |_: &State, _: &train::driver::EpochEnd<'_, Net>| Ok(());

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Samples;
+use crate::data::{Samples, CHUNK_ROWS};
 use crate::error::{Error, Result};
 use crate::model::{HeadConfig, HeadModel, Weights};
 use crate::probe::ProbeConfig;
@@ -126,12 +126,12 @@ pub fn evaluate(model: &HeadModel, samples: &Samples) -> Result<Evaluation> {
     let mut predictions = Vec::with_capacity(samples.len());
     let (mut confidence, mut right) = (Vec::new(), Vec::new());
     let labels = samples.labels();
-    for (c, chunk) in samples.features().chunks(256 * d).enumerate() {
+    samples.for_each_chunk(CHUNK_ROWS, |first, chunk| {
         let n = chunk.len() / d;
         let x = Tensor::from_slice(chunk, (n, d), model.device())?;
         let z = model.logits(&x)?.flatten_all()?.to_vec1::<f32>()?;
         for i in 0..n {
-            let y = labels[c * 256 + i];
+            let y = labels[first + i];
             let zi = &z[i * k..(i + 1) * k];
             let (l, pred) = sample_loss(zi, y, &mut probs);
             loss += l as f64;
@@ -140,7 +140,8 @@ pub fn evaluate(model: &HeadModel, samples: &Samples) -> Result<Evaluation> {
             confidence.push(top_probability(zi, &probs));
             right.push(pred == y);
         }
-    }
+        Ok(())
+    })?;
     let n = samples.len().max(1) as f64;
     Ok(Evaluation {
         loss: loss / n,

@@ -3,11 +3,13 @@
 //! stratified fraction of `train` when there is no validation split.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use features::dataset::VALIDATION_NAMES;
 use features::holdout::{self, HoldOut};
+use features::mapped::MappedFeatures;
 use features::provenance::Provenance;
-use features::store::{self, FeatureFile};
+use features::store::{self, FeatureFile, FeatureMeta};
 
 use crate::data::Samples;
 use crate::error::{Error, Result};
@@ -27,6 +29,15 @@ pub struct SplitData {
 }
 
 impl SplitData {
+    /// Maps the feature file at `path`: its rows are read in place while training, so a split
+    /// larger than memory costs a bounded resident set.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = Arc::new(MappedFeatures::open(path)?);
+        let meta = file.meta.clone();
+        let samples = Samples::mapped(file, meta.classes.len())?;
+        Self::assemble(meta, samples)
+    }
+
     /// Converts a feature file read by the store.
     pub fn from_file(file: FeatureFile) -> Result<Self> {
         let samples = Samples::from_store(
@@ -35,21 +46,25 @@ impl SplitData {
             &file.labels,
             file.meta.classes.len(),
         )?;
-        if file.meta.files.len() != samples.len() {
+        Self::assemble(file.meta, samples)
+    }
+
+    fn assemble(meta: FeatureMeta, samples: Samples) -> Result<Self> {
+        if meta.files.len() != samples.len() {
             return Err(Error::Data(format!(
                 "split {:?}: {} rows but {} file names in its metadata; delete the feature file and re-run \
                  `bottleneck extract`",
-                file.meta.split,
+                meta.split,
                 samples.len(),
-                file.meta.files.len()
+                meta.files.len()
             )));
         }
         Ok(SplitData {
-            name: file.meta.split.clone(),
-            files: file.meta.files,
-            skipped: file.meta.skipped.into_iter().map(|s| s.file).collect(),
-            provenance: file.meta.provenance.clone(),
-            classes: file.meta.classes,
+            name: meta.split,
+            files: meta.files,
+            skipped: meta.skipped.into_iter().map(|s| s.file).collect(),
+            provenance: meta.provenance,
+            classes: meta.classes,
             samples,
         })
     }
@@ -101,7 +116,7 @@ pub fn load_run(run: &Path, val_split: Option<f64>, seed: u64) -> Result<Dataset
     let splits = store::list_splits(run)?;
     if splits == ["all"] {
         // The one-split layout `DIR/<class>/`: hold out a stratified, seeded part of it.
-        let all = SplitData::from_file(FeatureFile::read(&store::feature_path(run, "all"))?)?;
+        let all = SplitData::open(&store::feature_path(run, "all"))?;
         return combine(
             all,
             None,
@@ -121,9 +136,8 @@ pub fn load_run(run: &Path, val_split: Option<f64>, seed: u64) -> Result<Dataset
             run.display()
         )));
     }
-    let read = |name: &str| -> Result<SplitData> {
-        SplitData::from_file(FeatureFile::read(&store::feature_path(run, name))?)
-    };
+    let read =
+        |name: &str| -> Result<SplitData> { SplitData::open(&store::feature_path(run, name)) };
     let val_name = VALIDATION_NAMES
         .into_iter()
         .find(|v| splits.iter().any(|s| s == v))

@@ -77,7 +77,7 @@ fn learns_a_three_class_problem_with_every_optimizer() {
         let out = train(&tr, &va, 3, &config(15, opt.clone()), &mut |_| {}).unwrap();
         let acc = out.history.last().unwrap().val_accuracy;
         assert!(acc >= 0.99, "{:?}: {acc}", opt.kind);
-        let p = out.model.predict(va.features()).unwrap();
+        let p = out.model.predict(&va.features()).unwrap();
         assert_eq!(p[0].len(), 3);
         assert!((p[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
@@ -131,7 +131,7 @@ fn check_gradients(num_classes: usize) {
         dropout: 0.0,
     };
     let reference = HeadModel::new(head_cfg, cfg.seed, &Device::Cpu).unwrap();
-    let x = Tensor::from_slice(tr.features(), (n, 30), &Device::Cpu).unwrap();
+    let x = Tensor::from_slice(&tr.features(), (n, 30), &Device::Cpu).unwrap();
     let z = reference.logits(&x).unwrap();
     let loss = if num_classes == 2 {
         let y: Vec<f32> = tr.labels().iter().map(|&l| l as f32).collect();

@@ -8,6 +8,7 @@ pub mod cv;
 pub mod lbfgs;
 pub mod linalg;
 pub mod objective;
+pub mod primal;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,13 @@ pub struct ProbeSummary {
     /// L-BFGS iterations of the final fit, and whether it converged.
     pub iterations: usize,
     pub converged: bool,
+    /// True when the training rows were too many for the dual solver: the primal one streamed
+    /// them, and C and the temperature were chosen on one held-out fold instead of all of them.
+    #[serde(default)]
+    pub streamed: bool,
+    /// Passes over the training rows the streamed solver made (`None` for the dual one).
+    #[serde(default)]
+    pub passes: Option<usize>,
 }
 
 /// A fitted probe.
@@ -86,6 +94,29 @@ fn solver_stop() -> Stop {
         rel_tol: 1e-12,
         max_iter: 600,
     }
+}
+
+/// Training rows up to which the probe solves the dual problem (exact, an `n × n` Gram matrix of
+/// 128 MiB at this size); beyond it, the primal problem in streamed passes ([`primal`]).
+pub const DUAL_MAX_ROWS: usize = 4096;
+
+/// What both fits share: balanced class weights, the feature scale and the folds.
+struct Setup {
+    classes: usize,
+    weights: Vec<f64>,
+    /// Multiplies the features to unit mean squared norm.
+    scale: f64,
+    /// Fold of every training row, in `0..folds`.
+    fold_of: Vec<usize>,
+    folds: usize,
+}
+
+/// The fitted linear map and what the fit chose.
+struct Fitted {
+    /// `[d, classes]` weights on the unscaled features, temperature applied.
+    w: Mat,
+    bias: Vec<f64>,
+    summary: ProbeSummary,
 }
 
 /// Fits the probe on `train` (`classes` classes) and returns it as a head.
@@ -115,24 +146,77 @@ pub fn fit(
         .iter()
         .map(|&y| n as f64 / (classes * counts[y as usize]) as f64)
         .collect();
-    let mean_sq = train
-        .features()
-        .chunks(d)
-        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
-        .sum::<f64>()
-        / n as f64;
+    let setup = Setup {
+        classes,
+        weights,
+        scale: unit_scale(train)?,
+        fold_of: stratified_folds(train.labels(), classes, folds, cfg.seed),
+        folds,
+    };
+    let fitted = if n <= DUAL_MAX_ROWS {
+        on_event(StageEvent::Info(format!(
+            "linear probe: {n} samples × {d} features, {} values of C, {folds}-fold cross-validation",
+            cfg.grid.len()
+        )));
+        fit_dual(train, cfg, &setup, on_event)?
+    } else {
+        on_event(StageEvent::Info(format!(
+            "linear probe: {n} samples × {d} features (streamed passes), {} values of C chosen on \
+             1 of {folds} folds",
+            cfg.grid.len()
+        )));
+        fit_primal(train, cfg, &setup, on_event)?
+    };
+    let s = &fitted.summary;
+    let best = s.path.iter().find(|q| q.c == s.c);
+    if let Some(best) = best {
+        on_event(StageEvent::Info(format!(
+            "chose C {:.3e} (held-out log loss {:.4}, accuracy {:.4}), temperature {:.3}",
+            s.c, best.log_loss, best.accuracy, s.temperature
+        )));
+    }
+    let model = as_head(
+        train.sample_shape(),
+        &fitted.w,
+        &fitted.bias,
+        classes,
+        &Device::Cpu,
+    )?;
+    Ok(Probe {
+        model,
+        summary: fitted.summary,
+    })
+}
+
+/// `1 / sqrt(mean squared row norm)`: the features scaled to unit mean squared norm.
+fn unit_scale(train: &Samples) -> Result<f64> {
+    let mut sum = 0f64;
+    train.for_each_chunk(crate::data::CHUNK_ROWS, |_, x| {
+        for r in x.chunks(train.dim()) {
+            sum += r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        }
+        Ok(())
+    })?;
+    let mean_sq = sum / train.len() as f64;
     if !(mean_sq.is_finite() && mean_sq > 0.0) {
         return Err(Error::Data(
             "the training features are all zero: nothing to learn from".into(),
         ));
     }
-    let scale = 1.0 / mean_sq.sqrt();
-    on_event(StageEvent::Info(format!(
-        "linear probe: {n} samples × {d} features, {} values of C, {folds}-fold cross-validation",
-        cfg.grid.len()
-    )));
-    let k_full = gram(train.features(), n, d, scale)?;
-    let fold_of = stratified_folds(train.labels(), classes, folds, cfg.seed);
+    Ok(1.0 / mean_sq.sqrt())
+}
+
+/// The dual fit: `folds`-fold cross-validation of C on the Gram matrix, temperature on the
+/// out-of-fold logits, the best C refitted on every row.
+fn fit_dual(
+    train: &Samples,
+    cfg: &ProbeConfig,
+    s: &Setup,
+    on_event: &mut dyn FnMut(StageEvent<'_>),
+) -> Result<Fitted> {
+    let (classes, weights, scale, folds) = (s.classes, &s.weights[..], s.scale, s.folds);
+    let (n, d) = (train.len(), train.dim());
+    let k_full = gram(&train.features(), n, d, scale)?;
     on_event(StageEvent::PhaseStart {
         name: "cross-validating C".into(),
         total: folds,
@@ -140,9 +224,9 @@ pub fn fit(
     let folds_of = Folds {
         gram: &k_full,
         labels: train.labels(),
-        weights: &weights,
+        weights,
         classes,
-        fold_of: &fold_of,
+        fold_of: &s.fold_of,
         count: folds,
     };
     let cv = cross_validate(&folds_of, &cfg.grid, solver_stop())?;
@@ -150,14 +234,9 @@ pub fn fit(
     let c = cfg.grid[cv.best];
     // Out-of-fold models saw 1/folds less data and are less sure than the final one, so a
     // temperature below 1 (sharpening) would over-correct: only soften.
-    let temperature = fit_temperature(&cv.oof_logits, train.labels(), &weights, classes).max(1.0);
-    let best = &cv.path[cv.best];
-    on_event(StageEvent::Info(format!(
-        "chose C {c:.3e} (out-of-fold log loss {:.4}, accuracy {:.4}), temperature {temperature:.3}",
-        best.log_loss, best.accuracy
-    )));
+    let temperature = fit_temperature(&cv.oof_logits, train.labels(), weights, classes).max(1.0);
     let l = cholesky(&k_full)?;
-    let problem = Problem::new(&l, train.labels(), &weights, classes);
+    let problem = Problem::new(&l, train.labels(), weights, classes);
     let mut p = vec![0.0; problem.params()];
     let mut outcome = None;
     for &ci in cfg.grid.iter().take(cv.best + 1) {
@@ -169,9 +248,9 @@ pub fn fit(
     let m = problem.dual_coefficients(&p);
     let w = primal_weights(train, &m, scale * scale / temperature);
     let bias: Vec<f64> = p[n * classes..].iter().map(|b| b / temperature).collect();
-    let model = as_head(train.sample_shape(), &w, &bias, classes, &Device::Cpu)?;
-    Ok(Probe {
-        model,
+    Ok(Fitted {
+        w,
+        bias,
         summary: ProbeSummary {
             c,
             temperature,
@@ -179,6 +258,38 @@ pub fn fit(
             path: cv.path,
             iterations: outcome.iterations,
             converged: outcome.converged,
+            streamed: false,
+            passes: None,
+        },
+    })
+}
+
+/// The primal fit for many rows: C and the temperature chosen on fold 0 of `fold_of`.
+fn fit_primal(
+    train: &Samples,
+    cfg: &ProbeConfig,
+    s: &Setup,
+    on_event: &mut dyn FnMut(StageEvent<'_>),
+) -> Result<Fitted> {
+    let (classes, weights, scale, folds) = (s.classes, &s.weights[..], s.scale, s.folds);
+    on_event(StageEvent::PhaseStart {
+        name: "fitting C on a held-out fold".into(),
+        total: 1,
+    });
+    let f = primal::fit(train, scale, weights, classes, &cfg.grid, &s.fold_of)?;
+    on_event(StageEvent::PhaseEnd);
+    Ok(Fitted {
+        w: f.w,
+        bias: f.bias,
+        summary: ProbeSummary {
+            c: cfg.grid[f.best],
+            temperature: f.temperature,
+            folds,
+            path: f.path,
+            iterations: f.outcome.iterations,
+            converged: f.outcome.converged,
+            streamed: true,
+            passes: Some(f.passes),
         },
     })
 }

@@ -1,0 +1,168 @@
+//! Training from a memory-mapped feature file gives exactly what the same rows in memory give
+//! (the probe, its streamed primal solver, the 2016 head, hold-out views), and the primal solver
+//! finds the dual solver's model.
+
+mod common;
+
+use std::sync::Arc;
+
+use features::mapped::MappedFeatures;
+use features::store::{feature_path, FeatureFile};
+use head::data::Samples;
+use head::mlp::{evaluate, TrainConfig};
+use head::probe::primal::Primal;
+use head::probe::{self, ProbeConfig};
+use head::recipe::{fit_head, Recipe};
+
+fn mapped_and_owned(run: &std::path::Path, split: &str, classes: usize) -> (Samples, Samples) {
+    let path = feature_path(run, split);
+    let mapped = Samples::mapped(Arc::new(MappedFeatures::open(&path).unwrap()), classes).unwrap();
+    let f = FeatureFile::read(&path).unwrap();
+    let owned = Samples::from_store(&f.shape, f.features, &f.labels, classes).unwrap();
+    assert!(mapped.is_mapped() && !owned.is_mapped());
+    (mapped, owned)
+}
+
+fn weights(s: &head::HeadModel) -> Vec<Vec<f32>> {
+    s.vars()
+        .iter()
+        .map(|v| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_mapped_split_trains_the_same_heads_as_the_split_in_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let run = t.path();
+    common::write_split(
+        run,
+        &common::synthetic(90, &[6, 2, 2], 3, 4),
+        common::meta("train", &["a", "b", "c"]),
+    );
+    let (mapped, owned) = mapped_and_owned(run, "train", 3);
+    assert_eq!(mapped, owned);
+    let pick = [5, 1, 88, 40, 41];
+    assert_eq!(mapped.select(&pick), owned.select(&pick));
+    let (mv, ov) = (mapped.select(&pick[..3]), owned.select(&pick[..3]));
+    assert_eq!(mv.select(&[2, 0]).row(0), owned.row(88));
+    assert_eq!(mv.features().as_ref(), ov.features().as_ref());
+    for recipe in [Recipe::Probe, Recipe::Keras2016] {
+        let cfg = TrainConfig {
+            recipe,
+            epochs: 3,
+            ..TrainConfig::default()
+        };
+        let a = fit_head(&mapped, &mapped, 3, &cfg, &mut |_| {}).unwrap();
+        let b = fit_head(&owned, &owned, 3, &cfg, &mut |_| {}).unwrap();
+        assert_eq!(weights(&a.model), weights(&b.model), "{recipe:?}");
+        let (ea, eb) = (
+            evaluate(&a.model, &mapped).unwrap(),
+            evaluate(&b.model, &owned).unwrap(),
+        );
+        assert_eq!(ea, eb);
+    }
+}
+
+#[test]
+fn the_streamed_primal_solver_finds_the_dual_solvers_model() {
+    // 300 rows of 24 values, 3 classes: small enough for the dual (exact) solver.
+    let t = tempfile::tempdir().unwrap();
+    common::write_split(
+        t.path(),
+        &common::synthetic(300, &[24, 1, 1], 3, 9),
+        common::meta("train", &["a", "b", "c"]),
+    );
+    let (mapped, owned) = mapped_and_owned(t.path(), "train", 3);
+    let cfg = ProbeConfig {
+        grid: vec![1.0],
+        ..ProbeConfig::default()
+    };
+    let dual = probe::fit(&owned, 3, &cfg, &mut |_| {}).unwrap();
+    assert!(!dual.summary.streamed);
+    let weights = vec![1.0; owned.len()]; // balanced classes: every weight is 1
+    let scale = dual_scale(&owned);
+    for x in [&mapped, &owned] {
+        let p = Primal {
+            x,
+            scale,
+            weights: &weights,
+            classes: 3,
+            used: None,
+        };
+        let mut params = vec![0.0; p.params()];
+        let (out, _) = p
+            .minimize(1.0, &mut params, head::probe::lbfgs::Stop::default())
+            .unwrap();
+        assert!(out.converged, "{out:?}");
+        let (_, logits) = p.held_logits(&params).unwrap();
+        // The dual model divides by its temperature; undo it to compare the raw fits.
+        let t = dual.summary.temperature;
+        let z = dual
+            .model
+            .logits(
+                &candle_core::Tensor::from_slice(
+                    &owned.features(),
+                    (300, 24),
+                    &candle_core::Device::Cpu,
+                )
+                .unwrap(),
+            )
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let worst = logits
+            .iter()
+            .zip(&z)
+            .map(|(a, b)| (a - *b as f64 * t).abs())
+            .fold(0f64, f64::max);
+        assert!(worst < 2e-3, "primal and dual logits differ by {worst}");
+    }
+}
+
+/// `1 / sqrt(mean squared row norm)`, as the probe scales its features.
+fn dual_scale(s: &Samples) -> f64 {
+    let x = s.features();
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    1.0 / (sum / s.len() as f64).sqrt()
+}
+
+#[test]
+fn many_rows_take_the_streamed_primal_path_with_the_same_result_mapped_or_in_memory() {
+    let n = probe::DUAL_MAX_ROWS + 904;
+    let t = tempfile::tempdir().unwrap();
+    common::write_split(
+        t.path(),
+        &common::synthetic(n, &[4, 2, 2], 2, 3),
+        common::meta("train", &["a", "b"]),
+    );
+    let (mapped, owned) = mapped_and_owned(t.path(), "train", 2);
+    let cfg = ProbeConfig {
+        grid: vec![0.1, 1.0, 10.0],
+        ..ProbeConfig::default()
+    };
+    let mut said = Vec::new();
+    let a = probe::fit(&mapped, 2, &cfg, &mut |e| {
+        if let train::stage::StageEvent::Info(m) = e {
+            said.push(m)
+        }
+    })
+    .unwrap();
+    let b = probe::fit(&owned, 2, &cfg, &mut |_| {}).unwrap();
+    assert!(said[0].contains("streamed passes"), "{said:?}");
+    assert!(a.summary.streamed);
+    assert_eq!(a.summary, b.summary);
+    assert_eq!(weights(&a.model), weights(&b.model));
+    assert!(!a.summary.path.is_empty() && a.summary.path.len() <= 3);
+    assert!(a.summary.passes.is_some_and(|p| p > a.summary.path.len()));
+    assert!(a.summary.temperature >= 1.0);
+    let e = evaluate(&a.model, &owned).unwrap();
+    assert!(e.accuracy > 0.95, "{e:?}");
+}
