@@ -78,7 +78,7 @@ impl Primal<'_> {
             .collect()
     }
 
-    /// Logits `[rows, classes]` of rows `first..` in `x` (f32 products, bias added).
+    /// Logits `[rows, classes]` of the rows in `x`, without the bias (f32 products).
     fn block_logits(&self, x: &[f32], w: &[f32], z: &mut Vec<f32>) {
         let (d, k) = (self.x.dim(), self.classes);
         let r = x.len() / d;
