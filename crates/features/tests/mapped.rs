@@ -39,15 +39,17 @@ fn write(path: &std::path::Path, rows: usize) {
     w.finish(meta()).unwrap();
 }
 
-/// Resident file-backed memory of this process (`RssFile` in /proc/self/status), in bytes.
+/// Resident file-backed memory of this process (`RssFile` + `RssShmem` in /proc/self/status: a
+/// temporary folder on tmpfs maps as shared memory), in bytes.
 fn rss_file() -> usize {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: usize = s
-        .lines()
-        .find_map(|l| l.strip_prefix("RssFile:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssFile in /proc/self/status");
-    kb * 1024
+    let kb = |key: &str| -> usize {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/self/status"))
+    };
+    (kb("RssFile:") + kb("RssShmem:")) * 1024
 }
 
 #[test]
