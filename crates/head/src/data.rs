@@ -131,19 +131,10 @@ impl Samples {
         &self.sample_shape
     }
 
-    /// All features, row after row (a copy when they are mapped: meant for small data; passes
-    /// over large data use [`Samples::for_each_chunk`]).
+    /// All features, row after row (see [`Samples::block`]; meant for small data: passes over
+    /// large data use [`Samples::for_each_chunk`]).
     pub fn features(&self) -> Cow<'_, [f32]> {
-        match &self.x {
-            Values::Owned(x) => Cow::Borrowed(x),
-            Values::Mapped { .. } => {
-                let mut x = Vec::with_capacity(self.len() * self.dim);
-                for i in 0..self.len() {
-                    x.extend_from_slice(self.row(i));
-                }
-                Cow::Owned(x)
-            }
-        }
+        self.block(0, self.len())
     }
 
     /// Calls `f(first, rows)` on consecutive blocks of at most `rows` samples, in order; mapped

@@ -9,7 +9,7 @@ use features::dataset::VALIDATION_NAMES;
 use features::holdout::{self, HoldOut};
 use features::mapped::MappedFeatures;
 use features::provenance::Provenance;
-use features::store::{self, FeatureFile, FeatureMeta};
+use features::store;
 
 use crate::data::Samples;
 use crate::error::{Error, Result};
@@ -35,21 +35,6 @@ impl SplitData {
         let file = Arc::new(MappedFeatures::open(path)?);
         let meta = file.meta.clone();
         let samples = Samples::mapped(file, meta.classes.len())?;
-        Self::assemble(meta, samples)
-    }
-
-    /// Converts a feature file read by the store.
-    pub fn from_file(file: FeatureFile) -> Result<Self> {
-        let samples = Samples::from_store(
-            &file.shape,
-            file.features,
-            &file.labels,
-            file.meta.classes.len(),
-        )?;
-        Self::assemble(file.meta, samples)
-    }
-
-    fn assemble(meta: FeatureMeta, samples: Samples) -> Result<Self> {
         if meta.files.len() != samples.len() {
             return Err(Error::Data(format!(
                 "split {:?}: {} rows but {} file names in its metadata; delete the feature file and re-run \

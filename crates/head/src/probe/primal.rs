@@ -137,7 +137,7 @@ impl Primal<'_> {
 
     /// The objective at `p` for C = `c`, its gradient written to `grad`; one pass over the rows,
     /// its groups in parallel.
-    pub fn eval(&self, c: f64, p: &[f64], grad: &mut [f64]) -> Result<f64> {
+    pub fn eval(&self, c: f64, p: &[f64], grad: &mut [f64]) -> f64 {
         let (d, k) = (self.x.dim(), self.classes);
         let w = self.scaled(p);
         let bias = &p[d * k..];
@@ -164,12 +164,12 @@ impl Primal<'_> {
             penalty += wv * wv;
         }
         grad[d * k..].copy_from_slice(&gb);
-        Ok(loss + 0.5 * lambda * penalty)
+        loss + 0.5 * lambda * penalty
     }
 
     /// The rows that `used` leaves out (every row when `None`) and their logits
     /// `[rows, classes]`.
-    pub fn held_logits(&self, p: &[f64]) -> Result<(Vec<usize>, Vec<f64>)> {
+    pub fn held_logits(&self, p: &[f64]) -> (Vec<usize>, Vec<f64>) {
         let (d, k) = (self.x.dim(), self.classes);
         let w = self.scaled(p);
         let bias = &p[d * k..];
@@ -196,27 +196,17 @@ impl Primal<'_> {
             rows.extend(r);
             out.extend(o);
         }
-        Ok((rows, out))
+        (rows, out)
     }
 
-    /// L-BFGS from `p` (updated in place); a failed pass ends the search with its error. Returns
-    /// how it ended and the passes over the rows it took.
-    pub fn minimize(&self, c: f64, p: &mut [f64], stop: Stop) -> Result<(Outcome, usize)> {
-        let (mut failed, mut passes) = (None, 0);
+    /// L-BFGS from `p` (updated in place): how it ended and the passes over the rows it took.
+    pub fn minimize(&self, c: f64, p: &mut [f64], stop: Stop) -> (Outcome, usize) {
+        let mut passes = 0;
         let outcome = minimize(p, stop, &mut |x, g| {
             passes += 1;
-            match self.eval(c, x, g) {
-                Ok(v) => v,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    f64::NAN
-                }
-            }
+            self.eval(c, x, g)
         });
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((outcome, passes)),
-        }
+        (outcome, passes)
     }
 }
 
@@ -277,8 +267,8 @@ pub fn fit(
         if best.as_ref().is_some_and(|b| ci > b.0 + PAST_BEST) {
             break;
         }
-        passes += part.minimize(c, &mut p, stop(PATH_STEPS))?.1 + 1;
-        let (held, logits) = part.held_logits(&p)?;
+        passes += part.minimize(c, &mut p, stop(PATH_STEPS)).1 + 1;
+        let (held, logits) = part.held_logits(&p);
         let y: Vec<u32> = held.iter().map(|&i| x.labels()[i]).collect();
         let w: Vec<f64> = held.iter().map(|&i| weights[i]).collect();
         let (log_loss, accuracy) = score(&logits, &y, &w, classes, 1.0);
@@ -298,7 +288,7 @@ pub fn fit(
     let w: Vec<f64> = held_rows.iter().map(|&i| weights[i]).collect();
     let temperature = fit_temperature(&logits, &y, &w, classes).max(1.0);
     let all = Primal { used: None, ..part };
-    let (outcome, last) = all.minimize(grid[best], &mut p, stop(FINAL_STEPS))?;
+    let (outcome, last) = all.minimize(grid[best], &mut p, stop(FINAL_STEPS));
     let d = x.dim();
     let factor = scale / temperature;
     let w = Mat {
