@@ -1,7 +1,8 @@
 //! Times one training pass (forward + backward) of a VGG16 block5-sized block on a batch of 16
-//! 9×9×512 maps: Candle's stock `conv2d` with autograd against this crate's im2col kernels.
+//! S×S×512 maps (14 at 224 px, 9 at 150 px): this crate's im2col kernels with FP32 and with bf16
+//! products (and, with `--candle`, Candle's stock `conv2d` with autograd).
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p bottleneck-finetune --example bench_block [-- ITERS]`
+//! `cargo run --release -p bottleneck-finetune --example bench_block [-- ITERS [S] [--candle]]`
 
 use std::time::Instant;
 
@@ -9,14 +10,18 @@ use candle_core::{Device, Tensor, Var};
 use finetune::block::{Block, ConvLayer, Layer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use train::kernels::Nhwc;
+use train::kernels::{Nhwc, TrainPrecision};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let iters: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let (n, c, s) = (16usize, 512usize, 9usize);
+    let s: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(14);
+    let (n, c) = (16usize, 512usize);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut rand = |k: usize, scale: f32| -> Vec<f32> {
         (0..k).map(|_| rng.random_range(-scale..scale)).collect()
@@ -40,8 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|b| Var::from_slice(b, (1, c, 1, 1), &dev))
         .collect::<Result<_, _>>()?;
     let xt = Tensor::from_slice(&x, (n, c, s, s), &dev)?;
-    let mut stock = Vec::new();
-    for i in 0..=iters {
+    let mut stock = std::env::args().any(|a| a == "--candle").then(Vec::new);
+    for i in 0..=stock.as_ref().map_or(0, |_| iters) {
+        let Some(stock) = stock.as_mut() else { break };
         let t = Instant::now();
         let mut h = xt.clone();
         for (w, b) in wv.iter().zip(&bv) {
@@ -60,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // This crate: NHWC im2col + matmul, hand-written backward.
+    // This crate: NHWC im2col + matmul, hand-written backward, in FP32 and bf16 products.
     let layers: Vec<Layer> = (0..3)
         .map(|j| {
             let name = format!("block5_conv{}", j + 1);
@@ -71,39 +77,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             node: "block5_pool".into(),
         })))
         .collect::<Result<_, _>>()?;
-    let block = Block {
-        input_tensor: "block4_pool".into(),
-        output_tensor: "block5_pool".into(),
-        layers,
-    };
     let d = Nhwc { n, h: s, w: s, c };
     let xn = finetune::block::nchw_to_nhwc(&x, d);
-    let mut ours = Vec::new();
-    let mut fwd = Vec::new();
-    for i in 0..=iters {
-        let t = Instant::now();
-        let trace = block.forward(&xn, d)?;
-        let f = t.elapsed().as_secs_f64();
-        let g = vec![1f32; trace.dims.len()];
-        let (grads, _) = block.backward(trace, g, false)?;
-        assert_eq!(grads.len(), 3);
-        if i > 0 {
-            ours.push(t.elapsed().as_secs_f64());
-            fwd.push(f);
-        }
-    }
     let med = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!(
-        "stock candle conv2d fwd+bwd: {:.3} s/batch (median of {iters})",
-        med(&mut stock)
-    );
-    println!(
-        "im2col + matmul fwd+bwd:     {:.3} s/batch (forward alone {:.3} s)",
-        med(&mut ours),
-        med(&mut fwd)
-    );
+    if let Some(stock) = stock.as_mut() {
+        println!(
+            "stock candle conv2d fwd+bwd: {:.3} s/batch (median of {iters})",
+            med(stock)
+        );
+    }
+    // Forward, weight gradients, and input gradients of the two upper convs (what a step runs).
+    let flop = 2.0 * (n * s * s * 9 * c * c) as f64 * 8.0;
+    for precision in [TrainPrecision::Fp32, TrainPrecision::Bf16] {
+        let block = Block {
+            input_tensor: "block4_pool".into(),
+            output_tensor: "block5_pool".into(),
+            layers: layers.clone(),
+            precision,
+        };
+        let (mut all, mut fwd) = (Vec::new(), Vec::new());
+        for i in 0..=iters {
+            let t = Instant::now();
+            let trace = block.forward(&xn, d)?;
+            let f = t.elapsed().as_secs_f64();
+            let g = vec![1f32; trace.dims.len()];
+            let (grads, _) = block.backward(trace, g, false)?;
+            assert_eq!(grads.len(), 3);
+            if i > 0 {
+                all.push(t.elapsed().as_secs_f64());
+                fwd.push(f);
+            }
+        }
+        let step = med(&mut all);
+        println!(
+            "im2col + matmul {precision}: fwd+bwd {step:.3} s/batch (forward {:.3} s): {:.1} img/s, {:.0} GFLOP/s",
+            med(&mut fwd),
+            n as f64 / step,
+            flop / step / 1e9
+        );
+    }
     Ok(())
 }

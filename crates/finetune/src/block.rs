@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use train::kernels::conv::{self, Nhwc};
-use train::kernels::{product, MatRef, Threads};
+use train::kernels::{product_in, MatRef, Threads, TrainPrecision};
 
 /// One 3×3, stride 1, padding 1 convolution (optionally followed by ReLU).
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +76,9 @@ pub struct Block {
     /// Tensor the block produces (the head's input), e.g. `block5_pool`.
     pub output_tensor: String,
     pub layers: Vec<Layer>,
+    /// Precision of the convolutions' products (forward and backward); FP32 unless training
+    /// asks for bf16 (`--train-precision`). Not part of the weights.
+    pub precision: TrainPrecision,
 }
 
 /// What one layer's forward pass leaves for the backward pass.
@@ -189,7 +192,8 @@ impl Block {
                 Layer::Conv(c) => {
                     let mut cols = vec![0f32; dims.pixels() * 9 * c.cin];
                     conv::im2col3x3(input, dims, 1, &mut cols);
-                    let mut out = product(
+                    let mut out = product_in(
+                        self.precision,
                         MatRef::new(&cols, dims.pixels(), 9 * c.cin),
                         MatRef::new(&c.wm, 9 * c.cin, c.cout),
                         Threads::All,
@@ -267,13 +271,23 @@ impl Block {
                     let bias = conv::column_sums(&g, c.cout);
                     let (rows, k) = (input.pixels(), 9 * c.cin);
                     let dpre = MatRef::new(&g, rows, c.cout);
-                    let wm = product(MatRef::t(&cols, rows, k), dpre, Threads::All);
+                    let wm = product_in(
+                        self.precision,
+                        MatRef::t(&cols, rows, k),
+                        dpre,
+                        Threads::All,
+                    );
                     drop(cols);
                     grads.push(ConvGrad { wm, bias });
                     if first && !want_input_grad {
                         g = Vec::new();
                     } else {
-                        let dcols = product(dpre, MatRef::t(&c.wm, k, c.cout), Threads::All);
+                        let dcols = product_in(
+                            self.precision,
+                            dpre,
+                            MatRef::t(&c.wm, k, c.cout),
+                            Threads::All,
+                        );
                         let mut dx = vec![0f32; input.len()];
                         conv::col2im3x3(&dcols, input, 1, &mut dx);
                         g = dx;

@@ -8,6 +8,7 @@ pub use features::extract::Precision as FrozenPrecision;
 use features::manifest::HubOptions;
 use features::runtime::Device;
 use serde::{Deserialize, Serialize};
+use train::kernels::TrainPrecision;
 use train::metrics::Keep;
 
 use crate::error::{Error, Result};
@@ -50,6 +51,9 @@ pub struct FinetuneConfig {
     /// Precision of the frozen part: `fp32`, or `int8` (quantized once with calibration photos from
     /// the training split, cached in `RUN/models/`); the block and the head always train in FP32.
     pub precision: FrozenPrecision,
+    /// Precision of the block's products in training and validation: `auto` (bf16 products with
+    /// FP32 sums on CPUs with AVX512-BF16, else FP32), `fp32` or `bf16`.
+    pub train_precision: TrainPrecision,
     pub keep: Keep,
     /// Where ONNX Runtime runs the frozen part.
     pub device: Device,
@@ -87,6 +91,7 @@ impl FinetuneConfig {
             aug_cache: DEFAULT_AUG_CACHE,
             cache_precision: Precision::F16,
             precision: FrozenPrecision::Fp32,
+            train_precision: TrainPrecision::Auto,
             keep: Keep::Last,
             device: Device::Cpu,
             threads: None,
@@ -121,6 +126,7 @@ impl FinetuneConfig {
         }
         self.sgd.validate()?;
         self.augment.validate()?;
+        self.train_precision.resolve().map_err(Error::Invalid)?;
         Ok(())
     }
 }
@@ -157,10 +163,18 @@ pub struct Settings {
     /// Cache key of the int8 frozen model ([`features::quantize::Int8Info::key`]) with `int8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_key: Option<String>,
+    /// Precision the block's products ran in (resolved: `fp32` or `bf16`; checkpoints from before
+    /// `--train-precision` are `fp32`).
+    #[serde(default = "fp32_products")]
+    pub train_precision: TrainPrecision,
 }
 
 fn fp32() -> FrozenPrecision {
     FrozenPrecision::Fp32
+}
+
+fn fp32_products() -> TrainPrecision {
+    TrainPrecision::Fp32
 }
 
 impl Settings {

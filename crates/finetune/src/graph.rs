@@ -232,5 +232,6 @@ pub fn block_from_onnx(model: &[u8], from: &str, to: &str) -> Result<Block> {
         input_tensor: from.to_string(),
         output_tensor: to.to_string(),
         layers,
+        precision: train::kernels::TrainPrecision::Fp32,
     })
 }

@@ -111,8 +111,10 @@ pub fn write_head(
 struct MetricsFile<'a> {
     #[serde(flatten)]
     metrics: &'a Metrics,
-    /// `fp32` or `int8` (the frozen part; the block and the head train in FP32).
+    /// `fp32` or `int8` (the frozen part).
     precision: &'static str,
+    /// `fp32` or `bf16`: the products of the trained block (weights and sums are FP32).
+    train_precision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     int8_key: Option<&'a str>,
 }
@@ -127,6 +129,7 @@ pub fn write_metrics(
     let file = MetricsFile {
         metrics,
         precision: settings.precision.name(),
+        train_precision: settings.train_precision.name(),
         int8_key: settings.int8_key.as_deref(),
     };
     write_json(&paths.metrics, &file)?;

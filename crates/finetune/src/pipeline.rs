@@ -156,13 +156,14 @@ fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(E
         )));
     }
     on_event(Event::Info(format!(
-        "model {} → frozen up to {} ({}) on {}, training {} ({} convs, fp32) + head, {} preprocessing, {} px",
+        "model {} → frozen up to {} ({}) on {}, training {} ({} convs, {} products) + head, {} preprocessing, {} px",
         s.model.name,
         s.settings.split_at,
         s.settings.precision.name(),
         frozen.device(),
         s.settings.output_tensor,
         convs,
+        s.settings.train_precision.name(),
         s.spec.preprocess.name(),
         s.size
     )));
@@ -258,6 +259,9 @@ fn start_or_resume(
     net: Net,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(State, Progress<Net>, Option<usize>)> {
+    let mut net = net;
+    // Checked against ONNX Runtime in FP32; trained (and validated) in the run's precision.
+    net.block.precision = s.settings.train_precision;
     let names = net.param_names();
     let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
     let mut state = State {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use features::augment::AugmentParams;
 use features::manifest::HubOptions;
 use features::runtime::Device;
+use train::kernels::TrainPrecision;
 use train::metrics::Keep;
 use train::optim::SgdConfig;
 
@@ -38,6 +39,7 @@ pub struct Request {
     pub aug_cache: Option<usize>,
     pub cache_precision: Option<Precision>,
     pub precision: Option<FrozenPrecision>,
+    pub train_precision: Option<TrainPrecision>,
     pub keep: Option<Keep>,
     pub device: Device,
     pub threads: Option<usize>,
@@ -105,6 +107,10 @@ impl Request {
             .precision
             .or(s.map(|s| s.precision))
             .unwrap_or(d.precision);
+        cfg.train_precision = self
+            .train_precision
+            .or(s.map(|s| s.train_precision))
+            .unwrap_or(d.train_precision);
         cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(d.keep);
         cfg.device = self.device;
         cfg.threads = self.threads;

@@ -229,6 +229,7 @@ pub fn prepare(
         cache_precision: cfg.cache_precision,
         keep: cfg.keep,
         precision: cfg.precision,
+        train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
         int8_key: int8.as_ref().map(|q| q.info.key.clone()),
     };
     if cfg.resume {

@@ -119,6 +119,7 @@ fn settings() -> Settings {
         keep: Keep::Best,
         precision: finetune::config::FrozenPrecision::Int8,
         int8_key: Some("abc".into()),
+        train_precision: train::kernels::TrainPrecision::Bf16,
     }
 }
 

@@ -36,6 +36,7 @@ fn tiny_net(rng: &mut ChaCha8Rng, classes: usize) -> (Net, Nhwc) {
         input_tensor: "block4_pool".into(),
         output_tensor: "block5_pool".into(),
         layers,
+        precision: train::kernels::TrainPrecision::Fp32,
     };
     let hidden = 6;
     let k = if classes == 2 { 1 } else { classes };
@@ -190,6 +191,7 @@ fn conv_matches_a_direct_convolution() {
         input_tensor: "in".into(),
         output_tensor: "out".into(),
         layers: vec![Layer::Conv(layer)],
+        precision: train::kernels::TrainPrecision::Fp32,
     };
     let (y, od) = block.infer(&x, d).unwrap();
     assert_eq!(od, d.with_channels(cout));

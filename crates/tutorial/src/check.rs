@@ -52,6 +52,7 @@ pub fn finetune_config(cfg: &TutorialConfig, prep: &Prepared) -> FinetuneConfig 
     f.sgd.learning_rate = cfg.finetune_lr;
     f.aug_cache = cfg.aug_cache;
     f.precision = cfg.finetune_precision;
+    f.train_precision = cfg.train_precision;
     f.device = cfg.device;
     f.threads = cfg.threads;
     f.hub = cfg.hub.clone();

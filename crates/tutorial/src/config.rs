@@ -155,6 +155,9 @@ pub struct TutorialConfig {
     pub precision: Precision,
     /// Precision of the frozen part of fine-tuning (and of its `model.onnx`).
     pub finetune_precision: Precision,
+    /// Precision of the training products of stage 1 and of fine-tuning's block (`auto`: bf16
+    /// products with FP32 sums on CPUs with AVX512-BF16).
+    pub train_precision: train::kernels::TrainPrecision,
     /// Where ONNX Runtime runs (extraction, the frozen part of fine-tuning).
     pub device: Device,
     /// ONNX Runtime intra-op threads (default: all cores).
@@ -199,6 +202,7 @@ impl TutorialConfig {
             scratch_size: 150,
             precision: Precision::Fp32,
             finetune_precision: Precision::Int8,
+            train_precision: train::kernels::TrainPrecision::Auto,
             device: Device::Cpu,
             threads: None,
             scratch_epochs: scratch::RECIPE_EPOCHS,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use finetune::config::FrozenPrecision;
 use finetune::rows::Precision;
 use finetune::{finetune, FinetuneConfig, Report, Request};
+use train::kernels::TrainPrecision;
 use train::metrics::Keep;
 
 use crate::args::{Global, HubFlags, RuntimeFlags};
@@ -74,6 +75,11 @@ pub struct FinetuneArgs {
     /// model.onnx carries that int8 frozen part) [default: fp32, or the checkpoint's].
     #[arg(long)]
     pub precision: Option<FrozenPrecision>,
+    /// Precision of the trained block's products: auto (bf16 products with FP32 sums on CPUs with
+    /// AVX512-BF16, else fp32), fp32 or bf16; weights, gradients and sums stay FP32 [default: auto, or
+    /// the checkpoint's].
+    #[arg(long)]
+    pub train_precision: Option<TrainPrecision>,
     /// Weights to save: last (a fixed schedule) or best (lowest validation loss: picked on the split it is then scored on) [default: last].
     #[arg(long)]
     pub keep: Option<Keep>,
@@ -134,6 +140,7 @@ impl FinetuneArgs {
             aug_cache: self.aug_cache,
             cache_precision: self.cache_precision,
             precision: self.precision,
+            train_precision: self.train_precision,
             keep: self.keep,
             device: self.runtime.device,
             threads: self.runtime.threads,
@@ -168,11 +175,12 @@ pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
 
 fn print_summary(r: &Report, cfg: &FinetuneConfig) {
     println!(
-        "fine-tuned {} → {} + head on {} training images ({} validation), frozen part ({}) on {}",
+        "fine-tuned {} → {} + head on {} training images ({} validation), {} products, frozen part ({}) on {}",
         r.settings.split_at,
         r.settings.output_tensor,
         r.train_images,
         r.val_images,
+        r.settings.train_precision.name(),
         r.precision.name(),
         r.device
     );
@@ -331,6 +339,7 @@ mod tests {
             keep: first.keep,
             precision: FrozenPrecision::Int8,
             int8_key: Some("k".into()),
+            train_precision: TrainPrecision::Bf16,
         };
         let ck = Checkpoint {
             settings,

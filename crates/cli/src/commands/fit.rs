@@ -50,6 +50,10 @@ pub struct FitArgs {
     /// Input tensor of the block to fine-tune [default: the model manifest's, block4_pool for VGG16].
     #[arg(long, value_name = "TENSOR")]
     pub split_at: Option<String>,
+    /// Precision of training products (stage 1 and fine-tuning's block): auto (bf16 products with FP32
+    /// sums on CPUs with AVX512-BF16, else fp32), fp32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub train_precision: train::kernels::TrainPrecision,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// Replace outputs in RUN made from other inputs or settings.
@@ -73,6 +77,7 @@ impl FitArgs {
         cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
         cfg.split_at = self.split_at.clone();
         cfg.set_device(self.runtime.device, None);
+        cfg.train_precision = self.train_precision;
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;
         cfg.hub = self.hub.options();

@@ -78,6 +78,10 @@ pub struct TutorialArgs {
     /// --device cpu (3-4x faster, same accuracy), else fp32; fp32 with --keras2016].
     #[arg(long)]
     pub finetune_precision: Option<Precision>,
+    /// Precision of training products (stage 1 and fine-tuning's block): auto (bf16 products with FP32
+    /// sums on CPUs with AVX512-BF16, else fp32), fp32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub train_precision: train::kernels::TrainPrecision,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
     /// Replace outputs in RUN made from other inputs or settings (matching stages are still reused).
@@ -112,6 +116,7 @@ impl TutorialArgs {
         cfg.split_at = self.split_at.clone();
         cfg.precision = self.precision;
         cfg.set_device(self.runtime.device, self.finetune_precision);
+        cfg.train_precision = self.train_precision;
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;
         cfg.hub = self.hub.options();
