@@ -2,7 +2,7 @@
 //! S×S×512 maps (14 at 224 px, 9 at 150 px): this crate's im2col kernels with FP32 and with bf16
 //! products (and, with `--candle`, Candle's stock `conv2d` with autograd).
 //!
-//! `cargo run --release -p bottleneck-finetune --example bench_block [-- ITERS [S] [--candle]]`
+//! `[PRECISION=fp32|bf16] cargo run --release -p bottleneck-finetune --example bench_block [-- ITERS [S] [--candle]]`
 
 use std::time::Instant;
 
@@ -91,7 +91,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Forward, weight gradients, and input gradients of the two upper convs (what a step runs).
     let flop = 2.0 * (n * s * s * 9 * c * c) as f64 * 8.0;
-    for precision in [TrainPrecision::Fp32, TrainPrecision::Bf16] {
+    let precisions: Vec<TrainPrecision> = match std::env::var("PRECISION") {
+        Ok(p) => vec![p.parse()?],
+        Err(_) => vec![TrainPrecision::Fp32, TrainPrecision::Bf16],
+    };
+    for precision in precisions {
         let block = Block {
             input_tensor: "block4_pool".into(),
             output_tensor: "block5_pool".into(),

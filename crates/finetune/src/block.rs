@@ -1,10 +1,11 @@
 //! The trainable conv block (e.g. VGG16 block5: three 3×3 convs + ReLU, then a 2×2 max pool) with
 //! its forward pass, which keeps what the backward pass needs, and its hand-written backward pass.
-//! Weights are held as im2col matrices `[9·in, out]`; the products run on `train::kernels`.
+//! Weights are held as im2col matrices `[9·in, out]`; the products run on
+//! `train::kernels::convolve` in the block's precision.
 
 use crate::error::{Error, Result};
 use train::kernels::conv::{self, Nhwc};
-use train::kernels::{product_in, MatRef, Threads, TrainPrecision};
+use train::kernels::{convolve, Threads, TrainPrecision};
 
 /// One 3×3, stride 1, padding 1 convolution (optionally followed by ReLU).
 #[derive(Clone, Debug, PartialEq)]
@@ -84,7 +85,6 @@ pub struct Block {
 /// What one layer's forward pass leaves for the backward pass.
 enum Saved {
     Conv {
-        cols: Vec<f32>,
         out: Vec<f32>,
         input: Nhwc,
     },
@@ -105,6 +105,8 @@ impl Saved {
 
 /// A forward pass through the block, ready for [`Block::backward`].
 pub struct Trace {
+    /// The block input (the first conv's weight gradient reads it).
+    input: Vec<f32>,
     saved: Vec<Saved>,
     /// Output shape.
     pub dims: Nhwc,
@@ -190,20 +192,11 @@ impl Block {
             let input: &[f32] = saved.last().map(Saved::out).unwrap_or(x);
             let s = match l {
                 Layer::Conv(c) => {
-                    let mut cols = vec![0f32; dims.pixels() * 9 * c.cin];
-                    conv::im2col3x3(input, dims, 1, &mut cols);
-                    let mut out = product_in(
-                        self.precision,
-                        MatRef::new(&cols, dims.pixels(), 9 * c.cin),
-                        MatRef::new(&c.wm, 9 * c.cin, c.cout),
-                        Threads::All,
-                    );
+                    let mut out = vec![0f32; dims.pixels() * c.cout];
+                    let p = self.precision;
+                    convolve::forward(p, input, dims, 1, &c.wm, c.cout, &mut out, Threads::All);
                     conv::bias_relu(&mut out, &c.bias, c.relu);
-                    let s = Saved::Conv {
-                        cols,
-                        out,
-                        input: dims,
-                    };
+                    let s = Saved::Conv { out, input: dims };
                     dims = dims.with_channels(c.cout);
                     s
                 }
@@ -222,7 +215,11 @@ impl Block {
             };
             saved.push(s);
         }
-        Ok(Trace { saved, dims })
+        Ok(Trace {
+            input: x.to_vec(),
+            saved,
+            dims,
+        })
     }
 
     /// Forward pass returning only the output (NHWC) and its shape.
@@ -254,42 +251,35 @@ impl Block {
         }
         let mut grads = Vec::new();
         let mut g = grad_out;
-        let mut saved = trace.saved;
+        let Trace {
+            input: block_input,
+            mut saved,
+            ..
+        } = trace;
         let mut layer_index = self.layers.len();
+        let p = self.precision;
         while let Some(s) = saved.pop() {
             layer_index -= 1;
             let first = saved.is_empty();
+            let x: &[f32] = saved.last().map(Saved::out).unwrap_or(&block_input);
             match (s, &self.layers[layer_index]) {
                 (Saved::Pool { arg, input, .. }, Layer::MaxPool { .. }) => {
                     g = conv::maxpool2x2_backward(&g, &arg, input.len());
                 }
-                (Saved::Conv { cols, out, input }, Layer::Conv(c)) => {
+                (Saved::Conv { out, input }, Layer::Conv(c)) => {
                     if c.relu {
                         conv::relu_backward(&mut g, &out);
                     }
                     drop(out);
                     let bias = conv::column_sums(&g, c.cout);
-                    let (rows, k) = (input.pixels(), 9 * c.cin);
-                    let dpre = MatRef::new(&g, rows, c.cout);
-                    let wm = product_in(
-                        self.precision,
-                        MatRef::t(&cols, rows, k),
-                        dpre,
-                        Threads::All,
-                    );
-                    drop(cols);
+                    let mut wm = vec![0f32; c.wm.len()];
+                    convolve::weight_grad(p, x, input, 1, &g, c.cout, &mut wm, Threads::All);
                     grads.push(ConvGrad { wm, bias });
                     if first && !want_input_grad {
                         g = Vec::new();
                     } else {
-                        let dcols = product_in(
-                            self.precision,
-                            dpre,
-                            MatRef::t(&c.wm, k, c.cout),
-                            Threads::All,
-                        );
                         let mut dx = vec![0f32; input.len()];
-                        conv::col2im3x3(&dcols, input, 1, &mut dx);
+                        convolve::input_grad(p, &g, input, 1, &c.wm, c.cout, &mut dx, Threads::All);
                         g = dx;
                     }
                 }

@@ -119,8 +119,11 @@ pub fn block_parity(model: &[u8], net: &Net, probe: &Probe<'_>) -> Result<CheckR
 }
 
 /// Runs the exported model on the first `n` images and compares its probabilities with the
-/// Candle forward on their frozen outputs `rows`. Fails above [`EXPORT_TOLERANCE`].
+/// Candle forward on their frozen outputs `rows` (in FP32, as the exported graph computes,
+/// whatever precision training used). Fails above [`EXPORT_TOLERANCE`].
 pub fn export_parity(exported: &[u8], net: &Net, probe: &Probe<'_>) -> Result<CheckResult> {
+    let mut net = net.clone();
+    net.block.precision = train::kernels::TrainPrecision::Fp32;
     let Probe {
         set,
         rows,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use features::augment::AugmentParams;
 use features::preprocess::Resize;
 use serde::Serialize;
+use train::kernels::TrainPrecision;
 use train::metrics::Keep;
 use train::optim::OptimizerConfig;
 use train::schedule::LrSchedule;
@@ -58,6 +59,9 @@ pub struct ScratchConfig {
     /// Validate and save an exponential moving average of the weights with this momentum per
     /// step (Keras `use_ema=True, ema_momentum=m`); `None` (the tutorial): the raw weights.
     pub ema: Option<f64>,
+    /// Precision of the convolutions' products: `auto` (bf16 products with FP32 sums on CPUs with
+    /// AVX512-BF16, else FP32), `fp32` or `bf16`.
+    pub train_precision: TrainPrecision,
     /// Delete an existing `RUN/scratch` and start over.
     pub force: bool,
     /// Continue from `RUN/scratch/checkpoint.safetensors`.
@@ -87,6 +91,7 @@ impl ScratchConfig {
             dropout: 0.5,
             keep: Keep::Last,
             ema: None,
+            train_precision: TrainPrecision::Auto,
             force: false,
             resume: false,
         }
@@ -141,6 +146,7 @@ impl ScratchConfig {
         }
         self.optimizer.validate()?;
         self.augment.validate()?;
+        self.train_precision.resolve().map_err(Error::Invalid)?;
         Ok(())
     }
 }

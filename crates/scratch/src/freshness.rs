@@ -42,7 +42,7 @@ pub fn status(cfg: &ScratchConfig) -> Result<Status> {
         ));
     }
     d.extend(
-        differences(&t.settings, &Settings::of(cfg))
+        differences(&t.settings, &Settings::of(cfg)?)
             .into_iter()
             .map(|x| format!("scratch {x} (there vs asked)")),
     );

@@ -112,7 +112,8 @@ impl Learner for ScratchLearner<'_> {
             let mut drop_rng =
                 runfs::seed::mixed(cfg.seed, data::PURPOSE_DROPOUT, epoch as u64, b as u64);
             let params = &mut self.snapshot.params;
-            let trace = net::forward(arch, params, xb, Some(&mut drop_rng));
+            let precision = self.run.settings.train_precision;
+            let trace = net::forward(arch, params, xb, Some(&mut drop_rng), precision);
             let labels: Vec<u32> = batch.iter().map(|&i| set.labels[i]).collect();
             let out = net::loss(&trace.logits, &labels, arch.outputs);
             if !out.loss_sum.is_finite() {
@@ -123,7 +124,7 @@ impl Learner for ScratchLearner<'_> {
             }
             loss_sum += out.loss_sum;
             correct += out.correct;
-            let grads = net::backward(arch, params, xb, &trace, &out.dlogits);
+            let grads = net::backward(arch, params, xb, &trace, &out.dlogits, precision);
             let mut w: Vec<&mut [f32]> = params
                 .tensors
                 .iter_mut()
@@ -150,6 +151,7 @@ impl Learner for ScratchLearner<'_> {
             self.snapshot.validated(),
             self.run.val,
             self.run.cfg.eval_batch_size,
+            self.run.settings.train_precision,
         )?;
         Ok(Validation {
             loss: ev.loss,

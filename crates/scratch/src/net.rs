@@ -10,29 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use train::kernels::conv::{self as kernels, Nhwc};
-use train::kernels::{matmul, MatRef};
+use train::kernels::{convolve, matmul, MatRef, Threads, TrainPrecision};
 
 thread_local! {
-    /// Per-thread im2col / column-gradient buffer, reused across images (fresh multi-megabyte
-    /// allocations would cost a page fault per 4 KiB on every image).
-    static COLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// Per-thread conv output / output-gradient buffer.
+    /// Per-thread conv output / output-gradient buffer, reused across images (fresh
+    /// multi-megabyte allocations would cost a page fault per 4 KiB on every image).
     static MAP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's two scratch buffers resized to `cols` and `map` values (their
-/// contents are stale: callers overwrite them).
-fn with_scratch<R>(cols: usize, map: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    COLS.with_borrow_mut(|c| {
-        MAP.with_borrow_mut(|m| {
-            if c.len() < cols {
-                c.resize(cols, 0.0);
-            }
-            if m.len() < map {
-                m.resize(map, 0.0);
-            }
-            f(&mut c[..cols], &mut m[..map])
-        })
+/// Runs `f` with this thread's map buffer resized to `len` values (its contents are stale:
+/// callers overwrite them).
+fn with_map<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    MAP.with_borrow_mut(|m| {
+        if m.len() < len {
+            m.resize(len, 0.0);
+        }
+        f(&mut m[..len])
     })
 }
 
@@ -256,7 +249,7 @@ pub struct Trace {
     pub logits: Vec<f32>,
 }
 
-fn conv_image(arch: &Arch, p: &Params, x: &[f32]) -> ImageTrace {
+fn conv_image(arch: &Arch, p: &Params, x: &[f32], precision: TrainPrecision) -> ImageTrace {
     let (inputs, _) = arch.maps();
     let mut pooled: Vec<Vec<f32>> = Vec::with_capacity(inputs.len());
     let mut args = Vec::with_capacity(inputs.len());
@@ -264,18 +257,11 @@ fn conv_image(arch: &Arch, p: &Params, x: &[f32]) -> ImageTrace {
         let input: &[f32] = if l == 0 { x } else { &pooled[l - 1] };
         let (w, b) = p.conv(l);
         let o = d.conv3x3(arch.filters[l], 0);
-        let rows = o.h * o.w;
         let po = o.pooled();
         let mut out = vec![0f32; po.len()];
         let mut arg = vec![0u32; po.len()];
-        with_scratch(rows * 9 * d.c, o.len(), |cols, z| {
-            kernels::im2col3x3(input, d, 0, cols);
-            matmul(
-                MatRef::new(cols, rows, 9 * d.c),
-                MatRef::new(w, 9 * d.c, o.c),
-                z,
-                false,
-            );
+        with_map(o.len(), |z| {
+            convolve::forward(precision, input, d, 0, w, o.c, z, Threads::One);
             kernels::bias_relu(z, b, true);
             kernels::maxpool2x2(z, o, &mut out, &mut arg);
         });
@@ -285,19 +271,21 @@ fn conv_image(arch: &Arch, p: &Params, x: &[f32]) -> ImageTrace {
     ImageTrace { pooled, args }
 }
 
-/// Runs `n` images (`x`: `[n, size, size, 3]`, already scaled) through the network. With
-/// `dropout_rng`, dropout is active (training) and its mask is drawn from that RNG.
+/// Runs `n` images (`x`: `[n, size, size, 3]`, already scaled) through the network, the
+/// convolutions' products in `precision`. With `dropout_rng`, dropout is active (training) and its
+/// mask is drawn from that RNG.
 pub fn forward<R: Rng + ?Sized>(
     arch: &Arch,
     p: &Params,
     x: &[f32],
     dropout_rng: Option<&mut R>,
+    precision: TrainPrecision,
 ) -> Trace {
     let per = arch.input_len();
     let n = x.len() / per;
     let images: Vec<ImageTrace> = x
         .par_chunks_exact(per)
-        .map(|img| conv_image(arch, p, img))
+        .map(|img| conv_image(arch, p, img, precision))
         .collect();
     let f = arch.flat_len();
     let mut flat = Vec::with_capacity(n * f);
@@ -357,6 +345,7 @@ fn conv_image_backward(
     x: &[f32],
     t: &ImageTrace,
     dflat: &[f32],
+    precision: TrainPrecision,
 ) -> Vec<Vec<f32>> {
     let (inputs, _) = arch.maps();
     let blocks = inputs.len();
@@ -365,36 +354,21 @@ fn conv_image_backward(
     for l in (0..blocks).rev() {
         let d = inputs[l];
         let o = d.conv3x3(arch.filters[l], 0);
-        let rows = o.h * o.w;
-        let k = 9 * d.c;
         let input: &[f32] = if l == 0 { x } else { &t.pooled[l - 1] };
-        let mut dw = vec![0f32; k * o.c];
+        let mut dw = vec![0f32; 9 * d.c * o.c];
         let mut db = vec![0f32; o.c];
         let mut dx = if l > 0 {
             vec![0f32; d.len()]
         } else {
             Vec::new()
         };
-        with_scratch(rows * k, o.len(), |cols, dz| {
+        with_map(o.len(), |dz| {
             kernels::maxpool_relu_backward(&g, &t.pooled[l], &t.args[l], dz);
-            kernels::im2col3x3(input, d, 0, cols);
-            matmul(
-                MatRef::t(cols, rows, k),
-                MatRef::new(dz, rows, o.c),
-                &mut dw,
-                false,
-            );
+            convolve::weight_grad(precision, input, d, 0, dz, o.c, &mut dw, Threads::One);
             kernels::add_column_sums(dz, &mut db);
             if l > 0 {
                 let (w, _) = p.conv(l);
-                // Reuse the im2col buffer for the column gradients.
-                matmul(
-                    MatRef::new(dz, rows, o.c),
-                    MatRef::t(w, k, o.c),
-                    cols,
-                    false,
-                );
-                kernels::col2im3x3(cols, d, 0, &mut dx);
+                convolve::input_grad(precision, dz, d, 0, w, o.c, &mut dx, Threads::One);
             }
         });
         grads[2 * l] = dw;
@@ -407,9 +381,17 @@ fn conv_image_backward(
 }
 
 /// Gradients of every parameter given the forward `trace` of `x` and the gradient of the loss
-/// with respect to the logits (`[n, outputs]`). Per-image conv gradients are summed in image
-/// order, so the result is the same for any thread count.
-pub fn backward(arch: &Arch, p: &Params, x: &[f32], trace: &Trace, dlogits: &[f32]) -> Params {
+/// with respect to the logits (`[n, outputs]`), the convolutions' products in `precision`.
+/// Per-image conv gradients are summed in image order, so the result is the same for any thread
+/// count.
+pub fn backward(
+    arch: &Arch,
+    p: &Params,
+    x: &[f32],
+    trace: &Trace,
+    dlogits: &[f32],
+    precision: TrainPrecision,
+) -> Params {
     let n = trace.images.len();
     let f = arch.flat_len();
     let hd = arch.hidden;
@@ -462,6 +444,7 @@ pub fn backward(arch: &Arch, p: &Params, x: &[f32], trace: &Trace, dlogits: &[f3
                 &x[i * per..(i + 1) * per],
                 &trace.images[i],
                 &dflat[i * f..(i + 1) * f],
+                precision,
             )
         })
         .collect();
@@ -479,7 +462,7 @@ pub fn backward(arch: &Arch, p: &Params, x: &[f32], trace: &Trace, dlogits: &[f3
 /// [`crate::data::write_batch`]): `[n, classes]`, rows summing to 1 (for the sigmoid network,
 /// `[1 − p, p]` with `p` the probability of class 1).
 pub fn predict_proba(arch: &Arch, p: &Params, x: &[f32]) -> Vec<f32> {
-    let t = forward::<rand_chacha::ChaCha8Rng>(arch, p, x, None);
+    let t = forward::<rand_chacha::ChaCha8Rng>(arch, p, x, None, TrainPrecision::Fp32);
     let mut out = Vec::new();
     for z in t.logits.chunks_exact(arch.outputs) {
         if arch.outputs == 1 {

@@ -9,6 +9,7 @@ use features::dataset::{self, Dataset};
 use features::preprocess::Resize;
 use serde::{Deserialize, Serialize};
 use train::driver::{self, Plan};
+use train::kernels::TrainPrecision;
 use train::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
 use train::optim::{Optimizer, OptimizerConfig};
 use train::plot::write_curves;
@@ -46,12 +47,16 @@ pub struct Settings {
     /// earlier versions: none).
     #[serde(default)]
     pub ema: Option<f64>,
+    /// Precision the convolutions' products ran in (resolved: `fp32` or `bf16`; absent in
+    /// checkpoints of earlier versions: fp32).
+    #[serde(default = "fp32")]
+    pub train_precision: TrainPrecision,
 }
 
 impl Settings {
-    /// The settings `cfg` trains with.
-    pub fn of(cfg: &ScratchConfig) -> Self {
-        Settings {
+    /// The settings `cfg` trains with (`auto` precision resolved for this CPU).
+    pub fn of(cfg: &ScratchConfig) -> Result<Self> {
+        Ok(Settings {
             train_split: cfg.train_split.clone(),
             val_split: cfg.val_split.clone(),
             batch_size: cfg.batch_size,
@@ -62,12 +67,17 @@ impl Settings {
             seed: cfg.seed,
             keep: cfg.keep,
             ema: cfg.ema,
-        }
+            train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
+        })
     }
 }
 
 fn nearest() -> Resize {
     Resize::Nearest
+}
+
+fn fp32() -> TrainPrecision {
+    TrainPrecision::Fp32
 }
 
 /// The outcome of [`train`].
@@ -105,7 +115,13 @@ pub struct Eval {
 }
 
 /// Runs `set` (not augmented) through the network in batches of `batch` images.
-pub fn evaluate(arch: &Arch, params: &Params, set: &ImageSet, batch: usize) -> Result<Eval> {
+pub fn evaluate(
+    arch: &Arch,
+    params: &Params,
+    set: &ImageSet,
+    batch: usize,
+    precision: TrainPrecision,
+) -> Result<Eval> {
     let mut loss_sum = 0.0;
     let mut correct = 0;
     let mut predictions = Vec::with_capacity(set.len());
@@ -114,7 +130,7 @@ pub fn evaluate(arch: &Arch, params: &Params, set: &ImageSet, batch: usize) -> R
     for chunk in idx.chunks(batch.max(1)) {
         x.resize(chunk.len() * set.image_len(), 0.0);
         data::write_batch(set, chunk, None, &mut x)?;
-        let trace = net::forward::<rand_chacha::ChaCha8Rng>(arch, params, &x, None);
+        let trace = net::forward::<rand_chacha::ChaCha8Rng>(arch, params, &x, None, precision);
         let labels: Vec<u32> = chunk.iter().map(|&i| set.labels[i]).collect();
         let out = net::loss(&trace.logits, &labels, arch.outputs);
         loss_sum += out.loss_sum;
@@ -210,7 +226,8 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     if !cfg.resume && !cfg.force && paths.dir.is_dir() {
         paths.prepare(false, false)?;
     }
-    let (cfg, settings) = effective_config(cfg, resumed.as_ref().map(|(_, m, t)| (m, t)), on_event);
+    let (cfg, settings) =
+        effective_config(cfg, resumed.as_ref().map(|(_, m, t)| (m, t)), on_event)?;
     let cfg = &cfg;
 
     let t_load = Instant::now();
@@ -311,11 +328,11 @@ fn effective_config(
     cfg: &ScratchConfig,
     resumed: Option<(&ModelMeta, &Training)>,
     on_event: &mut dyn FnMut(Event),
-) -> (ScratchConfig, Settings) {
-    let mut settings = Settings::of(cfg);
+) -> Result<(ScratchConfig, Settings)> {
+    let mut settings = Settings::of(cfg)?;
     let mut cfg = cfg.clone();
     let Some((m, t)) = resumed else {
-        return (cfg, settings);
+        return Ok((cfg, settings));
     };
     if t.settings != settings {
         on_event(Event::Info(
@@ -333,11 +350,16 @@ fn effective_config(
     cfg.seed = settings.seed;
     cfg.keep = settings.keep;
     cfg.ema = settings.ema;
+    // A checkpoint trained with bf16 products resumes only where they run (same numbers).
+    cfg.train_precision = settings
+        .train_precision
+        .resolve()
+        .map_err(|e| Error::Invalid(format!("the checkpoint was trained with {e}")))?;
     cfg.size = m.image_size as u32;
     cfg.filters = m.arch.filters.clone();
     cfg.hidden = m.arch.hidden;
     cfg.dropout = m.arch.dropout;
-    (cfg, settings)
+    Ok((cfg, settings))
 }
 
 /// Fresh weights, or the checkpoint's weights, optimizer state, weight average, history and best
@@ -457,7 +479,13 @@ fn write_outputs(
     };
     let training = run.training(&fitted.history, metrics.kept_epoch, None);
     model::save(&paths.model, kept, &meta(run.arch, run.classes, &training)?)?;
-    let ev = evaluate(run.arch, kept, run.val, cfg.eval_batch_size)?;
+    let ev = evaluate(
+        run.arch,
+        kept,
+        run.val,
+        cfg.eval_batch_size,
+        run.settings.train_precision,
+    )?;
     let confusion = ConfusionMatrix::new(run.classes, &run.val.labels, &ev.predictions)?;
     write_json(&paths.metrics, &metrics)?;
     write_json(&paths.confusion, &confusion)?;

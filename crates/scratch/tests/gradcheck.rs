@@ -4,10 +4,11 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use scratch::net::{self, Arch, Params};
+use train::kernels::TrainPrecision;
 
 fn mean_loss(arch: &Arch, p: &Params, x: &[f32], labels: &[u32]) -> f64 {
     let mut drop = ChaCha8Rng::seed_from_u64(99);
-    let t = net::forward(arch, p, x, Some(&mut drop));
+    let t = net::forward(arch, p, x, Some(&mut drop), TrainPrecision::Fp32);
     net::loss(&t.logits, labels, arch.outputs).loss_sum / labels.len() as f64
 }
 
@@ -33,9 +34,9 @@ fn check(outputs: usize, labels: &[u32]) {
         .map(|_| rng.random_range(0.0..1.0))
         .collect();
     let mut drop = ChaCha8Rng::seed_from_u64(99);
-    let trace = net::forward(&arch, &p, &x, Some(&mut drop));
+    let trace = net::forward(&arch, &p, &x, Some(&mut drop), TrainPrecision::Fp32);
     let out = net::loss(&trace.logits, labels, outputs);
-    let grads = net::backward(&arch, &p, &x, &trace, &out.dlogits);
+    let grads = net::backward(&arch, &p, &x, &trace, &out.dlogits, TrainPrecision::Fp32);
     let names = arch.param_shapes();
     // Small enough that a perturbation rarely crosses a ReLU kink or switches a pooling maximum.
     let eps = 5e-4f32;
@@ -103,9 +104,9 @@ fn gradients_do_not_depend_on_the_thread_count() {
             .unwrap();
         pool.install(|| {
             let mut drop = ChaCha8Rng::seed_from_u64(5);
-            let t = net::forward(&arch, &p, &x, Some(&mut drop));
+            let t = net::forward(&arch, &p, &x, Some(&mut drop), TrainPrecision::Fp32);
             let out = net::loss(&t.logits, &[0, 1, 1, 0], 1);
-            net::backward(&arch, &p, &x, &t, &out.dlogits)
+            net::backward(&arch, &p, &x, &t, &out.dlogits, TrainPrecision::Fp32)
         })
     };
     assert_eq!(run(1), run(3));

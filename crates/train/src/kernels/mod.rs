@@ -7,6 +7,7 @@
 
 pub mod bf16;
 pub mod conv;
+pub mod convolve;
 pub mod matmul;
 pub mod precision;
 pub mod tile;
