@@ -89,7 +89,7 @@ enum Saved {
         input: Nhwc,
     },
     Pool {
-        arg: Vec<u32>,
+        arg: Vec<u8>,
         out: Vec<f32>,
         input: Nhwc,
     },
@@ -202,7 +202,7 @@ impl Block {
                 }
                 Layer::MaxPool { .. } => {
                     let pooled = dims.pooled().len();
-                    let (mut out, mut arg) = (vec![0f32; pooled], vec![0u32; pooled]);
+                    let (mut out, mut arg) = (vec![0f32; pooled], vec![0u8; pooled]);
                     conv::maxpool2x2(input, dims, &mut out, &mut arg);
                     let s = Saved::Pool {
                         arg,
@@ -263,8 +263,10 @@ impl Block {
             let first = saved.is_empty();
             let x: &[f32] = saved.last().map(Saved::out).unwrap_or(&block_input);
             match (s, &self.layers[layer_index]) {
-                (Saved::Pool { arg, input, .. }, Layer::MaxPool { .. }) => {
-                    g = conv::maxpool2x2_backward(&g, &arg, input.len());
+                (Saved::Pool { arg, input, out }, Layer::MaxPool { .. }) => {
+                    let mut dx = vec![0f32; input.len()];
+                    conv::maxpool2x2_backward(&g, &out, &arg, input, false, &mut dx);
+                    g = dx;
                 }
                 (Saved::Conv { out, input }, Layer::Conv(c)) => {
                     if c.relu {

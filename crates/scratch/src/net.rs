@@ -230,10 +230,10 @@ impl Params {
 }
 
 /// What the forward pass of one image keeps for the backward pass: each block's pooled output
-/// and the argmax of every pooled value.
+/// and where in its window every pooled value came from.
 pub struct ImageTrace {
     pooled: Vec<Vec<f32>>,
-    args: Vec<Vec<u32>>,
+    args: Vec<Vec<u8>>,
 }
 
 /// The forward pass of one batch.
@@ -259,7 +259,7 @@ fn conv_image(arch: &Arch, p: &Params, x: &[f32], precision: TrainPrecision) -> 
         let o = d.conv3x3(arch.filters[l], 0);
         let po = o.pooled();
         let mut out = vec![0f32; po.len()];
-        let mut arg = vec![0u32; po.len()];
+        let mut arg = vec![0u8; po.len()];
         with_map(o.len(), |z| {
             convolve::forward(precision, input, d, 0, w, o.c, z, Threads::One);
             kernels::bias_relu(z, b, true);
@@ -363,7 +363,7 @@ fn conv_image_backward(
             Vec::new()
         };
         with_map(o.len(), |dz| {
-            kernels::maxpool_relu_backward(&g, &t.pooled[l], &t.args[l], dz);
+            kernels::maxpool2x2_backward(&g, &t.pooled[l], &t.args[l], o, true, dz);
             convolve::weight_grad(precision, input, d, 0, dz, o.c, &mut dw, Threads::One);
             kernels::add_column_sums(dz, &mut db);
             if l > 0 {

@@ -74,7 +74,14 @@ fn learns_synthetic_data_and_writes_every_file() {
     assert_eq!(meta.classes, vec!["bright", "dark"]);
     assert_eq!((meta.image_size, meta.preprocess.as_str()), (32, "unit"));
     let val = validation_set(&data);
-    let ev = scratch::evaluate(&meta.arch, &params, &val, 7, report.settings.train_precision).unwrap();
+    let ev = scratch::evaluate(
+        &meta.arch,
+        &params,
+        &val,
+        7,
+        report.settings.train_precision,
+    )
+    .unwrap();
     assert!((ev.accuracy - m.kept_val_accuracy).abs() < 1e-12);
     assert!((ev.loss - m.kept_val_loss).abs() < 1e-6);
     // Probabilities agree with the predictions and sum to one.
@@ -288,7 +295,14 @@ fn a_weight_average_is_validated_saved_and_resumed_exactly() {
     let (avg_params, meta) = model::load(&avg.paths.model).unwrap();
     assert_ne!(raw_params, avg_params);
     let val = validation_set(&data);
-    let ev = scratch::evaluate(&meta.arch, &avg_params, &val, 5, avg.settings.train_precision).unwrap();
+    let ev = scratch::evaluate(
+        &meta.arch,
+        &avg_params,
+        &val,
+        5,
+        avg.settings.train_precision,
+    )
+    .unwrap();
     assert!((ev.loss - avg.metrics.epochs[2].val_loss).abs() < 1e-6);
     // The checkpoint carries the average: a resumed run equals the uninterrupted one, and the
     // resumed run keeps the checkpoint's momentum without being told.

@@ -264,6 +264,7 @@ impl TutorialConfig {
         };
         s.size = self.scratch_size;
         s.epochs = self.scratch_epochs;
+        s.train_precision = self.train_precision;
         s
     }
 

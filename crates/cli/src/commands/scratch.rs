@@ -2,6 +2,7 @@
 //! convnet from scratch), shows a progress bar per epoch and prints the summary.
 
 use std::path::PathBuf;
+use train::kernels::TrainPrecision;
 
 use features::preprocess::Resize;
 use scratch::{ScratchConfig, ScratchReport};
@@ -67,6 +68,10 @@ pub struct ScratchArgs {
     /// (Keras `use_ema`/`ema_momentum`; e.g. 0.999) [default: off, the raw weights].
     #[arg(long, value_name = "MOMENTUM")]
     pub ema: Option<f64>,
+    /// Precision of the convolutions' products: auto (bf16 products with FP32 sums on CPUs with
+    /// AVX512-BF16, else fp32), fp32 or bf16; weights, gradients and sums stay FP32.
+    #[arg(long, default_value = "auto")]
+    pub train_precision: TrainPrecision,
     /// Split to train on.
     #[arg(long, default_value = "train")]
     pub train_split: String,
@@ -105,6 +110,7 @@ impl ScratchArgs {
         cfg.resize = self.resize;
         cfg.keep = self.keep;
         cfg.ema = self.ema;
+        cfg.train_precision = self.train_precision;
         cfg.train_split = self.train_split.clone();
         cfg.val_split = self.val_split.clone();
         cfg.force = self.force;

@@ -1,8 +1,8 @@
 //! Convolution-network kernels on NHWC `f32` buffers, shared by stage 1 (valid convolutions, one
 //! image at a time) and fine-tuning (same-padded convolutions over a batch): the 3×3 stride-1
 //! convolution as im2col + one matrix product with a padding parameter (and the adjoint col2im),
-//! bias + ReLU, 2×2 stride-2 max pooling with its argmax and gradients, column sums, and the
-//! layout changes between ONNX weights/maps and the im2col forms.
+//! bias + ReLU, 2×2 stride-2 max pooling with where each maximum came from and its gradient,
+//! column sums, and the layout changes between ONNX weights/maps and the im2col forms.
 
 /// Shape of an NHWC batch (one image: `n = 1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,9 +198,10 @@ pub fn add_column_sums(m: &[f32], acc: &mut [f32]) {
 }
 
 /// 2×2 stride-2 max pooling of `x` (shape `d`; rows and columns beyond an even size are dropped).
-/// Writes the pooled values to `out` and, for each, the index in `x` it came from (the first
-/// maximum in window order (0,0), (0,1), (1,0), (1,1)) to `arg`.
-pub fn maxpool2x2(x: &[f32], d: Nhwc, out: &mut [f32], arg: &mut [u32]) {
+/// Writes the pooled values to `out` and, for each, where in its window it came from to `arg`
+/// (0 to 3 for (0,0), (0,1), (1,0), (1,1): the first maximum in that order; a NaN first value
+/// stays). Channels are innermost, so the comparisons run as vectors.
+pub fn maxpool2x2(x: &[f32], d: Nhwc, out: &mut [f32], arg: &mut [u8]) {
     let o = d.pooled();
     let c = d.c;
     debug_assert_eq!(out.len(), o.len());
@@ -210,47 +211,75 @@ pub fn maxpool2x2(x: &[f32], d: Nhwc, out: &mut [f32], arg: &mut [u32]) {
             for ox in 0..o.w {
                 let dst = ((b * o.h + oy) * o.w + ox) * c;
                 let i00 = ((b * d.h + 2 * oy) * d.w + 2 * ox) * c;
-                let (i01, i10) = (i00 + c, i00 + d.w * c);
-                let i11 = i10 + c;
-                let (p, q) = (&x[i00..i00 + c], &x[i01..i01 + c]);
-                let (r, s) = (&x[i10..i10 + c], &x[i11..i11 + c]);
+                let i10 = i00 + d.w * c;
+                let (p, q) = (&x[i00..i00 + c], &x[i00 + c..i00 + 2 * c]);
+                let (r, s) = (&x[i10..i10 + c], &x[i10 + c..i10 + 2 * c]);
                 let (out, arg) = (&mut out[dst..dst + c], &mut arg[dst..dst + c]);
                 for ch in 0..c {
-                    let (mut m, mut k) = (p[ch], i00);
+                    let (mut m, mut k) = (p[ch], 0u8);
                     if q[ch] > m {
-                        (m, k) = (q[ch], i01);
+                        (m, k) = (q[ch], 1);
                     }
                     if r[ch] > m {
-                        (m, k) = (r[ch], i10);
+                        (m, k) = (r[ch], 2);
                     }
                     if s[ch] > m {
-                        (m, k) = (s[ch], i11);
+                        (m, k) = (s[ch], 3);
                     }
                     out[ch] = m;
-                    arg[ch] = (k + ch) as u32;
+                    arg[ch] = k;
                 }
             }
         }
     }
 }
 
-/// Gradient of [`maxpool2x2`]: each output gradient goes to the input its maximum came from.
-pub fn maxpool2x2_backward(grad: &[f32], arg: &[u32], input_len: usize) -> Vec<f32> {
-    let mut dx = vec![0f32; input_len];
-    for (&g, &a) in grad.iter().zip(arg) {
-        dx[a as usize] += g;
+/// Gradient of [`maxpool2x2`] (with `relu`: of ReLU followed by it): each pooled gradient goes to
+/// the input its maximum came from — unless, with `relu`, that maximum (the pooled value) was not
+/// positive. `dx` (input-sized, shape `d`) is overwritten.
+pub fn maxpool2x2_backward(
+    grad: &[f32],
+    pooled: &[f32],
+    arg: &[u8],
+    d: Nhwc,
+    relu: bool,
+    dx: &mut [f32],
+) {
+    let o = d.pooled();
+    let c = d.c;
+    debug_assert_eq!(dx.len(), d.len());
+    if d.h % 2 == 1 || d.w % 2 == 1 {
+        // Rows and columns the windows do not cover get no gradient.
+        dx.fill(0.0);
     }
-    dx
-}
-
-/// Gradient of ReLU followed by [`maxpool2x2`], in one step: each pooled gradient goes to the
-/// input its maximum came from, unless that (post-ReLU) maximum was not positive. `dx` (the
-/// gradient of the pre-activation, input-sized) is overwritten.
-pub fn maxpool_relu_backward(grad: &[f32], pooled: &[f32], arg: &[u32], dx: &mut [f32]) {
-    dx.fill(0.0);
-    for ((&g, &p), &a) in grad.iter().zip(pooled).zip(arg) {
-        if p > 0.0 {
-            dx[a as usize] += g;
+    for b in 0..o.n {
+        for oy in 0..o.h {
+            for ox in 0..o.w {
+                let src = ((b * o.h + oy) * o.w + ox) * c;
+                let i00 = ((b * d.h + 2 * oy) * d.w + 2 * ox) * c;
+                let i10 = i00 + d.w * c;
+                let (g, v, a) = (
+                    &grad[src..src + c],
+                    &pooled[src..src + c],
+                    &arg[src..src + c],
+                );
+                let (top, bottom) = dx.split_at_mut(i10);
+                let (p, q) = top[i00..i00 + 2 * c].split_at_mut(c);
+                let (r, s) = bottom[..2 * c].split_at_mut(c);
+                let pass = |g: f32, v: f32| if relu && v <= 0.0 { 0.0 } else { g };
+                let window = p
+                    .iter_mut()
+                    .zip(q.iter_mut())
+                    .zip(r.iter_mut())
+                    .zip(s.iter_mut());
+                for ((((p, q), r), s), ((&g, &v), &k)) in window.zip(g.iter().zip(v).zip(a)) {
+                    let gv = pass(g, v);
+                    *p = if k == 0 { gv } else { 0.0 };
+                    *q = if k == 1 { gv } else { 0.0 };
+                    *r = if k == 2 { gv } else { 0.0 };
+                    *s = if k == 3 { gv } else { 0.0 };
+                }
+            }
         }
     }
 }
@@ -350,15 +379,21 @@ mod tests {
             9., 9., 9., 9., 9.,
         ];
         let mut out = vec![0f32; 2];
-        let mut arg = vec![0u32; 2];
+        let mut arg = vec![0u8; 2];
         maxpool2x2(&x, d, &mut out, &mut arg);
-        assert_eq!((out.clone(), arg.clone()), (vec![5., 8.], vec![1, 7]));
+        // Windows: (1, 5 / 3, 4) → 5 at (0, 1); (2, 0 / 8, 1) → 8 at (1, 0).
+        assert_eq!((out.clone(), arg.clone()), (vec![5., 8.], vec![1, 2]));
         let mut dx = vec![1f32; x.len()];
-        maxpool_relu_backward(&[2.0, 3.0], &out, &arg, &mut dx);
+        maxpool2x2_backward(&[2.0, 3.0], &out, &arg, d, true, &mut dx);
         let mut want = vec![0f32; x.len()];
         want[1] = 2.0;
         want[7] = 3.0;
         assert_eq!(dx, want);
-        assert_eq!(maxpool2x2_backward(&[2.0, 3.0], &arg, x.len()), want);
+        // With ReLU a non-positive maximum passes no gradient; without, it does.
+        let neg = [-1.0, -2.0];
+        maxpool2x2_backward(&[2.0, 3.0], &neg, &arg, d, true, &mut dx);
+        assert!(dx.iter().all(|&v| v == 0.0));
+        maxpool2x2_backward(&[2.0, 3.0], &neg, &arg, d, false, &mut dx);
+        assert_eq!(dx, want);
     }
 }

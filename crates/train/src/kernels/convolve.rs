@@ -1,11 +1,10 @@
 //! The three products of a 3×3 stride-1 convolution layer on NHWC maps, in a chosen precision:
 //! the forward pass, the weight gradient and the input gradient. FP32 materialises the im2col
 //! matrix (in a per-thread buffer) and runs the `gemm` crate, the input gradient as column
-//! gradients added back by col2im; bf16 reads the im2col matrix in place and computes the input
-//! gradient as the convolution of the output gradient with the flipped weights (no column
-//! buffer, no scatter). Weights are the im2col matrix `[9·cin, cout]` in both.
+//! gradients added back by col2im; bf16 runs the direct convolutions of [`super::bf16`]. Weights
+//! are the im2col matrix `[9·cin, cout]` in both.
 
-use super::bf16::{self, ConvView, Flipped, Lhs, Rhs};
+use super::bf16;
 use super::conv::{self, Nhwc};
 use super::matmul::{matmul_on, MatRef, Threads};
 use super::precision::TrainPrecision;
@@ -42,13 +41,12 @@ pub fn forward(
     out: &mut [f32],
     threads: Threads,
 ) {
-    let cv = ConvView { x, d, pad };
-    let (rows, k) = (cv.pixels(), cv.depth());
-    let wm = MatRef::new(w, k, cout);
     if bf16(precision) {
-        bf16::product(Lhs::Conv(cv), Rhs::Mat(view(wm)), out, false, threads);
+        bf16::forward(x, d, pad, w, cout, out, threads);
         return;
     }
+    let (rows, k) = (d.conv3x3(cout, pad).pixels(), 9 * d.c);
+    let wm = MatRef::new(w, k, cout);
     with_cols(rows * k, |cols| {
         conv::im2col3x3(x, d, pad, cols);
         matmul_on(MatRef::new(cols, rows, k), wm, out, false, threads);
@@ -67,13 +65,12 @@ pub fn weight_grad(
     dw: &mut [f32],
     threads: Threads,
 ) {
-    let cv = ConvView { x, d, pad };
-    let (rows, k) = (cv.pixels(), cv.depth());
-    let dzm = MatRef::new(dz, rows, cout);
     if bf16(precision) {
-        bf16::product(Lhs::ConvT(cv), Rhs::Mat(view(dzm)), dw, false, threads);
+        bf16::weight_grad(x, d, pad, dz, cout, dw, threads);
         return;
     }
+    let (rows, k) = (d.conv3x3(cout, pad).pixels(), 9 * d.c);
+    let dzm = MatRef::new(dz, rows, cout);
     with_cols(rows * k, |cols| {
         conv::im2col3x3(x, d, pad, cols);
         matmul_on(MatRef::t(cols, rows, k), dzm, dw, false, threads);
@@ -93,24 +90,12 @@ pub fn input_grad(
     dx: &mut [f32],
     threads: Threads,
 ) {
-    let od = d.conv3x3(cout, pad);
-    let k = 9 * d.c;
     if bf16(precision) {
-        // The adjoint of a convolution with padding p is the convolution of the output gradient,
-        // padded by 2 − p, with the taps flipped and the channels swapped.
-        let g = ConvView {
-            x: dz,
-            d: od,
-            pad: 2 - pad,
-        };
-        let f = Flipped {
-            w,
-            cin: d.c,
-            cout,
-        };
-        bf16::product(Lhs::Conv(g), Rhs::Flipped(f), dx, false, threads);
+        bf16::input_grad(dz, d, pad, w, cout, dx, threads);
         return;
     }
+    let od = d.conv3x3(cout, pad);
+    let k = 9 * d.c;
     with_cols(od.pixels() * k, |dcols| {
         matmul_on(
             MatRef::new(dz, od.pixels(), cout),
@@ -122,10 +107,6 @@ pub fn input_grad(
         dx.fill(0.0);
         conv::col2im3x3(dcols, d, pad, dx);
     });
-}
-
-fn view(m: MatRef<'_>) -> bf16::operand::View<'_> {
-    bf16::operand::View::of(m)
 }
 
 #[cfg(test)]
@@ -147,7 +128,15 @@ mod tests {
         dx: Vec<f32>,
     }
 
-    fn layer(p: TrainPrecision, x: &[f32], d: Nhwc, pad: usize, w: &[f32], dz: &[f32], cout: usize) -> Grads {
+    fn layer(
+        p: TrainPrecision,
+        x: &[f32],
+        d: Nhwc,
+        pad: usize,
+        w: &[f32],
+        dz: &[f32],
+        cout: usize,
+    ) -> Grads {
         let mut y = vec![7f32; d.conv3x3(cout, pad).len()];
         forward(p, x, d, pad, w, cout, &mut y, Threads::All);
         let mut dw = vec![7f32; w.len()];
@@ -164,7 +153,11 @@ mod tests {
             return;
         }
         // Same and valid padding, channel counts that do and do not split into pairs evenly.
-        for &(n, h, w, c, cout, pad) in &[(2, 6, 7, 16, 24, 1), (1, 9, 8, 3, 32, 0), (2, 5, 5, 5, 7, 0)] {
+        for &(n, h, w, c, cout, pad) in &[
+            (2, 6, 7, 16, 24, 1),
+            (1, 9, 8, 3, 32, 0),
+            (2, 5, 5, 5, 7, 0),
+        ] {
             let d = Nhwc { n, h, w, c };
             let x = values(d.len(), 0.37);
             let wts = values(9 * c * cout, 0.71);
@@ -172,7 +165,15 @@ mod tests {
             let f32s = layer(TrainPrecision::Fp32, &x, d, pad, &wts, &dz, cout);
             let bf16s = layer(TrainPrecision::Bf16, &x, d, pad, &wts, &dz, cout);
             // Σ|a·b| of every output: the same products on absolute values.
-            let scale = layer(TrainPrecision::Fp32, &abs(&x), d, pad, &abs(&wts), &abs(&dz), cout);
+            let scale = layer(
+                TrainPrecision::Fp32,
+                &abs(&x),
+                d,
+                pad,
+                &abs(&wts),
+                &abs(&dz),
+                cout,
+            );
             // Rounding both factors to bf16 (8 significant bits, round to nearest) moves each
             // product by at most (2·2⁻⁹ + 2⁻¹⁸)·|a·b|; both FP32 sums add at most 2·k·2⁻²⁴·Σ|a·b|.
             let k = (9 * c.max(cout)) as f32;

@@ -3,7 +3,6 @@
 //! Weights, gradients, optimizer state and every sum stay FP32 either way.
 
 use super::bf16;
-use super::matmul::{matmul_on, MatRef, Threads};
 
 features::choices! {
     /// Precision of the matrix products of training (forward and backward).
@@ -32,34 +31,4 @@ impl TrainPrecision {
             p => Ok(p),
         }
     }
-}
-
-/// `c = a·b` (or `c += a·b`) in `precision` (`auto` is taken as resolved: bf16 where available).
-pub fn matmul_in(
-    precision: TrainPrecision,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    c: &mut [f32],
-    accumulate: bool,
-    threads: Threads,
-) {
-    match precision {
-        TrainPrecision::Fp32 => matmul_on(a, b, c, accumulate, threads),
-        TrainPrecision::Bf16 | TrainPrecision::Auto => {
-            bf16::matmul_bf16(a, b, c, accumulate, threads)
-        }
-    }
-}
-
-/// A new `m × n` matrix `a·b` in `precision`.
-pub fn product_in(
-    precision: TrainPrecision,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    threads: Threads,
-) -> Vec<f32> {
-    let (m, n) = (a.shape().0, b.shape().1);
-    let mut c = vec![0f32; m * n];
-    matmul_in(precision, a, b, &mut c, false, threads);
-    c
 }
