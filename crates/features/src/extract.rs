@@ -424,8 +424,12 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
                 resize: cfg.resize,
                 ..crate::quantize::CalibSpec::new(&cfg.data)
             };
-            let (bytes, info) =
-                crate::quantize::int8_model(&backbone, &spec, &cfg.run.join("models"))?;
+            let (bytes, info) = crate::quantize::int8_model_shared(
+                &backbone,
+                &spec,
+                &cfg.run.join("models"),
+                cfg.hub.int8_cache.as_deref(),
+            )?;
             (Some(bytes), format!("int8:{}", info.key))
         }
     };

@@ -71,6 +71,10 @@ pub struct HubOptions {
     pub offline: bool,
     /// Hub endpoint (default `HF_ENDPOINT` or the public hub).
     pub endpoint: Option<String>,
+    /// Where int8 models quantized by any run are kept for every other run of the same model and
+    /// calibration photos (default: `$BOTTLENECK_CACHE/int8`, else `$XDG_CACHE_HOME/bottleneck/int8`
+    /// or `~/.cache/bottleneck/int8`; `BOTTLENECK_CACHE=off` disables it).
+    pub int8_cache: Option<PathBuf>,
 }
 
 impl HubOptions {
@@ -83,6 +87,7 @@ impl HubOptions {
             cache_dir: None,
             offline,
             endpoint: std::env::var("HF_ENDPOINT").ok(),
+            int8_cache: shared_cache_dir().map(|d| d.join("int8")),
         }
     }
 
@@ -92,6 +97,19 @@ impl HubOptions {
             None => hf_hub::Cache::from_env(),
         }
     }
+}
+
+/// bottleneck's folder for caches shared by all runs: `$BOTTLENECK_CACHE` (`off` or empty: none),
+/// else `$XDG_CACHE_HOME/bottleneck`, else `~/.cache/bottleneck`.
+pub fn shared_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(v) = std::env::var_os("BOTTLENECK_CACHE") {
+        return (!v.is_empty() && v != "off").then(|| PathBuf::from(v));
+    }
+    var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("bottleneck"))
 }
 
 /// A model ready to use: where it is, its bytes, its checksum and (when known) its manifest.

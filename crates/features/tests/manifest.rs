@@ -56,6 +56,7 @@ fn offline_uses_the_hugging_face_cache_layout() {
         cache_dir: Some(t.path().to_path_buf()),
         offline: true,
         endpoint: None,
+        int8_cache: None,
     };
     let got = manifest::fetch(&source(), &hub).unwrap();
     assert_eq!(std::fs::read(got).unwrap(), b"weights");
@@ -65,6 +66,7 @@ fn offline_uses_the_hugging_face_cache_layout() {
         cache_dir: Some(empty.path().to_path_buf()),
         offline: true,
         endpoint: None,
+        int8_cache: None,
     };
     let e = manifest::fetch(&source(), &hub).unwrap_err().to_string();
     assert!(
@@ -81,6 +83,7 @@ fn unreachable_hub_fails_fast_with_advice() {
         cache_dir: Some(empty.path().to_path_buf()),
         offline: false,
         endpoint: Some("http://127.0.0.1:9".into()),
+        int8_cache: None,
     };
     let start = Instant::now();
     let e = manifest::fetch(&source(), &hub).unwrap_err().to_string();

@@ -1,7 +1,8 @@
 //! The frozen-output caches of a run in `RUN/finetune-cache/` (`RUN/finetune-cache/int8/` when the
-//! frozen part runs in int8): the validation feature maps (f32, computed once) and the
-//! `--aug-cache K` augmented draws of the training images, each file keyed by everything it depends
-//! on (the int8 model's key included) and rebuilt only when that changes.
+//! frozen part runs in int8): the validation feature maps (f32, computed once), the training
+//! photos' maps without augmentation (for `--calibrate`), and the `--aug-cache K` augmented draws
+//! of the training images, each file keyed by everything it depends on (the int8 model's key
+//! included) and rebuilt only when that changes.
 
 use features::augment::Augmenter;
 
@@ -38,7 +39,7 @@ pub fn dir(s: &Setup, paths: &FinetunePaths) -> std::path::PathBuf {
     int8::cache_dir(paths, s.settings.precision)
 }
 
-/// The validation feature maps, reused when current.
+/// The validation feature maps (f32), reused when current.
 pub fn validation_maps(
     frozen: &mut Frozen,
     s: &Setup,
@@ -46,30 +47,81 @@ pub fn validation_maps(
     paths: &FinetunePaths,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RowReader> {
-    let path = data::validation_path(&dir(s, paths));
-    let key = runfs::digest::of_strings(&[("base", &base_key(s)), ("validation", &s.val.digest)]);
-    if let Some(r) = data::open_if_current(&path, &key, s.val.len()) {
+    let plain = Plain {
+        set: &s.val,
+        name: "validation",
+        path: data::validation_path(&dir(s, paths)),
+        precision: Precision::F32,
+    };
+    plain_maps(frozen, &plain, s, cfg, on_event)
+}
+
+/// The feature maps of the training photos without augmentation (what `--calibrate` scores the
+/// held-out folds on; cache precision), reused when current.
+pub fn train_maps(
+    frozen: &mut Frozen,
+    s: &Setup,
+    cfg: &FinetuneConfig,
+    paths: &FinetunePaths,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RowReader> {
+    let plain = Plain {
+        set: &s.train,
+        name: "train",
+        path: data::train_path(&dir(s, paths)),
+        precision: cfg.cache_precision,
+    };
+    plain_maps(frozen, &plain, s, cfg, on_event)
+}
+
+/// A split's frozen outputs without augmentation, and where they are cached.
+struct Plain<'a> {
+    set: &'a crate::images::ImageSet,
+    name: &'a str,
+    path: std::path::PathBuf,
+    precision: Precision,
+}
+
+fn plain_maps(
+    frozen: &mut Frozen,
+    plain: &Plain<'_>,
+    s: &Setup,
+    cfg: &FinetuneConfig,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RowReader> {
+    let Plain {
+        set,
+        name,
+        ref path,
+        precision,
+    } = *plain;
+    let key = runfs::digest::of_strings(&[
+        ("base", &base_key(s)),
+        (name, &set.digest),
+        ("precision", precision.name()),
+    ]);
+    if let Some(r) = data::open_if_current(path, &key, set.len()) {
         on_event(Event::Info(format!(
-            "validation feature maps: reusing {}",
+            "{name} feature maps: reusing {}",
             path.display()
         )));
         return Ok(r);
     }
     on_event(Event::PhaseStart {
-        name: "validation maps".into(),
-        total: s.val.len(),
+        name: format!("{name} maps"),
+        total: set.len(),
     });
     let target = RowTarget {
-        path: &path,
+        path,
         key: &key,
-        precision: Precision::F32,
+        precision,
         batch: cfg.batch_size,
     };
-    data::build_rows(frozen, &s.val, s.spec, None, &target, &mut |done, _| {
+    data::build_rows(frozen, set, s.spec, None, &target, &mut |done, _| {
         on_event(Event::Progress { done })
     })?;
     on_event(Event::PhaseEnd);
-    RowReader::open(&path)
+    RowReader::open(path)
 }
 
 /// The `cfg.aug_cache` augmented draws of the training images (rows of `row_len` values),

@@ -54,6 +54,9 @@ pub struct FinetuneConfig {
     /// Precision of the block's products in training and validation: `auto` (bf16 products with
     /// FP32 sums on CPUs with AVX512-BF16, else FP32), `fp32` or `bf16`.
     pub train_precision: TrainPrecision,
+    /// Folds of the cross-fit that calibrates the final model's temperature (0: none; see
+    /// [`crate::calibrate`]). Costs about one more fine-tuning run.
+    pub calibrate: usize,
     pub keep: Keep,
     /// Where ONNX Runtime runs the frozen part.
     pub device: Device,
@@ -92,6 +95,7 @@ impl FinetuneConfig {
             cache_precision: Precision::F16,
             precision: FrozenPrecision::Fp32,
             train_precision: TrainPrecision::Auto,
+            calibrate: 0,
             keep: Keep::Last,
             device: Device::Cpu,
             threads: None,
@@ -127,6 +131,12 @@ impl FinetuneConfig {
         self.sgd.validate()?;
         self.augment.validate()?;
         self.train_precision.resolve().map_err(Error::Invalid)?;
+        if self.calibrate == 1 || self.calibrate > 10 {
+            return Err(Error::Invalid(format!(
+                "--calibrate {} must be 0 (off) or 2 to 10 folds",
+                self.calibrate
+            )));
+        }
         Ok(())
     }
 }
@@ -167,6 +177,9 @@ pub struct Settings {
     /// `--train-precision` are `fp32`).
     #[serde(default = "fp32_products")]
     pub train_precision: TrainPrecision,
+    /// Folds of the calibration cross-fit (0: none; absent before `--calibrate`).
+    #[serde(default)]
+    pub calibrate: usize,
 }
 
 fn fp32() -> FrozenPrecision {

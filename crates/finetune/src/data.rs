@@ -128,3 +128,8 @@ pub fn draw_path(cache: &Path, k: usize) -> PathBuf {
 pub fn validation_path(cache: &Path) -> PathBuf {
     cache.join("validation.safetensors")
 }
+
+/// Path of the training photos' feature maps without augmentation.
+pub fn train_path(cache: &Path) -> PathBuf {
+    cache.join("train.safetensors")
+}

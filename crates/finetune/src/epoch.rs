@@ -50,7 +50,10 @@ pub struct Evaluation {
 
 /// Fixed facts of the training data.
 pub struct EpochData<'a> {
+    /// Label of every training photo (row `i` of every cached draw is photo `i`).
     pub labels: &'a [u32],
+    /// The photos an epoch trains on (all of them, or the folds of a cross-fit).
+    pub rows: &'a [usize],
     /// `[C, h, w]` of one frozen output.
     pub row_shape: [usize; 3],
     pub batch_size: usize,
@@ -172,7 +175,7 @@ impl train::driver::Learner for Learner<'_, '_> {
     }
 
     fn train_samples(&self) -> usize {
-        self.data.labels.len()
+        self.data.rows.len()
     }
 
     fn learning_rate(&self) -> f64 {
@@ -180,10 +183,10 @@ impl train::driver::Learner for Learner<'_, '_> {
     }
 }
 
-/// The training pass of epoch `epoch` (0-based): batches of frozen outputs produced on a second
-/// thread (read from the cache or computed afresh) while this thread runs the block + head step
-/// with dropout and SGD.
-fn train_pass(
+/// The training pass of epoch `epoch` (0-based) over `data.rows`: batches of frozen outputs
+/// produced on a second thread (read from the cache or computed afresh) while this thread runs
+/// the block + head step with dropout and SGD.
+pub fn train_pass(
     state: &mut State,
     epoch: usize,
     source: &mut Source<'_>,
@@ -197,7 +200,7 @@ fn train_pass(
         Source::Cached(readers) => (0..n).map(|_| rng.random_range(0..readers.len())).collect(),
         Source::Online { .. } => Vec::new(),
     };
-    let mut order: Vec<usize> = (0..n).collect();
+    let mut order: Vec<usize> = data.rows.to_vec();
     order.shuffle(&mut rng);
     let batches: Vec<&[usize]> = order.chunks(data.batch_size).collect();
     let hidden = state.net.head.hidden;
@@ -281,7 +284,7 @@ fn train_pass(
         None => PassOutcome::Done(Pass {
             loss_sum,
             correct,
-            samples: n,
+            samples: order.len(),
         }),
     })
 }

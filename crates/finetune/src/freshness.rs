@@ -103,6 +103,7 @@ fn asked_settings(
         keep: cfg.keep,
         precision: cfg.precision,
         train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
+        calibrate: cfg.calibrate,
         // The int8 key depends on the calibration images; a changed image changes the digests.
         int8_key: there.int8_key.clone(),
     })

@@ -9,7 +9,7 @@ use features::extract::Backbone;
 use features::manifest::ResolvedModel;
 use features::onnx::CutModel;
 use features::preprocess::{Preprocess, Resize};
-use features::quantize::{int8_model, CalibSpec, Int8Info};
+use features::quantize::{int8_model_shared, CalibSpec, Int8Info};
 
 use crate::checkpoint;
 use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision};
@@ -34,6 +34,8 @@ pub struct Int8Report {
     pub path: Option<PathBuf>,
     /// True when the cached file was reused.
     pub from_cache: bool,
+    /// The shared cache file it was copied from (quantized by another run).
+    pub from_shared: Option<PathBuf>,
     /// Seconds spent quantizing (or loading the cached file).
     pub seconds: f64,
     pub calib_split: String,
@@ -53,6 +55,7 @@ impl Int8Frozen {
             key: self.info.key.clone(),
             path: self.info.cache_path.clone(),
             from_cache: self.info.from_cache,
+            from_shared: self.info.from_shared.clone(),
             seconds: self.seconds,
             calib_split: self.info.calib_split.clone(),
             calib_images: self.info.calib_files.len(),
@@ -108,7 +111,12 @@ pub fn quantize_frozen(
         ..CalibSpec::new(&cfg.data)
     };
     let t = std::time::Instant::now();
-    let (bytes, info) = int8_model(&backbone, &spec, &models_dir(&cfg.run))?;
+    let (bytes, info) = int8_model_shared(
+        &backbone,
+        &spec,
+        &models_dir(&cfg.run),
+        cfg.hub.int8_cache.as_deref(),
+    )?;
     if info.output != cut.output {
         return Err(Error::Invalid(format!(
             "the int8 model in {} ends at '{}', not at the split tensor '{}'; delete it to re-quantize",

@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod caches;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod checks;
 pub mod classifier;

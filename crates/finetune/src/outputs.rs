@@ -8,6 +8,7 @@ use features::provenance::Provenance;
 use head::HeadMeta;
 use train::metrics::{write_json, ConfusionMatrix, Metrics};
 
+use crate::calibrate::Calibration;
 use crate::config::{FinetunePaths, Settings};
 use crate::error::Result;
 use crate::net::Net;
@@ -117,6 +118,9 @@ struct MetricsFile<'a> {
     train_precision: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     int8_key: Option<&'a str>,
+    /// The temperature cross-fit (`--calibrate`), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calibration: Option<&'a Calibration>,
 }
 
 /// Writes `metrics.json` and the learning curves.
@@ -124,6 +128,7 @@ pub fn write_metrics(
     paths: &FinetunePaths,
     metrics: &Metrics,
     settings: &Settings,
+    calibration: Option<&Calibration>,
     title: &str,
 ) -> Result<()> {
     let file = MetricsFile {
@@ -131,6 +136,7 @@ pub fn write_metrics(
         precision: settings.precision.name(),
         train_precision: settings.train_precision.name(),
         int8_key: settings.int8_key.as_deref(),
+        calibration,
     };
     write_json(&paths.metrics, &file)?;
     train::plot::write_curves(&metrics.epochs, title, &paths.curves_png, &paths.curves_svg)?;

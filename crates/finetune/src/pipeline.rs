@@ -9,6 +9,7 @@ use serde::Serialize;
 use train::metrics::{ConfusionMatrix, Metrics};
 
 use crate::caches;
+use crate::calibrate::{self, Calibration, CrossFit};
 use crate::checkpoint;
 use crate::checks::{self, CheckResult, Probe};
 use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
@@ -61,6 +62,8 @@ pub struct Report {
     /// Mean ONNX Runtime seconds per image of the frozen part in this session (0 when all cached).
     pub frozen_seconds_per_image: f64,
     pub parameters: usize,
+    /// The temperature cross-fit (`--calibrate`), applied to the saved model.
+    pub calibration: Option<Calibration>,
 }
 
 /// Runs fine-tuning as configured.
@@ -81,7 +84,7 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let (state, progress, resumed_at) =
         start_or_resume(cfg, &paths, &s, checked.net.clone(), on_event)?;
     let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
-    let (readers, draw_seconds) = if progress.history.len() < cfg.epochs {
+    let (readers, draw_seconds) = if progress.history.len() < cfg.epochs || cfg.calibrate > 0 {
         let [c, h, w] = checked.row_shape;
         caches::augmented_draws(
             &mut frozen,
@@ -95,16 +98,7 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     } else {
         (Vec::new(), Vec::new())
     };
-    let source = if cfg.aug_cache > 0 {
-        Source::Cached(&readers)
-    } else {
-        Source::Online {
-            frozen: &mut frozen,
-            set: &s.train,
-            augmenter: &augmenter,
-            spec: s.spec,
-        }
-    };
+    let source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
     let (state, fitted) =
         train_epochs(cfg, &paths, &s, &checked, state, progress, source, on_event)?;
     let mut report = report(
@@ -122,10 +116,34 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     if fitted.history.is_empty() || !report.finished {
         return Ok(report);
     }
-    let kept = match &fitted.best {
-        Some((_, n)) => n,
-        None => &state.net,
+    let mut kept = match &fitted.best {
+        Some((_, n)) => n.clone(),
+        None => state.net.clone(),
     };
+    if cfg.calibrate > 0 {
+        let plain = caches::train_maps(&mut frozen, &s, cfg, &paths, on_event)?;
+        let cross = CrossFit {
+            initial: &checked.net,
+            plain: &plain,
+            labels: &s.train.labels,
+            classes: s.data.classes.len(),
+            row_shape: checked.row_shape,
+            folds: cfg.calibrate,
+            epochs: cfg.epochs,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            sgd: cfg.sgd.clone(),
+            precision: s.settings.train_precision,
+        };
+        let mut source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
+        let cal = calibrate::cross_fit(&cross, &mut source, on_event)?;
+        on_event(Event::Info(format!(
+            "calibration: temperature {:.3} from {} folds (out-of-fold log loss {:.4} → {:.4}, accuracy {:.4}), {:.0} s",
+            cal.temperature, cal.folds, cal.oof_log_loss, cal.oof_log_loss_calibrated, cal.oof_accuracy, cal.seconds
+        )));
+        calibrate::apply(&mut kept, cal.temperature);
+        report.calibration = Some(cal);
+    }
     let metrics = report.metrics.clone();
     let out = Outputs {
         cfg,
@@ -134,8 +152,29 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         checked: &checked,
         opts: &opts,
     };
-    write_outputs(&out, kept, metrics, &mut report, on_event)?;
+    write_outputs(&out, &kept, metrics, &mut report, on_event)?;
     Ok(report)
+}
+
+/// Where the training batches come from: the cached draws, or afresh through the frozen part
+/// (`--aug-cache 0`).
+fn training_source<'a>(
+    cfg: &FinetuneConfig,
+    readers: &'a [RowReader],
+    frozen: &'a mut Frozen,
+    s: &'a Setup,
+    augmenter: &'a Augmenter,
+) -> Source<'a> {
+    if cfg.aug_cache > 0 {
+        Source::Cached(readers)
+    } else {
+        Source::Online {
+            frozen,
+            set: &s.train,
+            augmenter,
+            spec: s.spec,
+        }
+    }
 }
 
 /// Tells what runs where.
@@ -147,10 +186,12 @@ fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(E
             q.info.calib_files.len(),
             q.info.calib_split,
             q.info.calib_seed,
-            match (&q.info.cache_path, q.info.from_cache) {
-                (Some(p), true) => format!(", reused {}", p.display()),
-                (Some(p), false) => format!(", written to {}", p.display()),
-                (None, _) => String::new(),
+            match (&q.info.cache_path, q.info.from_cache, &q.info.from_shared) {
+                (Some(p), true, _) => format!(", reused {}", p.display()),
+                (Some(p), false, Some(shared)) =>
+                    format!(", copied from the shared cache {} to {}", shared.display(), p.display()),
+                (Some(p), false, None) => format!(", written to {}", p.display()),
+                (None, ..) => String::new(),
             },
             q.seconds
         )));
@@ -347,14 +388,17 @@ fn train_epochs(
             paths,
             &summarize(cfg, s, end.history, None)?,
             &s.settings,
+            None,
             &title,
         )
     };
+    let all: Vec<usize> = (0..s.train.len()).collect();
     let mut learner = epoch::Learner {
         state,
         source,
         data: EpochData {
             labels: &s.train.labels,
+            rows: &all,
             row_shape: checked.row_shape,
             batch_size: cfg.batch_size,
             seed: cfg.seed,
@@ -435,6 +479,7 @@ fn report(
         export_check: None,
         frozen_seconds_per_image: 0.0,
         parameters: state.net.parameter_count(),
+        calibration: None,
     }
 }
 
@@ -468,10 +513,20 @@ fn write_outputs(
     };
     let eval = epoch::evaluate(kept, &checked.val, &s.val.labels, checked.row_shape)?;
     metrics.kept_val_ece = Some(eval.ece);
+    if report.calibration.is_some() {
+        // The saved model's numbers: the temperature changes the loss, not the predictions.
+        metrics.kept_val_loss = eval.loss;
+    }
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
     outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
     outputs::write_head(paths, kept, &s.head_meta, &s.settings, &metrics)?;
-    outputs::write_metrics(paths, &metrics, &s.settings, &title(cfg, s))?;
+    outputs::write_metrics(
+        paths,
+        &metrics,
+        &s.settings,
+        report.calibration.as_ref(),
+        &title(cfg, s),
+    )?;
     outputs::write_confusion(paths, &confusion)?;
     let info = ExportInfo {
         classes: s.data.classes.clone(),

@@ -40,6 +40,7 @@ pub struct Request {
     pub cache_precision: Option<Precision>,
     pub precision: Option<FrozenPrecision>,
     pub train_precision: Option<TrainPrecision>,
+    pub calibrate: Option<usize>,
     pub keep: Option<Keep>,
     pub device: Device,
     pub threads: Option<usize>,
@@ -111,6 +112,10 @@ impl Request {
             .train_precision
             .or(s.map(|s| s.train_precision))
             .unwrap_or(d.train_precision);
+        cfg.calibrate = self
+            .calibrate
+            .or(s.map(|s| s.calibrate))
+            .unwrap_or(d.calibrate);
         cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(d.keep);
         cfg.device = self.device;
         cfg.threads = self.threads;

@@ -230,6 +230,7 @@ pub fn prepare(
         keep: cfg.keep,
         precision: cfg.precision,
         train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
+        calibrate: cfg.calibrate,
         int8_key: int8.as_ref().map(|q| q.info.key.clone()),
     };
     if cfg.resume {

@@ -211,8 +211,10 @@ fn an_epoch_with_a_nan_loss_leaves_the_last_good_state() {
     let clean = [write("clean.safetensors", 1.0)];
     let poisoned = [write("nan.safetensors", f32::NAN)];
     let labels: Vec<u32> = (0..rows as u32).map(|i| i % 2).collect();
+    let all: Vec<usize> = (0..rows).collect();
     let data = EpochData {
         labels: &labels,
+        rows: &all,
         row_shape: [16, 4, 4],
         batch_size: 4,
         seed: 1,

@@ -120,6 +120,7 @@ fn settings() -> Settings {
         precision: finetune::config::FrozenPrecision::Int8,
         int8_key: Some("abc".into()),
         train_precision: train::kernels::TrainPrecision::Bf16,
+        calibrate: 2,
     }
 }
 

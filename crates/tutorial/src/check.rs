@@ -53,6 +53,7 @@ pub fn finetune_config(cfg: &TutorialConfig, prep: &Prepared) -> FinetuneConfig 
     f.aug_cache = cfg.aug_cache;
     f.precision = cfg.finetune_precision;
     f.train_precision = cfg.train_precision;
+    f.calibrate = cfg.finetune_calibrate;
     f.device = cfg.device;
     f.threads = cfg.threads;
     f.hub = cfg.hub.clone();

@@ -80,6 +80,11 @@ pub struct FinetuneArgs {
     /// the checkpoint's].
     #[arg(long)]
     pub train_precision: Option<TrainPrecision>,
+    /// Calibrate the saved model's probabilities: a temperature fitted on out-of-fold predictions of
+    /// K cross-fitted runs of this recipe on the training photos (about one more fine-tuning run;
+    /// validation photos are never used); 0 = off [default: 0, or the checkpoint's].
+    #[arg(long, value_name = "K")]
+    pub calibrate: Option<usize>,
     /// Weights to save: last (a fixed schedule) or best (lowest validation loss: picked on the split it is then scored on) [default: last].
     #[arg(long)]
     pub keep: Option<Keep>,
@@ -141,6 +146,7 @@ impl FinetuneArgs {
             cache_precision: self.cache_precision,
             precision: self.precision,
             train_precision: self.train_precision,
+            calibrate: self.calibrate,
             keep: self.keep,
             device: self.runtime.device,
             threads: self.runtime.threads,
@@ -195,7 +201,11 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
                 .as_ref()
                 .map(|p| format!(
                     ", {} {}",
-                    if q.from_cache { "reused" } else { "wrote" },
+                    match (q.from_cache, &q.from_shared) {
+                        (true, _) => "reused".to_string(),
+                        (false, Some(s)) => format!("copied from the shared cache {} to", s.display()),
+                        (false, None) => "wrote".to_string(),
+                    },
                     p.display()
                 ))
                 .unwrap_or_default(),
@@ -230,6 +240,13 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
             cfg.data.display()
         );
         return;
+    }
+    if let Some(c) = &r.calibration {
+        println!(
+            "calibrated: logits divided by {:.3} (fitted on out-of-fold predictions of {} cross-fitted runs on the \
+             training photos: log loss {:.4} → {:.4})",
+            c.temperature, c.folds, c.oof_log_loss, c.oof_log_loss_calibrated
+        );
     }
     if let Some(m) = &r.metrics {
         println!(
@@ -340,6 +357,7 @@ mod tests {
             precision: FrozenPrecision::Int8,
             int8_key: Some("k".into()),
             train_precision: TrainPrecision::Bf16,
+            calibrate: 0,
         };
         let ck = Checkpoint {
             settings,

@@ -44,6 +44,10 @@ pub struct FitArgs {
     /// SGD learning rate of fine-tuning [default: 3e-6].
     #[arg(long)]
     pub finetune_lr: Option<f64>,
+    /// Folds of the cross-fit that calibrates fine-tuning's probabilities (a temperature fitted on
+    /// out-of-fold predictions of the training photos; costs about one more fine-tuning run); 0 = off.
+    #[arg(long, value_name = "K", default_value_t = tutorial::config::OWN_PHOTOS_CALIBRATION_FOLDS)]
+    pub calibrate: usize,
     /// Augmented draws per training photo cached for fine-tuning; 0 augments afresh every epoch [default: 5].
     #[arg(long, value_name = "K")]
     pub aug_cache: Option<usize>,
@@ -75,6 +79,7 @@ impl FitArgs {
         cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
         cfg.finetune_lr = self.finetune_lr.unwrap_or(cfg.finetune_lr);
         cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
+        cfg.finetune_calibrate = self.calibrate;
         cfg.split_at = self.split_at.clone();
         cfg.set_device(self.runtime.device, None);
         cfg.train_precision = self.train_precision;

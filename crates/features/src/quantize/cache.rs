@@ -144,6 +144,7 @@ pub(crate) fn from_props(props: &BTreeMap<String, String>) -> Result<Option<Int8
         fp32_ops: list("fp32_ops")?,
         cache_path: None,
         from_cache: false,
+        from_shared: None,
     }))
 }
 

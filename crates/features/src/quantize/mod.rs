@@ -68,6 +68,9 @@ pub struct Int8Info {
     /// True when [`int8_model`] reused the cached file.
     #[serde(skip)]
     pub from_cache: bool,
+    /// The shared cache file [`int8_model_shared`] copied the model from (instead of quantizing).
+    #[serde(skip)]
+    pub from_shared: Option<PathBuf>,
 }
 
 /// The cache key inputs of `backbone` calibrated per `spec` on the drawn set with `calib_digest`.
@@ -155,6 +158,7 @@ fn quantize_with(
         fp32_ops,
         cache_path: None,
         from_cache: false,
+        from_shared: None,
     };
     let mut model = rewritten.model;
     cache::set_props(&mut model, &info);
@@ -173,23 +177,52 @@ pub fn int8_model(
     calib: &CalibSpec,
     cache_dir: &Path,
 ) -> Result<(Vec<u8>, Int8Info)> {
+    int8_model_shared(backbone, calib, cache_dir, None)
+}
+
+/// [`int8_model`] that also looks in, and adds to, a cache shared by every run folder
+/// (`shared`, e.g. `~/.cache/bottleneck/int8`): a model quantized once for the same inputs (same
+/// key) is copied into `cache_dir` instead of being quantized again. The shared copy is named by
+/// its key; one that cannot be written is skipped (the run's own copy is what the run uses).
+pub fn int8_model_shared(
+    backbone: &Backbone,
+    calib: &CalibSpec,
+    cache_dir: &Path,
+    shared: Option<&Path>,
+) -> Result<(Vec<u8>, Int8Info)> {
     let set = draw(calib)?;
     let key = key_inputs(backbone, calib, &set.digest).key();
     let path = cache_path(cache_dir, &backbone.model.sha256, &backbone.cut.output);
-    if let Ok(bytes) = std::fs::read(&path) {
-        // A file that does not decode or carries another key is simply redone.
-        if let Ok(Some(mut info)) = read_props(&bytes).and_then(|p| cache::from_props(&p)) {
-            if info.key == key && info.quantizer_version == QUANTIZER_VERSION {
-                info.cache_path = Some(path);
-                info.from_cache = true;
-                return Ok((bytes, info));
-            }
-        }
+    if let Some((bytes, mut info)) = cached(&path, &key) {
+        info.cache_path = Some(path);
+        info.from_cache = true;
+        return Ok((bytes, info));
+    }
+    let shared_path = shared.map(|d| d.join(format!("{key}.int8.onnx")));
+    if let Some((bytes, mut info)) = shared_path.as_deref().and_then(|p| cached(p, &key)) {
+        write_atomic(&path, &bytes)?;
+        info.cache_path = Some(path);
+        info.from_shared = shared_path;
+        return Ok((bytes, info));
     }
     let (bytes, mut info) = quantize_with(backbone, calib, &set)?;
     write_atomic(&path, &bytes)?;
+    if let Some(p) = &shared_path {
+        // Best effort: the shared cache only saves time.
+        let _ = write_atomic(p, &bytes);
+    }
     info.cache_path = Some(path);
     Ok((bytes, info))
+}
+
+/// The int8 model at `path` when it exists, decodes and was made for `key` by this quantizer.
+fn cached(path: &Path, key: &str) -> Option<(Vec<u8>, Int8Info)> {
+    let bytes = std::fs::read(path).ok()?;
+    // A file that does not decode or carries another key is simply redone.
+    let info = read_props(&bytes)
+        .and_then(|p| cache::from_props(&p))
+        .ok()??;
+    (info.key == key && info.quantizer_version == QUANTIZER_VERSION).then_some((bytes, info))
 }
 
 /// The [`Int8Info`] recorded in a model's metadata, `None` for a model this crate did not quantize.
