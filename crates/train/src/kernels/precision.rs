@@ -24,8 +24,8 @@ impl TrainPrecision {
             TrainPrecision::Auto if bf16::available() => Ok(TrainPrecision::Bf16),
             TrainPrecision::Auto => Ok(TrainPrecision::Fp32),
             TrainPrecision::Bf16 if !bf16::available() => Err(
-                "--train-precision bf16 needs a CPU with AVX512-BF16 (this one has none): use \
-                 --train-precision fp32 or auto"
+                "--train-precision bf16 needs a CPU with AVX512-BF16 (this one has none, or \
+                 BOTTLENECK_NO_BF16 is set): use --train-precision fp32 or auto"
                     .into(),
             ),
             p => Ok(p),

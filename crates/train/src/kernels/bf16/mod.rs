@@ -21,8 +21,18 @@ pub const MR: usize = 12;
 /// Columns of the register tile (output channels: two 16-lane vectors).
 pub const NR: usize = 32;
 
-/// True when this CPU runs the bf16 kernels (AVX512F and AVX512-BF16).
+/// True when this CPU runs the bf16 kernels (AVX512F and AVX512-BF16) and the environment does
+/// not turn them off (`BOTTLENECK_NO_BF16=1`, e.g. to check a run against the FP32 kernels or to
+/// see what a CPU without them does).
 pub fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let off = std::env::var_os("BOTTLENECK_NO_BF16").is_some_and(|v| !v.is_empty() && v != "0");
+        !off && cpu_has_bf16()
+    })
+}
+
+fn cpu_has_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
