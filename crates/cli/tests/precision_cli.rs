@@ -12,7 +12,14 @@ fn scratch(data: &Path, run: &Path, precision: &str, no_bf16: bool) -> Output {
         .arg(data)
         .arg("--run")
         .arg(run)
-        .args(["--size", "32", "--epochs", "1", "--train-precision", precision]);
+        .args([
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--train-precision",
+            precision,
+        ]);
     if no_bf16 {
         cmd.env("BOTTLENECK_NO_BF16", "1");
     } else {

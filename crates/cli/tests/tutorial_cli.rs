@@ -130,14 +130,20 @@ fn quick_tutorial_reports_resumes_and_refuses_other_data() {
     assert_eq!(action_of(&first, "extract"), "run");
     assert!(md.contains(&record["inputs"]["model_sha256"].as_str().unwrap()[..16]));
     assert!(md.contains("| true \\ predicted | bright | dark | recall |"));
-    // The settings each stage ran with, read from its files: the recipe's by default.
+    // The settings each stage ran with, read from its files: the recipe's by default (training
+    // products in bf16 where the CPU has AVX512-BF16, as `--train-precision auto` resolves).
+    let products = if train::kernels::bf16::available() {
+        "bf16"
+    } else {
+        "fp32"
+    };
     for line in [
-        "- Stage 1 (`scratch`): 64 px (nearest resize), rmsprop lr 0.001 (cosine), batch 16, 2 epochs, augmentation: width shift ±0.1, height shift ±0.1, shear ±11.5°, zoom 0.8–1.2, horizontal flip",
-        "- Stage 2a (`extract`): 64 px (nearest resize), caffe preprocessing, fp32",
-        "- Stage 2b (`train-head`): dense 256",
-        "- Stage 3 (`finetune`): block4_pool → block5_pool trained, 64 px, int8 frozen part, SGD lr 0.00001 momentum 0.9",
+        format!("- Stage 1 (`scratch`): 64 px (nearest resize), {products} products, rmsprop lr 0.001 (cosine), batch 16, 2 epochs, augmentation: width shift ±0.1, height shift ±0.1, shear ±11.5°, zoom 0.8–1.2, horizontal flip"),
+        "- Stage 2a (`extract`): 64 px (nearest resize), caffe preprocessing, fp32".into(),
+        "- Stage 2b (`train-head`): dense 256".into(),
+        format!("- Stage 3 (`finetune`): block4_pool → block5_pool trained ({products} products), 64 px, int8 frozen part, SGD lr 0.00001 momentum 0.9"),
     ] {
-        assert!(md.contains(line), "report.md lacks {line:?}:\n{md}");
+        assert!(md.contains(&line), "report.md lacks {line:?}:\n{md}");
     }
 
     // Second sitting: nothing to do, nothing rewritten, the recorded times are kept.

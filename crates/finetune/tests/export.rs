@@ -232,3 +232,65 @@ fn a_linear_probe_head_fine_tunes_and_exports() {
     let (_, meta) = head::load(&report.paths.head).unwrap();
     assert_eq!(meta.recipe, head::recipe::Recipe::Probe);
 }
+
+#[test]
+fn calibrate_divides_the_saved_logits_by_a_cross_fitted_temperature() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = synthetic(dir.path());
+    let opts = head::pipeline::TrainHeadOptions {
+        run: p.run.clone(),
+        config: head::mlp::TrainConfig {
+            recipe: head::recipe::Recipe::Probe,
+            ..head::mlp::TrainConfig::default()
+        },
+        val_split: None,
+        force: true,
+    };
+    head::pipeline::train_head(&opts, &mut |_| {}).expect("probe head");
+    let calibrated_run = dir.path().join("calibrated");
+    common::copy_run(&p.run, &calibrated_run);
+    let plain = finetune(&synthetic_config(&p, &p.run), &mut |_| {}).expect("fine-tuning");
+    let mut cfg = synthetic_config(&p, &calibrated_run);
+    cfg.calibrate = 2;
+    let cal = finetune(&cfg, &mut |_| {}).expect("fine-tuning with --calibrate 2");
+    assert!(plain.calibration.is_none());
+    let c = cal.calibration.as_ref().expect("the cross-fit ran");
+    assert_eq!(c.folds, 2);
+    assert!(c.temperature >= 1.0 && c.temperature <= 20.0, "{c:?}");
+    assert!(c.oof_log_loss_calibrated <= c.oof_log_loss + 1e-12, "{c:?}");
+    // Training is the same run; only the saved output layer is divided by the temperature.
+    let (a, b) = (
+        common::tensors(&plain.paths.head),
+        common::tensors(&cal.paths.head),
+    );
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let f = |v: &[u8]| -> Vec<f32> {
+            v.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let (x, y) = (f(x), f(y));
+        let scale = if name.starts_with("dense_2") {
+            1.0 / c.temperature as f32
+        } else {
+            1.0
+        };
+        for (u, v) in x.iter().zip(&y) {
+            assert!(
+                (u * scale - v).abs() <= 1e-6 * u.abs().max(1.0),
+                "{name}: {u}·{scale} vs {v}"
+            );
+        }
+    }
+    // The reported validation loss is the saved (calibrated) model's; accuracy is unchanged.
+    let (pm, cm) = (plain.metrics.unwrap(), cal.metrics.unwrap());
+    assert_eq!(pm.kept_val_accuracy, cm.kept_val_accuracy);
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cal.paths.metrics).unwrap()).unwrap();
+    assert_eq!(file["calibration"]["folds"], 2);
+    assert_eq!(file["kept_val_loss"].as_f64(), Some(cm.kept_val_loss));
+    assert!(cal
+        .export_check
+        .as_ref()
+        .is_some_and(|e| e.max_diff <= 1e-4));
+}

@@ -230,7 +230,9 @@ fn bf16_step_follows_the_fp32_step() {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(21);
     let (net, d) = tiny_net(&mut rng, 3);
-    let x: Vec<f32> = (0..d.len()).map(|_| rng.random_range(0.0f32..2.0)).collect();
+    let x: Vec<f32> = (0..d.len())
+        .map(|_| rng.random_range(0.0f32..2.0))
+        .collect();
     let y = [0, 2, 1];
     let mask = vec![2.0f32; d.n * net.head.hidden];
     let fp32 = net.step(&x, d, &y, Some(&mask)).unwrap();

@@ -29,6 +29,7 @@ pub struct Inputs {
     pub classes: Vec<String>,
     /// Images per split.
     pub images: BTreeMap<String, usize>,
+    /// The model as given on the command line (for the report; not compared: its sha256 is).
     pub model: String,
     pub model_sha256: String,
     pub preprocess: String,
@@ -45,9 +46,11 @@ pub struct Inputs {
 impl Inputs {
     /// Fields that differ from `other`, as `name: this vs other`.
     pub fn differences(&self, other: &Inputs) -> Vec<String> {
-        // Where the folder is (as typed, from wherever it was typed) is no input; its photos are.
+        // Where the folder and the model are (as typed, from wherever they were typed) is no
+        // input; the photos and the model's bytes are.
         let located_alike = Inputs {
             data: other.data.clone(),
+            model: other.model.clone(),
             ..self.clone()
         };
         features::provenance::differences(&located_alike, other)
@@ -119,7 +122,7 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
             .iter()
             .map(|s| (s.name.clone(), s.items.len()))
             .collect(),
-        model: model.name.clone(),
+        model: cfg.model.clone(),
         model_sha256: model.sha256.clone(),
         preprocess: preprocess.name().into(),
         image_size: cfg.size,

@@ -13,9 +13,10 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
             let file = dir.join("checkpoint.safetensors");
             let (s, epochs, meta) = scratch::checkpoint::checkpoint_settings(&file).ok()?;
             Some(format!(
-                "{} px ({} resize), {} lr {}{}{}, batch {}, {} epochs{}, augmentation: {}",
+                "{} px ({} resize), {} products, {} lr {}{}{}, batch {}, {} epochs{}, augmentation: {}",
                 meta.image_size,
                 s.resize.name(),
+                s.train_precision.name(),
                 s.optimizer.kind,
                 s.optimizer.learning_rate,
                 match s.schedule {
@@ -47,6 +48,13 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
         }
         Stage::TrainHead => {
             let m = head::read_meta(&dir.join("head.safetensors")).ok()?;
+            if let Some(p) = &m.probe {
+                return Some(format!(
+                    "calibrated linear probe: L2 logistic regression, C {:.3} chosen by {}-fold cross-validation on \
+                     train, temperature {:.3} from the out-of-fold logits",
+                    p.c, p.folds, p.temperature
+                ));
+            }
             Some(format!(
                 "dense {} + dropout {}, {} lr {}, batch {}, {} epochs, keeps the {} epoch",
                 m.hidden,
@@ -65,10 +73,11 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
             let (s, epochs) =
                 finetune::checkpoint::read_settings(&dir.join("checkpoint.safetensors")).ok()?;
             Some(format!(
-                "{} → {} trained, {} px, {} frozen part, SGD lr {} momentum {}, batch {}, {} epochs, \
-                 --aug-cache {}, augmentation: {}",
+                "{} → {} trained ({} products), {} px, {} frozen part, SGD lr {} momentum {}, batch {}, {} epochs, \
+                 --aug-cache {}, augmentation: {}{}",
                 s.split_at,
                 s.output_tensor,
+                s.train_precision.name(),
                 s.image_size,
                 s.precision.name(),
                 s.sgd.learning_rate,
@@ -76,7 +85,11 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
                 s.batch_size,
                 epochs,
                 s.aug_cache,
-                s.augment.summary()
+                s.augment.summary(),
+                match s.calibrate {
+                    0 => String::new(),
+                    k => format!(", probabilities calibrated by a {k}-fold cross-fitted temperature"),
+                }
             ))
         }
     }
