@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub use crate::graph::Cut;
 use crate::graph::{chain, Step};
 use crate::ops;
+use crate::train::BlockLayer;
 
 /// One layer of the network.
 #[derive(Debug, Clone)]
@@ -245,6 +246,69 @@ impl Vgg {
             };
         }
         Ok(x.to_dtype(self.dtype)?)
+    }
+
+    /// Splits the network after its layer named `node` (e.g. `block4_pool`): the frozen part up
+    /// to there, and the layers after it as a trainable block for
+    /// [`crate::train::FineTuneNet`] (f32 kernels `[3, 3, in, out]`).
+    pub fn split_after(&self, node: &str) -> Result<(Vgg, Vec<BlockLayer>)> {
+        let name = |l: &Layer| -> String {
+            match l {
+                Layer::Conv { node, .. } | Layer::MaxPool { node } | Layer::Relu { node } => {
+                    node.clone()
+                }
+            }
+        };
+        let at = self
+            .layers
+            .iter()
+            .position(|l| name(l) == node)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the network has no layer '{node}' (layers: {})",
+                    self.layers.iter().map(name).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+        let (head, tail) = self.layers.split_at(at + 1);
+        let out_channels = head
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                Layer::Conv { weight, .. } => weight.dim(0).ok(),
+                _ => None,
+            })
+            .ok_or_else(|| Error::Invalid(format!("no convolution up to '{node}'")))?;
+        let block = tail
+            .iter()
+            .map(|l| match l {
+                Layer::Conv {
+                    weight, bias, relu, ..
+                } => {
+                    let (cout, cin, _, _) = weight.dims4()?;
+                    let f32s = |t: &Tensor| -> Result<Vec<f32>> {
+                        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+                    };
+                    Ok(BlockLayer::Conv {
+                        cin,
+                        cout,
+                        relu: *relu,
+                        kernel: f32s(&weight.permute((2, 3, 1, 0))?.contiguous()?)?,
+                        bias: f32s(bias)?,
+                    })
+                }
+                Layer::MaxPool { .. } => Ok(BlockLayer::MaxPool),
+                Layer::Relu { node } => Err(Error::Invalid(format!(
+                    "a ReLU on its own ('{node}') cannot be trained as a block layer"
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        let frozen = Vgg {
+            layers: head.to_vec(),
+            output: node.to_string(),
+            out_channels,
+            ..self.clone()
+        };
+        Ok((frozen, block))
     }
 
     /// The weights as `(name, tensor)` pairs (`<node>.weight` `[out, in, 3, 3]`, `<node>.bias`),

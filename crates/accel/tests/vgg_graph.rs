@@ -147,3 +147,59 @@ fn safetensors_round_trip_keeps_layers_and_weights() {
     assert!(d > 0.0 && d < 0.05, "{d}");
     assert!(Vgg::load_safetensors(&dir.path().join("missing"), &Device::Cpu, DType::F32).is_err());
 }
+
+/// Splitting the conv base after `block4_pool` gives the frozen part (ONNX Runtime's
+/// `block4_pool`) and block 5 as trainable layers whose forward gives the rest.
+#[test]
+fn split_after_gives_the_frozen_part_and_the_block() {
+    use accel::train::{BlockLayer, FineTuneNet, HeadWeights};
+    let model = vgg_like(&VggSpec::default());
+    let vgg = Vgg::from_onnx(&model, Cut::ConvBase, &Device::Cpu, DType::F32).unwrap();
+    let (frozen, block) = vgg.split_after("block4_pool").unwrap();
+    assert_eq!(frozen.output_tensor(), "block4_pool");
+    assert_eq!(frozen.output_dims(32, 32).unwrap(), [16, 2, 2]);
+    assert_eq!(block.len(), 4);
+    assert!(matches!(block[3], BlockLayer::MaxPool));
+    let cut = cut_at(&model, "block4_pool").unwrap();
+    let (n, s) = (2, 32);
+    let x = noise(n * 3 * s * s, 11);
+    let (_, reference) = run_ort(&cut.bytes, Layout::Nchw, s, &x, n);
+    let xt = Tensor::from_vec(x, (n, 3, s, s), &Device::Cpu).unwrap();
+    let maps = frozen.forward(&xt).unwrap();
+    let d = max_rel(
+        &reference,
+        &maps.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert!(d <= 1e-5, "{d}");
+    // Block 5 then an identity-like head: logits = sum of the block output.
+    let head = HeadWeights {
+        feature_shape: [16, 1, 1],
+        hidden: 16,
+        outputs: 1,
+        dropout: 0.0,
+        w1: (0..256)
+            .map(|i| if i % 17 == 0 { 1.0 } else { 0.0 })
+            .collect(),
+        b1: vec![0.0; 16],
+        w2: vec![1.0; 16],
+        b2: vec![0.0],
+    };
+    let net = FineTuneNet::new(&block, &head, &Device::Cpu, DType::F32).unwrap();
+    let z = net
+        .logits(&maps)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let full = vgg
+        .forward(&xt)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let sums: Vec<f32> = full.chunks(16).map(|c| c.iter().sum()).collect();
+    assert!(max_rel(&sums, &z) <= 1e-5, "{sums:?} vs {z:?}");
+    assert!(vgg.split_after("nope").is_err());
+}
