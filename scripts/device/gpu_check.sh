@@ -41,6 +41,8 @@ for r in roots:
 print(":".join(sorted(dirs)))
 PY
 )
+  # The driver's libcuda.so.1 usually sits in /usr/local/nvidia/lib64 on these machines.
+  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do [ -d "$d" ] && libdirs="$libdirs:$d"; done
   export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   # A library the binary names (e.g. libcublas.so.13) but that exists only under another version
   # suffix gets a link to it.

@@ -50,7 +50,7 @@ else
 fi
 strip "$payload/gpu_check"
 echo "prepare: payload $payload in $(( $(date +%s) - start )) s:"
-du -sh "$payload" "$payload"/* | sed 's/^/  /'
+(cd "$payload" && du -sh -- * | sed "s/^/  /")
 tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 total=$(( tracked + $(du -sb "$payload" | cut -f1) ))
 echo "prepare: with the tracked checkout ($(( tracked / 1048576 )) MiB) that travels: $(( total / 1048576 )) MiB of 64 MiB"
