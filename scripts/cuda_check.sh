@@ -55,9 +55,20 @@ export CUDNN_LIB=$stubs # one of the variables whose lib/ cudarc's build script 
 build() {
   cargo build --release -p bottleneck-accel --example "$example" --features "$features" --target-dir target/cuda
 }
-if ! build 2>"$stubs/link.log"; then
-  grep -o "undefined reference to \`[^']*'" "$stubs/link.log" | sed "s/undefined reference to \`//; s/'$//" | sort -u >"$stubs/undefined.txt"
-  if [ ! -s "$stubs/undefined.txt" ]; then tail -30 "$stubs/link.log" >&2; exit 1; fi
+# The linker names the missing symbols (rust-lld, Rust's default linker here, stops after 20 errors:
+# repeat until the link succeeds, collecting them), then every stub is remade with its library's share.
+touch "$stubs/undefined.txt"
+for pass in $(seq 1 40); do
+  if build 2>"$stubs/link.log"; then break; fi
+  before=$(wc -l <"$stubs/undefined.txt")
+  { cat "$stubs/undefined.txt"
+    grep -oE "undefined (reference to \`[^']*'|symbol: [A-Za-z0-9_]+)" "$stubs/link.log" \
+      | sed -E "s/undefined reference to \`//; s/'$//; s/undefined symbol: //"
+  } | sort -u >"$stubs/undefined.new"
+  mv "$stubs/undefined.new" "$stubs/undefined.txt"
+  if [ "$(wc -l <"$stubs/undefined.txt")" = "$before" ]; then tail -30 "$stubs/link.log" >&2; exit 1; fi
+  other=$(grep -vE '^(cu[A-Z]|cublas|curand|nvrtc|cudnn)' "$stubs/undefined.txt" || true)
+  [ -z "$other" ] || { echo "cuda_check: undefined symbols of no known CUDA library: $other" >&2; exit 1; }
   for pair in $sonames; do
     name=${pair%%:*}
     case $name in
@@ -68,11 +79,8 @@ if ! build 2>"$stubs/link.log"; then
     grep -E "$pattern" "$stubs/undefined.txt" >"$stubs/$name.syms" || true
     make_stub "$name" "${pair#*:}" "$stubs/$name.syms"
   done
-  other=$(grep -vE '^(cu[A-Z]|cublas|curand|nvrtc|cudnn)' "$stubs/undefined.txt" || true)
-  [ -z "$other" ] || { echo "cuda_check: undefined symbols of no known CUDA library: $other" >&2; exit 1; }
-  echo "cuda_check: stub libraries for $(wc -l <"$stubs/undefined.txt") CUDA symbols; linking again"
-  build
-fi
+  echo "cuda_check: link pass $pass: stubs for $(wc -l <"$stubs/undefined.txt") CUDA symbols so far"
+done
 bin=target/cuda/release/examples/$example
 echo "cuda_check: built $bin ($(du -h "$bin" | cut -f1)) in $(( $(date +%s) - t0 )) s; it needs at run time:"
 readelf -d "$bin" | awk '/NEEDED/ {print "  " $NF}'
