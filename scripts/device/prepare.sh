@@ -6,7 +6,7 @@
 #     vgg16.f16.safetensors  the Keras VGG16 conv base as f16 weights + its layer list
 #     reference.safetensors  features of the first 32 photos at 224 px computed here on the CPU
 #                            (f32 arithmetic, the same f16 weights)
-#     photos/{cats,dogs}/    the first 150 validation photos of each class
+#     photos/{cats,dogs}/    the first 100 validation photos of each class
 #     gpu_check.sh, torch_vgg.py
 # and prints its size (the device tool carries 64 MiB per call, the checkout included).
 #   scripts/device/prepare.sh            the CUDA payload (needs scripts/cuda_check.sh's wheels: it installs them)
@@ -21,7 +21,7 @@ cpu=0
 shared=${SHARED:-$root/../shared}
 model=$shared/models/vgg16_keras_notop.onnx
 photos=$shared/data/dogs_vs_cats/validation
-per_class=${PER_CLASS:-150}
+per_class=${PER_CLASS:-100}
 payload=$root/target/gpu_payload
 [ -f "$model" ] || { echo "prepare: $model not found" >&2; exit 1; }
 [ -x .venv/bin/python ] || scripts/setup.sh
