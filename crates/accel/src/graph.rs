@@ -1,0 +1,281 @@
+//! Reading a VGG-style conv chain out of an ONNX model: cut it with `features::onnx` (the conv
+//! base, or a named tensor), then follow the single chain from the image input to the cut output
+//! — 3×3 stride-1 "same" Conv (+ Relu), 2×2 stride-2 MaxPool, the NHWC↔NCHW Transposes of
+//! tf2onnx/Keras exports — and read the conv weights from the initializers.
+
+use std::collections::HashMap;
+
+use features::onnx::proto::{AttributeProto, NodeProto};
+use features::onnx::Layout;
+
+use crate::error::{Error, Result};
+
+/// Where to cut the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut<'a> {
+    /// The output of the last MaxPool before the classifier (what `extract` computes).
+    ConvBase,
+    /// A named tensor, e.g. `block4_pool` (the frozen part of fine-tuning).
+    At(&'a str),
+}
+
+/// One layer of the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// 3×3 stride-1 convolution with padding 1, then ReLU when `relu`.
+    Conv {
+        node: String,
+        weight: String,
+        bias: String,
+        relu: bool,
+    },
+    /// 2×2 stride-2 max pooling without padding.
+    MaxPool { node: String },
+    /// ReLU not directly after a Conv.
+    Relu { node: String },
+}
+
+/// The chain and what is known of its ends.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub steps: Vec<Step>,
+    /// The cut tensor (always computed as NCHW here).
+    pub output: String,
+    /// The cut model (pruned to what the output needs), holding the initializers.
+    pub cut_bytes: Vec<u8>,
+}
+
+fn op(n: &NodeProto) -> &str {
+    n.op_type.as_deref().unwrap_or("")
+}
+
+fn label(n: &NodeProto) -> String {
+    n.name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| n.output.first().cloned())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+}
+
+fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+
+fn int(n: &NodeProto, name: &str) -> Option<i64> {
+    attr(n, name).and_then(|a| a.i)
+}
+
+fn string(n: &NodeProto, name: &str) -> Option<String> {
+    attr(n, name)
+        .and_then(|a| a.s.as_ref())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+}
+
+fn check_conv(n: &NodeProto) -> Result<()> {
+    let bad = |what: String| {
+        Err(Error::Graph(format!(
+            "Conv '{}' has {what}; the Candle network supports 3×3 stride-1 convolutions with padding 1 \
+             (VGG); run this model with ONNX Runtime instead (--device cpu)",
+            label(n)
+        )))
+    };
+    if let Some(k) = ints(n, "kernel_shape") {
+        if k != [3, 3] {
+            return bad(format!("kernel {k:?}"));
+        }
+    }
+    if ints(n, "strides").is_some_and(|s| s.iter().any(|&v| v != 1)) {
+        return bad(format!(
+            "strides {:?}",
+            ints(n, "strides").unwrap_or_default()
+        ));
+    }
+    if ints(n, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+        return bad(format!(
+            "dilations {:?}",
+            ints(n, "dilations").unwrap_or_default()
+        ));
+    }
+    if int(n, "group").unwrap_or(1) != 1 {
+        return bad("groups".into());
+    }
+    match string(n, "auto_pad").unwrap_or_default().as_str() {
+        "" | "NOTSET" => {
+            let pads = ints(n, "pads").unwrap_or_default();
+            if pads != [1, 1, 1, 1] {
+                return bad(format!("pads {pads:?}"));
+            }
+        }
+        "SAME_UPPER" | "SAME_LOWER" => {}
+        other => return bad(format!("auto_pad {other}")),
+    }
+    if n.input.len() < 3 || n.input[2].is_empty() {
+        return bad("no bias".into());
+    }
+    Ok(())
+}
+
+fn check_pool(n: &NodeProto) -> Result<()> {
+    let ok = ints(n, "kernel_shape").as_deref() == Some(&[2, 2][..])
+        && ints(n, "strides").is_some_and(|s| s == [2, 2])
+        && ints(n, "pads").is_none_or(|p| p.iter().all(|&v| v == 0))
+        && ints(n, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1))
+        && int(n, "ceil_mode").unwrap_or(0) == 0
+        && matches!(
+            string(n, "auto_pad").as_deref(),
+            None | Some("") | Some("NOTSET") | Some("VALID")
+        )
+        && n.output.iter().skip(1).all(|o| o.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Graph(format!(
+            "MaxPool '{}' is not a plain 2×2 stride-2 pool without padding",
+            label(n)
+        )))
+    }
+}
+
+/// Cuts `model` and reads the chain from its image input to the cut tensor.
+pub fn chain(model: &[u8], cut: Cut<'_>) -> Result<Chain> {
+    let cm = match cut {
+        Cut::ConvBase => features::onnx::cut_conv_base(model)?,
+        Cut::At(t) => features::onnx::cut_at(model, t)?,
+    };
+    let m = features::onnx::build::decode(&cm.bytes)?;
+    let g = m
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
+    let mut consumers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+    for n in &g.node {
+        for t in n.input.iter().filter(|t| !t.is_empty()) {
+            consumers.entry(t.as_str()).or_default().push(n);
+        }
+    }
+    let only_consumer = |t: &str| -> Result<&NodeProto> {
+        match consumers.get(t).map(Vec::as_slice) {
+            Some([n]) => Ok(*n),
+            Some(many) => Err(Error::Graph(format!(
+                "tensor '{t}' feeds {} nodes ({}); the Candle network needs a single chain of layers \
+                 from the image to '{}'",
+                many.len(),
+                many.iter().map(|n| label(n)).collect::<Vec<_>>().join(", "),
+                cm.output
+            ))),
+            None => Err(Error::Graph(format!(
+                "tensor '{t}' is read by no node before '{}'",
+                cm.output
+            ))),
+        }
+    };
+    let mut steps = Vec::new();
+    let mut cur = cm.input.clone();
+    let mut layout = cm.input_layout;
+    let mut guard = 0;
+    while cur != cm.output {
+        guard += 1;
+        if guard > g.node.len() + 1 {
+            return Err(Error::Graph(format!(
+                "could not follow the graph from '{}' to '{}'",
+                cm.input, cm.output
+            )));
+        }
+        let n = only_consumer(&cur)?;
+        if n.input.first() != Some(&cur) {
+            return Err(Error::Graph(format!(
+                "node '{}' ({}) reads '{cur}' as a secondary input; only plain chains are supported",
+                label(n),
+                op(n)
+            )));
+        }
+        let out = n.output.first().cloned().unwrap_or_default();
+        let need_nchw = |what: &str| -> Result<()> {
+            if layout == Layout::Nchw {
+                Ok(())
+            } else {
+                Err(Error::Graph(format!(
+                    "{what} '{}' reads an NHWC tensor; expected a Transpose to NCHW before it",
+                    label(n)
+                )))
+            }
+        };
+        match op(n) {
+            "Transpose" => {
+                layout = match (layout, ints(n, "perm").as_deref()) {
+                    (Layout::Nhwc, Some([0, 3, 1, 2])) => Layout::Nchw,
+                    (Layout::Nchw, Some([0, 2, 3, 1])) => Layout::Nhwc,
+                    (_, perm) => {
+                        return Err(Error::Graph(format!(
+                            "Transpose '{}' with perm {perm:?} on a {layout:?} tensor is not an NHWC↔NCHW \
+                             layout change",
+                            label(n)
+                        )))
+                    }
+                };
+                cur = out;
+            }
+            "Conv" => {
+                need_nchw("Conv")?;
+                check_conv(n)?;
+                let mut relu = false;
+                let mut next = out.clone();
+                if out != cm.output {
+                    let c = only_consumer(&out)?;
+                    if op(c) == "Relu" {
+                        relu = true;
+                        next = c.output.first().cloned().unwrap_or_default();
+                    }
+                }
+                steps.push(Step::Conv {
+                    node: label(n),
+                    weight: n.input[1].clone(),
+                    bias: n.input[2].clone(),
+                    relu,
+                });
+                cur = next;
+            }
+            "Relu" => {
+                steps.push(Step::Relu { node: label(n) });
+                cur = out;
+            }
+            "MaxPool" => {
+                need_nchw("MaxPool")?;
+                check_pool(n)?;
+                steps.push(Step::MaxPool { node: label(n) });
+                cur = out;
+            }
+            "Identity" | "Dropout" => cur = out,
+            other => {
+                return Err(Error::Graph(format!(
+                    "node '{}' ({other}) between the image and '{}' is not supported by the Candle network \
+                     (it rebuilds chains of 3×3 Conv + Relu and 2×2 MaxPool, like VGG); run this model with \
+                     ONNX Runtime instead (--device cpu)",
+                    label(n),
+                    cm.output
+                )))
+            }
+        }
+    }
+    if layout != Layout::Nchw {
+        return Err(Error::Graph(format!(
+            "the cut tensor '{}' is NHWC; expected NCHW",
+            cm.output
+        )));
+    }
+    if !steps.iter().any(|s| matches!(s, Step::Conv { .. })) {
+        return Err(Error::Graph(format!(
+            "there is no Conv between the image and '{}'",
+            cm.output
+        )));
+    }
+    Ok(Chain {
+        steps,
+        output: cm.output,
+        cut_bytes: cm.bytes,
+    })
+}
