@@ -35,6 +35,11 @@ pub struct Calibration {
     pub oof_log_loss_calibrated: f64,
     pub oof_accuracy: f64,
     pub seconds: f64,
+    /// The saved weights on validation before the temperature (reported, never used to choose).
+    #[serde(default)]
+    pub val_log_loss_uncalibrated: Option<f64>,
+    #[serde(default)]
+    pub val_ece_uncalibrated: Option<f64>,
 }
 
 /// The fixed inputs of the cross-fit.
@@ -103,6 +108,8 @@ pub fn cross_fit(
         oof_log_loss_calibrated,
         oof_accuracy,
         seconds: started.elapsed().as_secs_f64(),
+        val_log_loss_uncalibrated: None,
+        val_ece_uncalibrated: None,
     })
 }
 

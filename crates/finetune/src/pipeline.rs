@@ -136,7 +136,10 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             precision: s.settings.train_precision,
         };
         let mut source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
-        let cal = calibrate::cross_fit(&cross, &mut source, on_event)?;
+        let mut cal = calibrate::cross_fit(&cross, &mut source, on_event)?;
+        let before = epoch::evaluate(&kept, &checked.val, &s.val.labels, checked.row_shape)?;
+        (cal.val_log_loss_uncalibrated, cal.val_ece_uncalibrated) =
+            (Some(before.loss), Some(before.ece));
         on_event(Event::Info(format!(
             "calibration: temperature {:.3} from {} folds (out-of-fold log loss {:.4} → {:.4}, accuracy {:.4}), {:.0} s",
             cal.temperature, cal.folds, cal.oof_log_loss, cal.oof_log_loss_calibrated, cal.oof_accuracy, cal.seconds
