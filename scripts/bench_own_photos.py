@@ -28,6 +28,11 @@ def kept(path):
     return m["kept_val_accuracy"], m["kept_val_loss"], m.get("kept_val_ece"), m.get("total_seconds")
 
 
+def calibration(path):
+    with open(path) as f:
+        return json.load(f).get("calibration")
+
+
 def one_set(a, spec):
     name, rest = spec.split("=", 1)
     data, size = rest.rsplit(":", 1)
@@ -37,7 +42,8 @@ def one_set(a, spec):
     lp = json.loads(out)
     head = kept(os.path.join(run, "head", "metrics.json"))
     ft = kept(os.path.join(run, "finetune", "metrics.json"))
-    return f"{name} {size} px", lp, head, ft, lp_secs, fit_secs
+    cal = calibration(os.path.join(run, "finetune", "metrics.json"))
+    return f"{name} {size} px", lp, head, ft, cal, lp_secs, fit_secs
 
 
 def main():
@@ -48,14 +54,18 @@ def main():
     ap.add_argument("--model", default="../shared/models/vgg16_keras_notop.onnx")
     a = ap.parse_args()
     print("| data set | linear probe (sklearn) acc / log loss / ECE | saved head (`fit`) acc / log loss / ECE "
-          "| **finetune (`fit`)** acc / log loss / ECE | finetune − head | seconds: sklearn / head / finetune / whole `fit` |")
-    print("|---|---|---|---|---|---|")
+          "| finetune before calibration: log loss / ECE | **finetune (`fit`, saved)** acc / log loss / ECE | "
+          "temperature | finetune − head | seconds: sklearn / head / finetune epochs / whole `fit` |")
+    print("|---|---|---|---|---|---|---|---|")
     f = lambda m: f"{m[0]:.4f} / {m[1]:.3f} / {m[2]:.3f}"
     for spec in a.sets:
-        label, lp, head, ft, lp_secs, fit_secs = one_set(a, spec)
+        label, lp, head, ft, cal, lp_secs, fit_secs = one_set(a, spec)
         lpm = (lp["accuracy"], lp["log_loss"], lp["ece"])
         gain = ft[0] - head[0]
-        print(f"| {label} | {f(lpm)} | {f(head)} | **{f(ft)}** | {gain:+.4f} | "
+        before = (f"{cal['val_log_loss_uncalibrated']:.3f} / {cal['val_ece_uncalibrated']:.3f}"
+                  if cal else "—")
+        t = f"{cal['temperature']:.3f}" if cal else "—"
+        print(f"| {label} | {f(lpm)} | {f(head)} | {before} | **{f(ft)}** | {t} | {gain:+.4f} | "
               f"{lp_secs:.0f} / {head[3] or 0:.0f} / {ft[3] or 0:.0f} / {fit_secs:.0f} |")
         sys.stdout.flush()
 
