@@ -18,5 +18,6 @@ pub mod optim;
 pub mod train;
 pub mod vgg;
 
+pub use candle_core;
 pub use candle_core::{DType, Device, Tensor};
 pub use error::{Error, Result};
