@@ -105,6 +105,8 @@ pub struct ScratchReport {
     pub mean_epoch_seconds: f64,
     /// Seconds spent decoding and resizing the images.
     pub load_seconds: f64,
+    /// Where the network trained (`cpu`: the CPU kernels; `cuda:0 (Candle)`, …).
+    pub device: String,
     pub settings: Settings,
 }
 
@@ -307,6 +309,8 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         session.iter().map(|e| e.seconds).sum::<f64>() / session.len() as f64
     };
     let (metrics, confusion) = write_outputs(&run, &mut learner, &fitted)?;
+    let device = learner.compute.name();
+    drop(learner);
     Ok(ScratchReport {
         paths: paths.clone(),
         classes: classes.clone(),
@@ -323,6 +327,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         confusion,
         mean_epoch_seconds,
         load_seconds,
+        device,
         settings,
     })
 }
