@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 
 /// The command that builds a CUDA-enabled binary (named in error messages).
 pub const CUDA_BUILD_HINT: &str =
-    "rebuild with `cargo build --release --features cuda` (needs nvcc: see scripts/cuda_check.sh)";
+    "rebuild with `cargo build --release -p bottleneck-cli --features cuda` \
+     (needs nvcc: see scripts/cuda_check.sh)";
 
 /// A device picked by [`select`], with a note when it is not what was asked for.
 #[derive(Debug, Clone)]
@@ -147,7 +148,7 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("built without CUDA"), "{msg}");
         assert!(
-            msg.contains("cargo build --release --features cuda"),
+            msg.contains("cargo build --release -p bottleneck-cli --features cuda"),
             "{msg}"
         );
         assert!(msg.contains("--device cpu"), "{msg}");

@@ -243,9 +243,15 @@ fn scratch_case(arch: &scratch::net::Arch, seed: u64, n: usize) {
     // The CPU forward draws its dropout mask from this stream; draw the same one for Candle.
     let drop_rng = ChaCha8Rng::seed_from_u64(seed + 100);
     let m = mask(&mut drop_rng.clone(), n * arch.hidden, arch.dropout);
-    let trace = scratch::net::forward(arch, &p, &x, Some(&mut drop_rng.clone()));
+    let trace = scratch::net::forward(
+        arch,
+        &p,
+        &x,
+        Some(&mut drop_rng.clone()),
+        TrainPrecision::Fp32,
+    );
     let lo = scratch::net::loss(&trace.logits, &labels, arch.outputs);
-    let cpu = scratch::net::backward(arch, &p, &x, &trace, &lo.dlogits);
+    let cpu = scratch::net::backward(arch, &p, &x, &trace, &lo.dlogits, TrainPrecision::Fp32);
 
     let ours_arch = ScratchArch {
         size: arch.size,
@@ -270,7 +276,8 @@ fn scratch_case(arch: &scratch::net::Arch, seed: u64, n: usize) {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let plain = scratch::net::forward::<ChaCha8Rng>(arch, &p, &x, None).logits;
+    let plain =
+        scratch::net::forward::<ChaCha8Rng>(arch, &p, &x, None, TrainPrecision::Fp32).logits;
     assert!(max_rel(&plain, &logits) <= TOL, "logits");
     let step = net.step(&xt, &labels, Dropout::Mask(&m)).unwrap();
     assert!(

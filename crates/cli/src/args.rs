@@ -64,15 +64,34 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
 }
 
-/// Where ONNX Runtime runs (every command that runs the backbone).
+/// Where the networks run (every command that runs the backbone).
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeFlags {
-    /// cpu, cuda (error if CUDA cannot start) or auto (CUDA if it starts, else CPU).
+    /// cpu, cuda (the whole stage on the GPU through Candle; an error if CUDA cannot start or the
+    /// binary was built without `--features cuda`) or auto (CUDA if it starts, else the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: features::runtime::Device,
+    #[command(flatten)]
+    pub engine: EngineFlag,
     /// ONNX Runtime intra-op threads (default: all physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// The engine knob, a diagnostic and test flag (see `accel::engine`).
+#[derive(Debug, Clone, Args)]
+pub struct EngineFlag {
+    /// auto, ort (ONNX Runtime on --device, CPU training) or candle (Candle also on the CPU);
+    /// default: BOTTLENECK_ENGINE, else auto.
+    #[arg(long, hide = true)]
+    pub engine: Option<features::runtime::Engine>,
+}
+
+impl EngineFlag {
+    /// The engine asked for (`auto` lets `accel::engine::select` read `BOTTLENECK_ENGINE`).
+    pub fn get(&self) -> features::runtime::Engine {
+        self.engine.unwrap_or(features::runtime::Engine::Auto)
+    }
 }
 
 impl RuntimeFlags {

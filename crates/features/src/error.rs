@@ -55,6 +55,9 @@ pub enum Error {
     /// A name (of a device, preprocessing, filter, …) that is none of the choices.
     #[error(transparent)]
     Name(#[from] crate::names::UnknownName),
+    /// Another engine's frozen network (e.g. Candle's, from the `accel` crate) failed.
+    #[error(transparent)]
+    Engine(Box<dyn std::error::Error + Send + Sync>),
     /// A file of the run folder could not be written, or the folder is in use.
     #[error(transparent)]
     RunFolder(#[from] runfs::Error),

@@ -1,6 +1,7 @@
-//! Stage 2a: images → bottleneck features. Decodes and preprocesses batches on worker threads while ONNX
-//! Runtime runs the previous batch, streams rows into the feature cache, and skips the work when the cache is
-//! up to date.
+//! Stage 2a: images → bottleneck features. Decodes and preprocesses batches on worker threads while the
+//! frozen network (ONNX Runtime, or the [`Backend`] a caller hands [`extract_with`], e.g. Candle on a GPU)
+//! runs the previous batch, streams rows into the feature cache, and skips the work when the cache is up to
+//! date.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +10,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::dataset::{self, Dataset, Split};
+use crate::engine::{Backend, FeatureNet, NetRequest, Ort};
 use crate::infer::{self, BatchOut, InputSpec};
 use crate::manifest::{self, HubOptions, ResolvedModel};
 use crate::onnx::{self, CutModel, Layout};
 use crate::preprocess::{self, Preprocess, Resize, PREPROCESS_CHOICES};
 use crate::provenance::Provenance;
-use crate::runtime::{self, Device, Runner, SessionOptions};
+use crate::runtime::{Device, Engine, SessionOptions};
 use crate::shard::{self, Shard, ShardRecord};
 use crate::store::{self, FeatureMeta, FeatureWriter, Skipped};
 use crate::{Error, Result};
@@ -31,6 +33,9 @@ pub struct ExtractConfig {
     pub size: u32,
     pub batch: usize,
     pub device: Device,
+    /// Which engine runs the backbone (read by `accel::stages::extract`, which picks the
+    /// [`Backend`]; [`extract`] itself always uses ONNX Runtime).
+    pub engine: Engine,
     pub threads: Option<usize>,
     pub resize: Resize,
     /// Turn a skipped image into an error.
@@ -67,6 +72,7 @@ impl ExtractConfig {
             size: 150,
             batch: 16,
             device: Device::Cpu,
+            engine: Engine::Auto,
             threads: None,
             resize: Resize::Nearest,
             strict: false,
@@ -80,6 +86,9 @@ impl ExtractConfig {
 /// Progress reports while extracting.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
+    /// Where the work runs when it is not what was asked for (`--device auto` on the CPU), or
+    /// which engine runs it: shown to the user.
+    Note(&'a str),
     /// The model is loaded and the session built.
     Ready {
         device: &'a str,
@@ -204,8 +213,9 @@ pub struct Backbone {
 }
 
 impl Backbone {
-    /// The provenance of features this backbone computes with `cfg`'s size, filter and precision.
-    pub fn provenance(&self, cfg: &ExtractConfig) -> Provenance {
+    /// The provenance of features this backbone computes with `cfg`'s size, filter and precision
+    /// on `engine` ([`Backend::engine`]: `None` for ONNX Runtime).
+    pub fn provenance(&self, cfg: &ExtractConfig, engine: Option<&str>) -> Provenance {
         Provenance {
             model: self.model.name.clone(),
             model_sha256: self.model.sha256.clone(),
@@ -214,6 +224,7 @@ impl Backbone {
             image_size: cfg.size,
             resize: cfg.resize.name().to_string(),
             precision: cfg.precision.name().into(),
+            engine: engine.map(str::to_string),
         }
     }
 }
@@ -268,17 +279,19 @@ pub fn load_backbone(
     })
 }
 
-/// Digest of every input of a split's features: model, preprocessing, size, classes, and each file's bytes.
+/// Digest of every input of a split's features: model, preprocessing, size, engine, classes, and
+/// each file's bytes.
 pub fn cache_key(
     backbone: &Backbone,
     cfg: &ExtractConfig,
+    engine: Option<&str>,
     classes: &[String],
     split: &Split,
     precision_tag: &str,
 ) -> Result<String> {
     let items = with_contents(split)?;
     Ok(key_of(
-        &backbone.provenance(cfg),
+        &backbone.provenance(cfg, engine),
         precision_tag,
         classes,
         &items,
@@ -311,8 +324,12 @@ pub fn key_of(
         .field("preprocess", p.preprocess.as_bytes())
         .field("resize", p.resize.as_bytes())
         .field("size", &p.image_size.to_le_bytes())
-        .field("precision", precision_tag.as_bytes())
-        .field("classes", classes.join("\n").as_bytes());
+        .field("precision", precision_tag.as_bytes());
+    // ONNX Runtime's features keep the keys they always had; another engine's get their own.
+    if let Some(engine) = &p.engine {
+        h.field("engine", engine.as_bytes());
+    }
+    h.field("classes", classes.join("\n").as_bytes());
     for (rel, label, content) in items {
         h.field("file", rel.as_bytes())
             .field("label", &(*label as u64).to_le_bytes())
@@ -336,13 +353,19 @@ type Contents = Vec<(String, usize, [u8; 32])>;
 fn target(
     backbone: &Backbone,
     cfg: &ExtractConfig,
+    engine: Option<&str>,
     classes: &[String],
     split: &Split,
     precision_tag: &str,
 ) -> Result<(Target, Option<Split>, Contents)> {
     let Some(sh) = cfg.shard else {
         let items = with_contents(split)?;
-        let key = key_of(&backbone.provenance(cfg), precision_tag, classes, &items);
+        let key = key_of(
+            &backbone.provenance(cfg, engine),
+            precision_tag,
+            classes,
+            &items,
+        );
         let path = store::feature_path(&cfg.run, &split.name);
         let target = Target {
             path,
@@ -354,7 +377,12 @@ fn target(
     let (part, pos) = sh.part(split);
     let items = with_contents(&part)?;
     let listing = shard::listing_digest(split);
-    let base = key_of(&backbone.provenance(cfg), precision_tag, classes, &items);
+    let base = key_of(
+        &backbone.provenance(cfg, engine),
+        precision_tag,
+        classes,
+        &items,
+    );
     let key = runfs::digest::of_strings(&[
         ("part", &base),
         ("shard", &sh.stem(&split.name)),
@@ -384,8 +412,30 @@ fn target(
     ))
 }
 
-/// Runs the whole extraction: every split of `cfg.data`, reusing up-to-date feature files.
+/// Runs the whole extraction with ONNX Runtime on `cfg.device`: every split of `cfg.data`, reusing
+/// up-to-date feature files. (`accel::stages::extract` chooses the engine from `cfg.device` and
+/// `cfg.engine` and calls [`extract_with`].)
 pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<ExtractSummary> {
+    if cfg.engine == Engine::Candle {
+        return Err(Error::Invalid(
+            "the Candle engine is chosen by accel::stages::extract, not features::extract".into(),
+        ));
+    }
+    let ort = Ort {
+        opts: SessionOptions {
+            device: cfg.device,
+            threads: cfg.threads,
+        },
+    };
+    extract_with(cfg, &ort, on_event)
+}
+
+/// [`extract`] with the frozen network opened by `backend`.
+pub fn extract_with(
+    cfg: &ExtractConfig,
+    backend: &dyn Backend,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<ExtractSummary> {
     if cfg.batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
@@ -433,13 +483,23 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
             (Some(bytes), format!("int8:{}", info.key))
         }
     };
-    let session_bytes = model_bytes.as_deref().unwrap_or(&backbone.cut.bytes);
-    let mut runner: Option<Runner> = None;
+    let engine = backend.engine();
+    let engine = engine.as_deref();
+    let request = NetRequest {
+        model: &backbone.model.bytes,
+        output: &backbone.cut.output,
+        onnx: model_bytes.as_deref().unwrap_or(&backbone.cut.bytes),
+        onnx_layout: backbone.cut.input_layout,
+        int8: model_bytes.is_some(),
+        threads: cfg.threads,
+    };
+    let mut runner: Option<Box<dyn FeatureNet>> = None;
     let mut device = String::from("none (all splits up to date)");
     let mut splits = Vec::new();
     let mut contents = Vec::new();
     for split in &data.splits {
-        let (target, part, items) = target(&backbone, cfg, &data.classes, split, &precision_tag)?;
+        let (target, part, items) =
+            target(&backbone, cfg, engine, &data.classes, split, &precision_tag)?;
         contents.push((split.name.clone(), items));
         let split = part.as_ref().unwrap_or(split);
         let path = target.path.clone();
@@ -464,27 +524,28 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
                 continue;
             }
         }
-        if runner.is_none() {
-            let r = runtime::session(
-                session_bytes,
-                &SessionOptions {
-                    device: cfg.device,
-                    threads: cfg.threads,
-                },
-            )?;
-            on_event(Event::Ready {
-                device: r.device,
-                model: &backbone.model.name,
-                preprocess: backbone.preprocess,
-                output: &backbone.cut.output,
-            });
-            device = r.device.to_string();
-            runner = Some(r);
-        }
-        let Some(r) = runner.as_mut() else {
-            unreachable!("runner was just created")
+        let r = match runner.as_mut() {
+            Some(r) => r,
+            None => {
+                let r = backend.open(&request)?;
+                device = r.device();
+                on_event(Event::Ready {
+                    device: &device,
+                    model: &backbone.model.name,
+                    preprocess: backbone.preprocess,
+                    output: &backbone.cut.output,
+                });
+                runner.insert(r)
+            }
         };
-        let summary = extract_split(r, &backbone, cfg, &data, split, target, on_event)?;
+        let job = SplitJob {
+            backbone: &backbone,
+            engine,
+            data: &data,
+            split,
+            target,
+        };
+        let summary = extract_split(r.as_mut(), &job, cfg, on_event)?;
         splits.push(summary);
     }
     // Shards run side by side: only a whole extraction tidies the folder.
@@ -538,15 +599,29 @@ pub fn prepare(
     preprocess::write_input(&img, pre, layout, slot)
 }
 
-fn extract_split(
-    runner: &mut Runner,
-    backbone: &Backbone,
-    cfg: &ExtractConfig,
-    data: &Dataset,
-    split: &Split,
+/// One split to extract and where its features go.
+struct SplitJob<'a> {
+    backbone: &'a Backbone,
+    /// [`Backend::engine`] of the network that runs it.
+    engine: Option<&'a str>,
+    data: &'a Dataset,
+    split: &'a Split,
     target: Target,
+}
+
+fn extract_split(
+    runner: &mut dyn FeatureNet,
+    job: &SplitJob<'_>,
+    cfg: &ExtractConfig,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<SplitSummary> {
+    let SplitJob {
+        backbone,
+        engine,
+        data,
+        split,
+        ref target,
+    } = *job;
     let start = Instant::now();
     let total = split.items.len();
     on_event(Event::SplitStart {
@@ -631,11 +706,11 @@ fn extract_split(
         format_version: store::FORMAT_VERSION,
         split: split.name.clone(),
         classes: data.classes.clone(),
-        provenance: backbone.provenance(cfg),
+        provenance: backbone.provenance(cfg, engine),
         files: Vec::new(),
         skipped: skipped.clone(),
-        cache_key: target.key,
-        shard: target.shard,
+        cache_key: target.key.clone(),
+        shard: target.shard.clone(),
     };
     let path = writer.finish(meta)?;
     let seconds = start.elapsed().as_secs_f64();

@@ -11,12 +11,13 @@ use crate::extract::{self, ExtractConfig, Precision};
 use crate::store;
 use crate::Result;
 
-/// The state of `RUN/features` for the extraction `cfg` asks for. With an FP32 backbone the image
+/// The state of `RUN/features` for the extraction `cfg` asks for, on `engine`
+/// ([`crate::engine::Backend::engine`]: `None` for ONNX Runtime). With an FP32 backbone the image
 /// contents are compared too (through the cache key); an int8 one is compared by its settings.
-pub fn status(cfg: &ExtractConfig) -> Result<Status> {
+pub fn status(cfg: &ExtractConfig, engine: Option<&str>) -> Result<Status> {
     let data = dataset::scan(&cfg.data)?;
     let backbone = extract::load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
-    let asked = backbone.provenance(cfg);
+    let asked = backbone.provenance(cfg, engine);
     let (mut missing, mut present, mut diffs) = (Vec::new(), 0, Vec::new());
     for split in &data.splits {
         let path = store::feature_path(&cfg.run, &split.name);
@@ -63,7 +64,7 @@ pub fn status(cfg: &ExtractConfig) -> Result<Status> {
             ));
         }
         if diffs.len() == before && cfg.precision == Precision::Fp32 {
-            let key = extract::cache_key(&backbone, cfg, &data.classes, split, "fp32")?;
+            let key = extract::cache_key(&backbone, cfg, engine, &data.classes, split, "fp32")?;
             if key != meta.cache_key {
                 diffs.push(format!(
                     "{tag}: the image contents differ from those the features were extracted from"

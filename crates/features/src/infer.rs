@@ -1,14 +1,15 @@
-//! Batched inference over image files: worker threads decode and preprocess whole batches while the one ONNX
-//! Runtime session runs the previous one; batches reach the caller in file order.
+//! Batched inference over image files: worker threads decode and preprocess whole batches while the one
+//! frozen network (ONNX Runtime or another [`crate::engine::Backend`]'s) runs the previous one; batches
+//! reach the caller in file order.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::dataset::Item;
+use crate::engine::FeatureNet;
 use crate::extract::prepare;
 use crate::onnx::Layout;
 use crate::preprocess::{Preprocess, Resize};
-use crate::runtime::Runner;
 use crate::store::Skipped;
 use crate::{Error, Result};
 
@@ -82,10 +83,11 @@ fn prepare_batch(items: &[Item], spec: &InputSpec) -> Batch {
     batch
 }
 
-/// Runs `runner` (one image input, first output used) over `items` in batches of `batch`, calling `on_batch`
-/// for each batch in order. An error from `on_batch` or the session stops the workers and is returned.
+/// Runs `net` over `items` in batches of `batch` (images prepared in the layout the network takes,
+/// whatever `spec.layout` says), calling `on_batch` for each batch in order. An error from
+/// `on_batch` or the network stops the workers and is returned.
 pub fn run_images(
-    runner: &mut Runner,
+    net: &mut dyn FeatureNet,
     spec: &InputSpec,
     items: &[Item],
     batch: usize,
@@ -94,6 +96,10 @@ pub fn run_images(
     if batch == 0 {
         return Err(Error::Invalid("batch size must be at least 1".into()));
     }
+    let spec = &InputSpec {
+        layout: net.layout(),
+        ..*spec
+    };
     let chunks: Vec<&[Item]> = items.chunks(batch).collect();
     let workers = workers();
     let next = AtomicUsize::new(0);
@@ -131,23 +137,10 @@ pub fn run_images(
                         continue;
                     }
                     let n = b.items.len();
-                    let sz = spec.size as usize;
-                    let shape = match spec.layout {
-                        Layout::Nchw => [n, 3, sz, sz],
-                        Layout::Nhwc => [n, sz, sz, 3],
-                    };
-                    let input = ort::value::TensorRef::from_array_view((shape, &b.input[..]))?;
-                    let outputs = runner.session.run(ort::inputs![input])?;
-                    let (oshape, values) = outputs[0].try_extract_tensor::<f32>()?;
-                    let dims: Vec<usize> = oshape.iter().map(|&d| d.max(0) as usize).collect();
-                    if dims.first() != Some(&n) {
-                        return Err(Error::Runtime(format!(
-                            "output shape {dims:?} does not start with the batch size {n}"
-                        )));
-                    }
+                    let (dims, values) = net.run(&b.input, n, spec.size as usize)?;
                     on_batch(BatchOut {
                         items: &b.items,
-                        rows: values,
+                        rows: &values,
                         row_shape: &dims[1..],
                         skipped: &b.skipped,
                     })?;

@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod bench;
 pub mod dataset;
+pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod freshness;

@@ -1,6 +1,6 @@
 //! Where features come from, as one typed record every stage writes and compares: the backbone
 //! (display name and sha256), the tensor the features are cut at, the preprocessing, input size,
-//! resize filter and precision. Two records are compared with one [`Provenance::diff`]; any two
+//! resize filter, precision and (when not ONNX Runtime) the engine. Two records are compared with one [`Provenance::diff`]; any two
 //! serialisable settings with [`differences`].
 
 use std::collections::BTreeSet;
@@ -27,6 +27,11 @@ pub struct Provenance {
     pub resize: String,
     /// Numeric precision of the backbone, e.g. `fp32`.
     pub precision: String,
+    /// The engine that computed the features when it is not ONNX Runtime, e.g. `candle cuda
+    /// fp32` (absent: ONNX Runtime, on the CPU or its CUDA execution provider). Features of two
+    /// engines agree to about 1e-6 in FP32 but not bit for bit, so they are not mixed silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 impl Provenance {
@@ -96,6 +101,7 @@ mod tests {
             image_size: 150,
             resize: "nearest".into(),
             precision: "fp32".into(),
+            engine: None,
         }
     }
 

@@ -56,6 +56,9 @@ impl FeatureMeta {
         m.insert("image_size".into(), p.image_size.to_string());
         m.insert("resize".into(), p.resize.clone());
         m.insert("precision".into(), p.precision.clone());
+        if let Some(engine) = &p.engine {
+            m.insert("engine".into(), engine.clone());
+        }
         m.insert("files".into(), to_json(&self.files)?);
         m.insert("skipped".into(), to_json(&self.skipped)?);
         m.insert("cache_key".into(), self.cache_key.clone());
@@ -98,6 +101,7 @@ impl FeatureMeta {
                 image_size: num("image_size")?,
                 resize: get("resize")?,
                 precision: get("precision")?,
+                engine: m.get("engine").cloned(),
             },
             files: parse(&get("files")?, "files", path)?,
             skipped: parse(&get("skipped")?, "skipped", path)?,

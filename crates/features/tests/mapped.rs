@@ -18,6 +18,7 @@ fn meta() -> FeatureMeta {
             image_size: 150,
             resize: "nearest".into(),
             precision: "fp32".into(),
+            engine: None,
         },
         files: vec![],
         skipped: vec![],

@@ -15,8 +15,9 @@ use crate::pipeline::Event;
 use crate::rows::{Precision, RowReader};
 use crate::setup::Setup;
 
-/// Digest of what every cache of this run depends on (model, split tensor, preprocessing, size, and
-/// for int8 the quantized model's key).
+/// Digest of what every cache of this run depends on (model, split tensor, preprocessing, size, for
+/// int8 the quantized model's key, and the engine when it is not ONNX Runtime: Candle's FP32 maps
+/// agree with ONNX Runtime's to ~1e-6, not bit for bit, so each engine keeps its own caches).
 pub fn base_key(s: &Setup) -> String {
     let tag = int8::cache_tag(s.settings.int8_key.as_deref());
     let mut parts = vec![
@@ -30,6 +31,9 @@ pub fn base_key(s: &Setup) -> String {
     parts.push(("size", &size));
     if let Some(t) = &tag {
         parts.push(("frozen", t));
+    }
+    if let Some(e) = &s.frozen_engine {
+        parts.push(("engine", e));
     }
     runfs::digest::of_strings(&parts)
 }

@@ -18,6 +18,7 @@ use train::optim::Optimizer;
 
 use crate::block::{nchw_to_nhwc, nhwc_to_nchw};
 use crate::classifier::Classifier;
+use crate::compute::Compute;
 use crate::epoch::{self, EpochData, Source, State};
 use crate::error::{Error, Result};
 use crate::net::Net;
@@ -63,6 +64,7 @@ pub struct CrossFit<'a> {
 /// Runs the cross-fit; `source` supplies the augmented training batches (cached draws or afresh).
 pub fn cross_fit(
     cf: &CrossFit<'_>,
+    compute: &mut dyn Compute,
     source: &mut Source<'_>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Calibration> {
@@ -87,8 +89,8 @@ pub fn cross_fit(
             fit_rows.len(),
             held.len()
         )));
-        let net = fold_model(cf, &features, &fit_rows, source, f, on_event)?;
-        for (chunk_rows, chunk_logits) in score_rows(&net, cf, &held)? {
+        let net = fold_model(cf, &features, &fit_rows, compute, source, f, on_event)?;
+        for (chunk_rows, chunk_logits) in score_rows(compute, &net, cf, &held)? {
             for (i, z) in chunk_rows.iter().zip(chunk_logits.chunks_exact(k)) {
                 for (j, v) in z.iter().enumerate() {
                     logits[i * k + j] = *v as f64;
@@ -166,13 +168,19 @@ fn block_features(cf: &CrossFit<'_>) -> Result<head::data::Samples> {
     Ok(head::data::Samples::new(shape, out, cf.labels.to_vec())?)
 }
 
-/// Rows `idx` of a row file as one NHWC batch.
-fn read_rows(file: &RowReader, idx: &[usize], [c, h, w]: [usize; 3]) -> Result<(Vec<f32>, Nhwc)> {
+/// Rows `idx` of a row file as one NCHW batch.
+fn read_nchw(file: &RowReader, idx: &[usize], [c, h, w]: [usize; 3]) -> Result<Vec<f32>> {
     let row_len = c * h * w;
     let mut x = vec![0f32; idx.len() * row_len];
     for (slot, &i) in x.chunks_exact_mut(row_len).zip(idx) {
         file.read_row(i, slot)?;
     }
+    Ok(x)
+}
+
+/// Rows `idx` of a row file as one NHWC batch.
+fn read_rows(file: &RowReader, idx: &[usize], [c, h, w]: [usize; 3]) -> Result<(Vec<f32>, Nhwc)> {
+    let x = read_nchw(file, idx, [c, h, w])?;
     let d = Nhwc {
         n: idx.len(),
         h,
@@ -188,6 +196,7 @@ fn fold_model(
     cf: &CrossFit<'_>,
     features: &head::data::Samples,
     rows: &[usize],
+    compute: &mut dyn Compute,
     source: &mut Source<'_>,
     fold: usize,
     on_event: &mut dyn FnMut(Event<'_>),
@@ -216,7 +225,7 @@ fn fold_model(
         val_labels: &[],
     };
     for epoch in 0..cf.epochs {
-        let outcome = epoch::train_pass(&mut state, epoch, source, &data, &mut |_| {})?;
+        let outcome = epoch::train_pass(&mut state, compute, epoch, source, &data, &mut |_| {})?;
         if let PassOutcome::Diverged(why) = outcome {
             return Err(Error::Diverged(format!(
                 "calibration fold {}: {why}",
@@ -234,11 +243,16 @@ fn fold_model(
 }
 
 /// Logits of `net` on the plain maps of photos `rows`, 32 at a time: `(rows, logits)` pairs.
-fn score_rows(net: &Net, cf: &CrossFit<'_>, rows: &[usize]) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
+fn score_rows(
+    compute: &mut dyn Compute,
+    net: &Net,
+    cf: &CrossFit<'_>,
+    rows: &[usize],
+) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
     let mut out = Vec::new();
     for chunk in rows.chunks(32) {
-        let (x, d) = read_rows(cf.plain, chunk, cf.row_shape)?;
-        out.push((chunk.to_vec(), net.logits(&x, d)?));
+        let x = read_nchw(cf.plain, chunk, cf.row_shape)?;
+        out.push((chunk.to_vec(), compute.logits(net, &x, cf.row_shape)?));
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use features::augment::AugmentParams;
 pub use features::extract::Precision as FrozenPrecision;
 use features::manifest::HubOptions;
-use features::runtime::Device;
+use features::runtime::{Device, Engine};
 use serde::{Deserialize, Serialize};
 use train::kernels::TrainPrecision;
 use train::metrics::Keep;
@@ -58,8 +58,10 @@ pub struct FinetuneConfig {
     /// [`crate::calibrate`]). Costs about one more fine-tuning run.
     pub calibrate: usize,
     pub keep: Keep,
-    /// Where ONNX Runtime runs the frozen part.
+    /// Where the stage runs (`accel::engine::select`: Candle on CUDA for `cuda`).
     pub device: Device,
+    /// The engine knob (`auto`: the default for `device`; see `accel::engine`).
+    pub engine: Engine,
     /// ONNX Runtime intra-op threads (default: all cores).
     pub threads: Option<usize>,
     pub force: bool,
@@ -98,6 +100,7 @@ impl FinetuneConfig {
             calibrate: 0,
             keep: Keep::Last,
             device: Device::Cpu,
+            engine: Engine::Auto,
             threads: None,
             force: false,
             resume: false,
@@ -130,7 +133,6 @@ impl FinetuneConfig {
         }
         self.sgd.validate()?;
         self.augment.validate()?;
-        self.train_precision.resolve().map_err(Error::Invalid)?;
         if self.calibrate == 1 || self.calibrate > 10 {
             return Err(Error::Invalid(format!(
                 "--calibrate {} must be 0 (off) or 2 to 10 folds",

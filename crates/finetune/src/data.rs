@@ -37,6 +37,11 @@ pub fn frozen_rows(
     aug: Option<&Augmentation<'_>>,
 ) -> Result<Vec<f32>> {
     let per = frozen.input_len();
+    // In the layout the frozen network takes (Candle's is NCHW whatever the ONNX graph's is).
+    let spec = InputSpec {
+        layout: frozen.layout,
+        ..spec
+    };
     let mut input = vec![0f32; idx.len() * per];
     for (slot, &i) in input.chunks_exact_mut(per).zip(idx) {
         let img = &set.images[i];

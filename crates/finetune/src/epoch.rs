@@ -1,6 +1,7 @@
 //! One fine-tuning epoch for the shared epoch driver: per-epoch shuffling and draw choice, batches
 //! of frozen outputs produced on a second thread (read from the augmentation cache or computed
-//! afresh) while the main thread runs the block + head step with dropout and SGD, and validation.
+//! afresh) while the main thread runs the block + head step with dropout and SGD on the run's
+//! [`Compute`] (the CPU kernels or a device), and validation.
 
 use features::augment::Augmenter;
 use rand::seq::SliceRandom;
@@ -8,14 +9,13 @@ use rand::Rng;
 use train::driver::{Pass, PassOutcome, Validation};
 use train::loss::{bce_with_logits, softmax_cross_entropy};
 
-use crate::block::nchw_to_nhwc;
+use crate::compute::Compute;
 use crate::data::{self, Augmentation};
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
 use crate::images::{ImageSet, InputSpec};
 use crate::net::Net;
 use crate::rows::RowReader;
-use train::kernels::Nhwc;
 use train::optim::Optimizer;
 
 /// Where an epoch's training inputs come from.
@@ -63,13 +63,10 @@ pub struct EpochData<'a> {
     pub val_labels: &'a [u32],
 }
 
-fn dims(n: usize, [c, h, w]: [usize; 3]) -> Nhwc {
-    Nhwc { n, h, w, c }
-}
-
 /// Mean loss, accuracy and predictions over the NCHW rows of `rows` (no dropout), read 32 at a
-/// time.
+/// time, computed by `compute`.
 pub fn evaluate(
+    compute: &mut dyn Compute,
     net: &Net,
     rows: &RowReader,
     labels: &[u32],
@@ -87,8 +84,7 @@ pub fn evaluate(
         for (i, row) in chunk.chunks_exact_mut(row_len).enumerate() {
             rows.read_row(b * 32 + i, row)?;
         }
-        let d = dims(ys.len(), row_shape);
-        let z = net.logits(&nchw_to_nhwc(&chunk, d), d)?;
+        let z = compute.logits(net, &chunk, row_shape)?;
         for (zi, &y) in z.chunks_exact(k).zip(ys) {
             let (l, pred, top) = if k == 1 {
                 let p = 1.0 / (1.0 + (-zi[0] as f64).exp());
@@ -124,6 +120,8 @@ pub fn evaluate(
 /// ahead on a second thread; `end_epoch` writes the checkpoint and partial metrics.
 pub struct Learner<'a, 'e> {
     pub state: State,
+    /// Where block + head compute.
+    pub compute: &'e mut dyn Compute,
     pub source: Source<'a>,
     pub data: EpochData<'a>,
     /// Called after every epoch with the state, history and kept epoch (checkpoint, metrics).
@@ -141,6 +139,7 @@ impl train::driver::Learner for Learner<'_, '_> {
     ) -> Result<PassOutcome> {
         train_pass(
             &mut self.state,
+            &mut *self.compute,
             epoch - 1,
             &mut self.source,
             &self.data,
@@ -150,6 +149,7 @@ impl train::driver::Learner for Learner<'_, '_> {
 
     fn validate(&mut self) -> Result<Validation> {
         let v = evaluate(
+            &mut *self.compute,
             &self.state.net,
             self.data.val,
             self.data.val_labels,
@@ -185,9 +185,11 @@ impl train::driver::Learner for Learner<'_, '_> {
 
 /// The training pass of epoch `epoch` (0-based) over `data.rows`: batches of frozen outputs
 /// produced on a second thread (read from the cache or computed afresh) while this thread runs
-/// the block + head step with dropout and SGD.
+/// the block + head step with dropout and SGD on `compute` (whose weights are written back into
+/// `state` at the end of the pass).
 pub fn train_pass(
     state: &mut State,
+    compute: &mut dyn Compute,
     epoch: usize,
     source: &mut Source<'_>,
     data: &EpochData<'_>,
@@ -247,16 +249,14 @@ pub fn train_pass(
             let rows = rx
                 .recv()
                 .map_err(|_| Error::Invalid("the batch producer stopped".into()))??;
-            let d = dims(idx.len(), data.row_shape);
-            let x = nchw_to_nhwc(&rows, d);
             let labels: Vec<u32> = idx.iter().map(|&i| data.labels[i]).collect();
             let mask: Option<Vec<f32>> = (p > 0.0).then(|| {
                 (0..idx.len() * hidden)
                     .map(|_| if rng.random::<f32>() >= p { scale } else { 0.0 })
                     .collect()
             });
-            let r = state.net.step(&x, d, &labels, mask.as_deref())?;
-            if !r.loss_sum.is_finite() || r.grads.iter().any(|g| g.iter().any(|v| !v.is_finite())) {
+            let r = compute.step(state, &rows, data.row_shape, &labels, mask.as_deref())?;
+            if !r.finite {
                 diverged = Some(format!(
                     "the loss became {} in epoch {} after {seen} images",
                     r.loss_sum,
@@ -264,14 +264,6 @@ pub fn train_pass(
                 ));
                 return Ok(());
             }
-            let mut params: Vec<&mut [f32]> = state
-                .net
-                .params_mut()
-                .into_iter()
-                .map(|p| p.as_mut_slice())
-                .collect();
-            let grads: Vec<&[f32]> = r.grads.iter().map(Vec::as_slice).collect();
-            state.optim.step(&mut params, &grads)?;
             loss_sum += r.loss_sum;
             correct += r.correct;
             seen += idx.len();
@@ -279,6 +271,7 @@ pub fn train_pass(
         }
         Ok(())
     })?;
+    compute.sync(state)?;
     Ok(match diverged {
         Some(why) => PassOutcome::Diverged(why),
         None => PassOutcome::Done(Pass {

@@ -33,6 +33,9 @@ pub enum Error {
     /// A tensor operation failed inside Candle.
     #[error("tensor operation: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The engine choice or a network on a device (Candle through `accel`).
+    #[error(transparent)]
+    Accel(#[from] accel::Error),
     /// The graph between the split tensor and the head's input is not a block this crate can train.
     #[error("trainable block: {0}")]
     Block(String),

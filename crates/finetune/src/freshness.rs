@@ -9,7 +9,7 @@ use runfs::Status;
 
 use crate::checkpoint;
 use crate::config::{FinetuneConfig, FinetunePaths, Settings};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::setup::model_and_head;
 use crate::splits;
 
@@ -102,7 +102,8 @@ fn asked_settings(
         cache_precision: cfg.cache_precision,
         keep: cfg.keep,
         precision: cfg.precision,
-        train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
+        train_precision: accel::engine::select(cfg.device, cfg.engine, cfg.threads)?
+            .train_precision(cfg.train_precision)?,
         calibrate: cfg.calibrate,
         // The int8 key depends on the calibration images; a changed image changes the digests.
         int8_key: there.int8_key.clone(),

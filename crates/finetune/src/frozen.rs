@@ -1,8 +1,10 @@
-//! The frozen part of the backbone (everything below the trainable block) in ONNX Runtime:
-//! preprocessed image batches in, NCHW feature maps out, with timing.
+//! The frozen part of the backbone (everything below the trainable block) on the engine the run
+//! chose (ONNX Runtime, or Candle through `accel`): preprocessed image batches in, NCHW feature
+//! maps out, with timing.
 
 use std::time::Instant;
 
+use features::engine::{Backend, FeatureNet, NetRequest, OrtNet};
 use features::onnx::{CutModel, Layout};
 use features::runtime::{self, Runner, SessionOptions};
 
@@ -41,10 +43,10 @@ pub fn run_images(
     Ok((dims, values.to_vec()))
 }
 
-/// The frozen part of the backbone as an ONNX Runtime session.
+/// The frozen part of the backbone as a network of the run's engine.
 pub struct Frozen {
-    runner: Runner,
-    /// Layout of the image input.
+    net: Box<dyn FeatureNet>,
+    /// Layout of the image input (the one the network takes).
     pub layout: Layout,
     /// Side of the square input.
     pub size: u32,
@@ -58,23 +60,51 @@ pub struct Frozen {
 }
 
 impl Frozen {
-    /// Builds the session for a cut model.
+    /// Builds an ONNX Runtime session for a cut model.
     pub fn new(cut: &CutModel, opts: &SessionOptions, size: u32) -> Result<Self> {
         let runner = runtime::session(&cut.bytes, opts)?;
-        Ok(Frozen {
+        let net = OrtNet {
             runner,
             layout: cut.input_layout,
+        };
+        Ok(Self::of(Box::new(net), cut, size))
+    }
+
+    /// The frozen part `cut` of `model` opened by `backend` (`int8`: `cut` is the int8 model).
+    pub fn open(
+        backend: &dyn Backend,
+        model: &[u8],
+        cut: &CutModel,
+        int8: bool,
+        threads: Option<usize>,
+        size: u32,
+    ) -> Result<Self> {
+        let req = NetRequest {
+            model,
+            output: &cut.output,
+            onnx: &cut.bytes,
+            onnx_layout: cut.input_layout,
+            int8,
+            threads,
+        };
+        Ok(Self::of(backend.open(&req)?, cut, size))
+    }
+
+    fn of(net: Box<dyn FeatureNet>, cut: &CutModel, size: u32) -> Self {
+        Frozen {
+            layout: net.layout(),
+            net,
             size,
             output: cut.output.clone(),
             output_shape: None,
             images: 0,
             seconds: 0.0,
-        })
+        }
     }
 
-    /// `"cpu"` or `"cuda"`.
-    pub fn device(&self) -> &'static str {
-        self.runner.device
+    /// Where it runs (`cpu`, `cuda` for ONNX Runtime; `cuda:0 (Candle)`, …).
+    pub fn device(&self) -> String {
+        self.net.device()
     }
 
     /// Values of one preprocessed input image.
@@ -85,7 +115,12 @@ impl Frozen {
     /// Runs `n` preprocessed images; returns their outputs, NCHW, `n · C·h·w` values.
     pub fn run(&mut self, input: &[f32], n: usize) -> Result<Vec<f32>> {
         let t = Instant::now();
-        let (dims, values) = run_images(&mut self.runner, self.layout, self.size, input, n)?;
+        let (dims, values) = self.net.run(input, n, self.size as usize)?;
+        if dims.first() != Some(&n) {
+            return Err(Error::Invalid(format!(
+                "the frozen part's output has shape {dims:?} for a batch of {n}"
+            )));
+        }
         self.seconds += t.elapsed().as_secs_f64();
         self.images += n;
         let shape: [usize; 3] = match dims.as_slice() {

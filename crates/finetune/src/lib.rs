@@ -1,5 +1,6 @@
 //! Stage 3, fine-tuning: the top conv block of the backbone (VGG16 block5) trained together with
-//! the stage-2 head on augmented images, the frozen part below it running in ONNX Runtime.
+//! the stage-2 head on augmented images, the frozen part below it running in ONNX Runtime (or, on
+//! a GPU, everything in Candle through `accel`: see [`compute`] and `accel::engine`).
 
 pub mod block;
 pub mod caches;
@@ -7,6 +8,7 @@ pub mod calibrate;
 pub mod checkpoint;
 pub mod checks;
 pub mod classifier;
+pub mod compute;
 pub mod config;
 pub mod data;
 pub mod epoch;

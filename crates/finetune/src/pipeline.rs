@@ -1,10 +1,12 @@
-//! `finetune` end to end, one step per function: check the inputs, build the frozen part (ONNX
-//! Runtime) and the block, check the block against ONNX Runtime, resume or start, compute or reuse
-//! the frozen-output caches, train through the shared epoch driver with a checkpoint after each
+//! `finetune` end to end, one step per function: choose the engine (`accel::engine::select`:
+//! ONNX Runtime + the CPU kernels, or Candle on CUDA), check the inputs, build the frozen part and
+//! the block, check the block against ONNX Runtime, resume or start, compute or reuse the
+//! frozen-output caches, train through the shared epoch driver with a checkpoint after each
 //! epoch, then write the outputs and `model.onnx`.
 
+use accel::engine::Selected;
 use features::augment::Augmenter;
-use features::runtime::SessionOptions;
+use features::runtime::{Device, SessionOptions};
 use serde::Serialize;
 use train::metrics::{ConfusionMatrix, Metrics};
 
@@ -12,6 +14,7 @@ use crate::caches;
 use crate::calibrate::{self, Calibration, CrossFit};
 use crate::checkpoint;
 use crate::checks::{self, CheckResult, Probe};
+use crate::compute::{self, Compute};
 use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
 use crate::epoch::{self, EpochData, Source, State};
 use crate::error::{Error, Result};
@@ -41,8 +44,10 @@ pub struct Report {
     pub export_note: String,
     /// Seconds each augmented draw built in this session took (empty when all were cached).
     pub draw_seconds: Vec<f64>,
-    /// Where ONNX Runtime ran the frozen part.
+    /// Where the frozen part ran (`cpu`, `cuda` for ONNX Runtime; `cuda:0 (Candle)`, …).
     pub device: String,
+    /// Where block + head trained (`cpu`: the CPU kernels; `cuda:0 (Candle)`, …).
+    pub train_device: String,
     pub train_images: usize,
     pub val_images: usize,
     pub skipped: Vec<features::store::Skipped>,
@@ -69,18 +74,54 @@ pub struct Report {
 /// Runs fine-tuning as configured.
 pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report> {
     cfg.validate()?;
+    let selected = select(cfg)?;
+    let engine = setup::Engine {
+        train_precision: selected.train_precision(cfg.train_precision)?,
+        frozen: selected.backend.engine(),
+    };
+    if let Some(note) = &selected.note {
+        on_event(Event::Info(note.clone()));
+    }
     let paths = FinetunePaths::new(&cfg.run);
     let _lock = runfs::RunLock::acquire(&cfg.run, "finetune")?;
     setup::check_output(&paths, cfg)?;
-    let (s, block, classifier) = setup::prepare(cfg, &paths, on_event)?;
+    let (s, block, classifier) = setup::prepare(cfg, &paths, &engine, on_event)?;
+    // The checks compare with ONNX Runtime: on the CPU unless ONNX Runtime is the engine.
     let opts = SessionOptions {
-        device: cfg.device,
+        device: if selected.train.is_none() {
+            cfg.device
+        } else {
+            Device::Cpu
+        },
         threads: cfg.threads,
     };
-    let mut frozen = Frozen::new(s.int8.as_ref().map_or(&s.cut, |q| &q.cut), &opts, s.size)?;
-    announce(&s, &frozen, block.convs().count(), on_event);
+    let mut frozen = Frozen::open(
+        selected.backend.as_ref(),
+        &s.model.bytes,
+        s.int8.as_ref().map_or(&s.cut, |q| &q.cut),
+        s.int8.is_some(),
+        cfg.threads,
+        s.size,
+    )?;
+    let mut compute: Box<dyn Compute> = match &selected.train {
+        None => Box::new(compute::Cpu),
+        Some(d) => Box::new(compute::OnDevice::new(
+            d.clone(),
+            accel::engine::compute_dtype(engine.train_precision),
+        )),
+    };
+    let compute = compute.as_mut();
+    announce(&s, &frozen, compute, block.convs().count(), on_event);
     let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
-    let checked = check_network(&s, cfg, &opts, val_reader, block, classifier, on_event)?;
+    let checked = check_network(
+        &s,
+        cfg,
+        &opts,
+        compute,
+        val_reader,
+        (block, classifier),
+        on_event,
+    )?;
     let (state, progress, resumed_at) =
         start_or_resume(cfg, &paths, &s, checked.net.clone(), on_event)?;
     let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
@@ -99,8 +140,9 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         (Vec::new(), Vec::new())
     };
     let source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
-    let (state, fitted) =
-        train_epochs(cfg, &paths, &s, &checked, state, progress, source, on_event)?;
+    let (state, fitted) = train_epochs(
+        cfg, &paths, &s, &checked, compute, state, progress, source, on_event,
+    )?;
     let mut report = report(
         cfg,
         &paths,
@@ -111,7 +153,8 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         resumed_at,
         draw_seconds,
     );
-    report.device = frozen.device().to_string();
+    report.device = frozen.device();
+    report.train_device = compute.name();
     report.frozen_seconds_per_image = frozen.seconds_per_image();
     if fitted.history.is_empty() || !report.finished {
         return Ok(report);
@@ -136,8 +179,14 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
             precision: s.settings.train_precision,
         };
         let mut source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
-        let mut cal = calibrate::cross_fit(&cross, &mut source, on_event)?;
-        let before = epoch::evaluate(&kept, &checked.val, &s.val.labels, checked.row_shape)?;
+        let mut cal = calibrate::cross_fit(&cross, compute, &mut source, on_event)?;
+        let before = epoch::evaluate(
+            compute,
+            &kept,
+            &checked.val,
+            &s.val.labels,
+            checked.row_shape,
+        )?;
         (cal.val_log_loss_uncalibrated, cal.val_ece_uncalibrated) =
             (Some(before.loss), Some(before.ece));
         on_event(Event::Info(format!(
@@ -155,8 +204,21 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         checked: &checked,
         opts: &opts,
     };
-    write_outputs(&out, &kept, metrics, &mut report, on_event)?;
+    write_outputs(&out, compute, &kept, metrics, &mut report, on_event)?;
     Ok(report)
+}
+
+/// The engine of this run (`accel::engine::select`); an int8 frozen part only runs in ONNX Runtime.
+fn select(cfg: &FinetuneConfig) -> Result<Selected> {
+    let selected = accel::engine::select(cfg.device, cfg.engine, cfg.threads)?;
+    if selected.train.is_some() && cfg.precision == FrozenPrecision::Int8 {
+        return Err(Error::Invalid(format!(
+            "--precision int8: the int8 frozen part runs in ONNX Runtime on the CPU only, and this run \
+             uses {}: pass --precision fp32 (or --device cpu)",
+            selected.ran_on
+        )));
+    }
+    Ok(selected)
 }
 
 /// Where the training batches come from: the cached draws, or afresh through the frozen part
@@ -181,7 +243,13 @@ fn training_source<'a>(
 }
 
 /// Tells what runs where.
-fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(Event<'_>)) {
+fn announce(
+    s: &Setup,
+    frozen: &Frozen,
+    compute: &dyn Compute,
+    convs: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) {
     if let Some(q) = &s.int8 {
         on_event(Event::Info(format!(
             "int8 frozen part: {} convs in int8, calibrated on {} images of split '{}' (seed {}){} in {:.1} s",
@@ -200,7 +268,7 @@ fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(E
         )));
     }
     on_event(Event::Info(format!(
-        "model {} → frozen up to {} ({}) on {}, training {} ({} convs, {} products) + head, {} preprocessing, {} px",
+        "model {} → frozen up to {} ({}) on {}, training {} ({} convs, {} products) + head on {}, {} preprocessing, {} px",
         s.model.name,
         s.settings.split_at,
         s.settings.precision.name(),
@@ -208,6 +276,7 @@ fn announce(s: &Setup, frozen: &Frozen, convs: usize, on_event: &mut dyn FnMut(E
         s.settings.output_tensor,
         convs,
         s.settings.train_precision.name(),
+        compute.name(),
         s.spec.preprocess.name(),
         s.size
     )));
@@ -232,9 +301,9 @@ fn check_network(
     s: &Setup,
     cfg: &FinetuneConfig,
     opts: &SessionOptions,
+    compute: &mut dyn Compute,
     val_reader: RowReader,
-    block: crate::block::Block,
-    classifier: crate::classifier::Classifier,
+    (block, classifier): (crate::block::Block, crate::classifier::Classifier),
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Checked> {
     let check_rows = val_reader.read_first(cfg.check_images.max(1))?;
@@ -279,7 +348,7 @@ fn check_network(
         "Candle block matches ONNX Runtime's {} on {} validation images (max relative difference {:.1e})",
         net.block.output_tensor, block_check.images, block_check.max_diff
     )));
-    let initial = epoch::evaluate(&net, &val_reader, &s.val.labels, row_shape)?;
+    let initial = epoch::evaluate(compute, &net, &val_reader, &s.val.labels, row_shape)?;
     on_event(Event::Info(format!(
         "stage-2 head before fine-tuning: val loss {:.4}, val accuracy {:.4}",
         initial.loss, initial.accuracy
@@ -377,6 +446,7 @@ fn train_epochs(
     paths: &FinetunePaths,
     s: &Setup,
     checked: &Checked,
+    compute: &mut dyn Compute,
     state: State,
     progress: Progress<Net>,
     source: Source<'_>,
@@ -398,6 +468,7 @@ fn train_epochs(
     let all: Vec<usize> = (0..s.train.len()).collect();
     let mut learner = epoch::Learner {
         state,
+        compute,
         source,
         data: EpochData {
             labels: &s.train.labels,
@@ -459,6 +530,7 @@ fn report(
         },
         draw_seconds,
         device: String::new(),
+        train_device: String::new(),
         train_images: s.train.len(),
         val_images: s.val.len(),
         skipped: s
@@ -499,6 +571,7 @@ struct Outputs<'a> {
 /// Candle forward on the frozen part it was trained with).
 fn write_outputs(
     out: &Outputs<'_>,
+    compute: &mut dyn Compute,
     kept: &Net,
     metrics: Option<Metrics>,
     report: &mut Report,
@@ -514,7 +587,13 @@ fn write_outputs(
     let Some(mut metrics) = metrics else {
         return Err(Error::Invalid("no metrics to write".into()));
     };
-    let eval = epoch::evaluate(kept, &checked.val, &s.val.labels, checked.row_shape)?;
+    let eval = epoch::evaluate(
+        compute,
+        kept,
+        &checked.val,
+        &s.val.labels,
+        checked.row_shape,
+    )?;
     metrics.kept_val_ece = Some(eval.ece);
     if report.calibration.is_some() {
         // The saved model's numbers: the temperature changes the loss, not the predictions.

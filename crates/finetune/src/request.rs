@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use features::augment::AugmentParams;
 use features::manifest::HubOptions;
-use features::runtime::Device;
+use features::runtime::{Device, Engine};
 use train::kernels::TrainPrecision;
 use train::metrics::Keep;
 use train::optim::SgdConfig;
@@ -43,6 +43,7 @@ pub struct Request {
     pub calibrate: Option<usize>,
     pub keep: Option<Keep>,
     pub device: Device,
+    pub engine: Engine,
     pub threads: Option<usize>,
     pub force: bool,
     pub resume: bool,
@@ -118,6 +119,7 @@ impl Request {
             .unwrap_or(d.calibrate);
         cfg.keep = self.keep.or(s.map(|s| s.keep)).unwrap_or(d.keep);
         cfg.device = self.device;
+        cfg.engine = self.engine;
         cfg.threads = self.threads;
         cfg.force = self.force;
         cfg.resume = self.resume;

@@ -9,6 +9,7 @@ use features::manifest::ResolvedModel;
 use features::onnx::CutModel;
 use features::preprocess::{Preprocess, Resize};
 use head::HeadMeta;
+use train::kernels::TrainPrecision;
 
 use crate::block::Block;
 use crate::checkpoint;
@@ -38,6 +39,18 @@ pub struct Setup {
     /// Where the validation photos come from (`split validation`, or the head's hold-out).
     pub validation: String,
     pub settings: Settings,
+    /// The engine computing the frozen outputs when not ONNX Runtime
+    /// ([`features::engine::Backend::engine`]); part of the caches' keys.
+    pub frozen_engine: Option<String>,
+}
+
+/// What the engine choice decided for a run.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// `--train-precision` resolved where training runs.
+    pub train_precision: TrainPrecision,
+    /// [`features::engine::Backend::engine`] of the frozen part's backend.
+    pub frozen: Option<String>,
 }
 
 /// Loads the stage-2 head (the one place that reads `RUN/head/head.safetensors`).
@@ -161,6 +174,7 @@ fn load_images(
 pub fn prepare(
     cfg: &FinetuneConfig,
     paths: &FinetunePaths,
+    engine: &Engine,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(Setup, Block, Classifier)> {
     let (classifier, head_meta, model, split_at) = model_and_head(cfg, paths)?;
@@ -229,7 +243,7 @@ pub fn prepare(
         cache_precision: cfg.cache_precision,
         keep: cfg.keep,
         precision: cfg.precision,
-        train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
+        train_precision: engine.train_precision,
         calibrate: cfg.calibrate,
         int8_key: int8.as_ref().map(|q| q.info.key.clone()),
     };
@@ -260,6 +274,7 @@ pub fn prepare(
         val,
         validation: chosen.validation,
         settings,
+        frozen_engine: engine.frozen.clone(),
     };
     Ok((setup, block, classifier))
 }

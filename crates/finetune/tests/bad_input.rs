@@ -222,8 +222,10 @@ fn an_epoch_with_a_nan_loss_leaves_the_last_good_state() {
         val_labels: &labels,
     };
     let mut on_end = |_: &State, _: &train::driver::EpochEnd<'_, Net>| Ok(());
+    let mut cpu = finetune::compute::Cpu;
     let mut learner = Learner {
         state,
+        compute: &mut cpu,
         source: Source::Cached(&clean),
         data,
         on_end: &mut on_end,

@@ -40,6 +40,7 @@ fn meta(split: &str) -> FeatureMeta {
             image_size: 150,
             resize: "nearest".into(),
             precision: "fp32".into(),
+            engine: None,
         },
         files: vec![],
         skipped: vec![],

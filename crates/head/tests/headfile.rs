@@ -21,6 +21,7 @@ fn meta(classes: &[&str], shape: &[usize]) -> HeadMeta {
             image_size: 150,
             resize: "nearest".into(),
             precision: "fp32".into(),
+            engine: None,
         },
         optimizer: OptimizerConfig::rmsprop(1e-4),
         epochs: 50,

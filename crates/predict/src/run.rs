@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use features::dataset::Item;
+use features::engine::OrtNet;
 use features::infer::{run_images, BatchOut};
-use features::runtime::{self, Runner, SessionOptions};
+use features::runtime::{self, SessionOptions};
 use features::store::Skipped;
 use serde::Serialize;
 
@@ -58,7 +59,7 @@ pub type OnBatch<'a> = dyn FnMut(&[Prediction], &[Skipped]) -> Result<()> + 'a;
 /// A classifier with its ONNX Runtime session.
 pub struct Predictor {
     pub classifier: Classifier,
-    runner: Runner,
+    runner: OrtNet,
 }
 
 /// Class indices sorted by decreasing probability (ties keep class order; NaN last).
@@ -103,13 +104,16 @@ impl Prediction {
 impl Predictor {
     /// Starts an ONNX Runtime session for `classifier`.
     pub fn new(classifier: Classifier, opts: &SessionOptions) -> Result<Self> {
-        let runner = runtime::session(&classifier.onnx, opts)?;
+        let runner = OrtNet {
+            runner: runtime::session(&classifier.onnx, opts)?,
+            layout: classifier.spec.layout,
+        };
         Ok(Predictor { classifier, runner })
     }
 
     /// `"cpu"` or `"cuda"`: where the session runs.
     pub fn device(&self) -> &'static str {
-        self.runner.device
+        self.runner.runner.device
     }
 
     /// Classifies `items` in batches of `batch`, calling `on_batch` with each batch's predictions

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use features::augment::AugmentParams;
 use features::preprocess::Resize;
+use features::runtime::{Device, Engine};
 use serde::Serialize;
 use train::kernels::TrainPrecision;
 use train::metrics::Keep;
@@ -62,6 +63,10 @@ pub struct ScratchConfig {
     /// Precision of the convolutions' products: `auto` (bf16 products with FP32 sums on CPUs with
     /// AVX512-BF16, else FP32), `fp32` or `bf16`.
     pub train_precision: TrainPrecision,
+    /// Where the network trains (`accel::engine::select`: Candle on CUDA for `cuda`).
+    pub device: Device,
+    /// The engine knob (`auto`: the default for `device`; see `accel::engine`).
+    pub engine: Engine,
     /// Delete an existing `RUN/scratch` and start over.
     pub force: bool,
     /// Continue from `RUN/scratch/checkpoint.safetensors`.
@@ -92,6 +97,8 @@ impl ScratchConfig {
             keep: Keep::Last,
             ema: None,
             train_precision: TrainPrecision::Auto,
+            device: Device::Cpu,
+            engine: Engine::Auto,
             force: false,
             resume: false,
         }
@@ -146,7 +153,6 @@ impl ScratchConfig {
         }
         self.optimizer.validate()?;
         self.augment.validate()?;
-        self.train_precision.resolve().map_err(Error::Invalid)?;
         Ok(())
     }
 }

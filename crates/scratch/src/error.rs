@@ -24,6 +24,12 @@ pub enum Error {
     /// Training or writing its outputs failed.
     #[error(transparent)]
     Train(#[from] train::Error),
+    /// The engine choice or the network on a device (Candle through `accel`).
+    #[error(transparent)]
+    Accel(#[from] accel::Error),
+    /// A tensor operation failed inside Candle.
+    #[error("tensor operation: {0}")]
+    Candle(#[from] accel::candle_core::Error),
     /// A file of the run folder could not be written.
     #[error(transparent)]
     RunFolder(#[from] runfs::Error),

@@ -42,9 +42,12 @@ pub fn status(cfg: &ScratchConfig) -> Result<Status> {
         ));
     }
     d.extend(
-        differences(&t.settings, &Settings::of(cfg)?)
-            .into_iter()
-            .map(|x| format!("scratch {x} (there vs asked)")),
+        differences(
+            &t.settings,
+            &Settings::of(cfg, &accel::engine::select(cfg.device, cfg.engine, None)?)?,
+        )
+        .into_iter()
+        .map(|x| format!("scratch {x} (there vs asked)")),
     );
     let (train_split, val_split) = match crate::splits::choose(&ds, cfg) {
         Ok(pair) => pair,

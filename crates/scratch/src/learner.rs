@@ -1,7 +1,7 @@
 //! Stage 1 as the shared epoch driver sees it: one epoch of augmented, shuffled batches (the
-//! learning rate of the epoch from the schedule, dropout, the optimizer step and the weight
-//! average), validation of the weights that are saved, and after every epoch the checkpoint, the
-//! best weights so far and partial metrics.
+//! learning rate of the epoch from the schedule, dropout, the optimizer step on the run's
+//! [`Compute`] and the weight average), validation of the weights that are saved, and after every
+//! epoch the checkpoint, the best weights so far and partial metrics.
 
 use features::augment::Augmenter;
 use rand::seq::SliceRandom;
@@ -10,13 +10,14 @@ use train::metrics::{write_json, EpochMetrics, Metrics};
 use train::optim::Optimizer;
 
 use crate::checkpoint::{meta, optimizer_tensors, DataDigest, Training};
+use crate::compute::Compute;
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::data::{self, ImageSet};
 use crate::ema::WeightAverage;
 use crate::error::{Error, Result};
 use crate::model;
-use crate::net::{self, Arch, Params};
-use crate::pipeline::{evaluate, Settings};
+use crate::net::{Arch, Params};
+use crate::pipeline::{evaluate_on, Settings};
 
 /// The fixed parts of a run.
 #[derive(Clone)]
@@ -74,6 +75,8 @@ pub struct ScratchLearner<'a> {
     pub snapshot: Snapshot,
     /// One batch of input images.
     pub batch: Vec<f32>,
+    /// Where the network computes (the CPU kernels or a device).
+    pub compute: Box<dyn Compute>,
 }
 
 impl Learner for ScratchLearner<'_> {
@@ -113,10 +116,18 @@ impl Learner for ScratchLearner<'_> {
                 runfs::seed::mixed(cfg.seed, data::PURPOSE_DROPOUT, epoch as u64, b as u64);
             let params = &mut self.snapshot.params;
             let precision = self.run.settings.train_precision;
-            let trace = net::forward(arch, params, xb, Some(&mut drop_rng), precision);
             let labels: Vec<u32> = batch.iter().map(|&i| set.labels[i]).collect();
-            let out = net::loss(&trace.logits, &labels, arch.outputs);
+            let out = self.compute.step(
+                arch,
+                params,
+                &mut self.optim,
+                xb,
+                &labels,
+                &mut drop_rng,
+                precision,
+            )?;
             if !out.loss_sum.is_finite() {
+                self.compute.sync(params, &mut self.optim)?;
                 return Ok(PassOutcome::Diverged(format!(
                     "the training loss became {} in epoch {epoch}",
                     out.loss_sum
@@ -124,20 +135,15 @@ impl Learner for ScratchLearner<'_> {
             }
             loss_sum += out.loss_sum;
             correct += out.correct;
-            let grads = net::backward(arch, params, xb, &trace, &out.dlogits, precision);
-            let mut w: Vec<&mut [f32]> = params
-                .tensors
-                .iter_mut()
-                .map(|t| t.as_mut_slice())
-                .collect();
-            let g: Vec<&[f32]> = grads.tensors.iter().map(Vec::as_slice).collect();
-            self.optim.step(&mut w, &g)?;
             if let Some(avg) = &mut self.snapshot.average {
+                self.compute.sync_params(&mut self.snapshot.params)?;
                 avg.update(&self.snapshot.params);
             }
             done += batch.len();
             progress(done);
         }
+        self.compute
+            .sync(&mut self.snapshot.params, &mut self.optim)?;
         Ok(PassOutcome::Done(Pass {
             loss_sum,
             correct,
@@ -146,7 +152,8 @@ impl Learner for ScratchLearner<'_> {
     }
 
     fn validate(&mut self) -> Result<Validation> {
-        let ev = evaluate(
+        let ev = evaluate_on(
+            self.compute.as_mut(),
             self.run.arch,
             self.snapshot.validated(),
             self.run.val,

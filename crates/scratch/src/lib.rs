@@ -11,6 +11,7 @@
 //! equals an uninterrupted one.
 
 pub mod checkpoint;
+pub mod compute;
 pub mod config;
 pub mod data;
 pub mod ema;

@@ -271,6 +271,22 @@ fn conv_image(arch: &Arch, p: &Params, x: &[f32], precision: TrainPrecision) -> 
     ImageTrace { pooled, args }
 }
 
+/// The dropout multipliers of `len` hidden units at `rate`, drawn from `rng` in order (`1/(1-rate)`
+/// kept, 0 dropped): what [`forward`] applies, also drawn for a device (`crate::compute`).
+pub fn dropout_mask<R: Rng + ?Sized>(rng: &mut R, len: usize, rate: f32) -> Vec<f32> {
+    let keep = 1.0 - rate;
+    let scale = 1.0 / keep;
+    (0..len)
+        .map(|_| {
+            if rng.random::<f32>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
 /// Runs `n` images (`x`: `[n, size, size, 3]`, already scaled) through the network, the
 /// convolutions' products in `precision`. With `dropout_rng`, dropout is active (training) and its
 /// mask is drawn from that RNG.
@@ -304,17 +320,7 @@ pub fn forward<R: Rng + ?Sized>(
     );
     kernels::bias_relu(&mut hidden, b1, true);
     let mask = dropout_rng.filter(|_| arch.dropout > 0.0).map(|rng| {
-        let keep = 1.0 - arch.dropout;
-        let scale = 1.0 / keep;
-        let mask: Vec<f32> = (0..hidden.len())
-            .map(|_| {
-                if rng.random::<f32>() < keep {
-                    scale
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let mask = dropout_mask(rng, hidden.len(), arch.dropout);
         for (h, m) in hidden.iter_mut().zip(&mask) {
             *h *= m;
         }

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use accel::engine::Selected;
 use features::augment::{AugmentParams, Augmenter};
 use features::dataset::{self, Dataset};
 use features::preprocess::Resize;
@@ -16,6 +17,7 @@ use train::plot::write_curves;
 use train::schedule::LrSchedule;
 
 use crate::checkpoint::{meta, read_checkpoint, restore_optimizer, DataDigest, Training};
+use crate::compute::{self, Compute};
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::data::{self, ImageSet};
 use crate::ema::{self, WeightAverage};
@@ -54,8 +56,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings `cfg` trains with (`auto` precision resolved for this CPU).
-    pub fn of(cfg: &ScratchConfig) -> Result<Self> {
+    /// The settings `cfg` trains with on `engine` (`auto` precision resolved where it trains).
+    pub fn of(cfg: &ScratchConfig, engine: &Selected) -> Result<Self> {
         Ok(Settings {
             train_split: cfg.train_split.clone(),
             val_split: cfg.val_split.clone(),
@@ -67,7 +69,7 @@ impl Settings {
             seed: cfg.seed,
             keep: cfg.keep,
             ema: cfg.ema,
-            train_precision: cfg.train_precision.resolve().map_err(Error::Invalid)?,
+            train_precision: engine.train_precision(cfg.train_precision)?,
         })
     }
 }
@@ -103,6 +105,8 @@ pub struct ScratchReport {
     pub mean_epoch_seconds: f64,
     /// Seconds spent decoding and resizing the images.
     pub load_seconds: f64,
+    /// Where the network trained (`cpu`: the CPU kernels; `cuda:0 (Candle)`, …).
+    pub device: String,
     pub settings: Settings,
 }
 
@@ -114,8 +118,20 @@ pub struct Eval {
     pub predictions: Vec<u32>,
 }
 
-/// Runs `set` (not augmented) through the network in batches of `batch` images.
+/// Runs `set` (not augmented) through the network in batches of `batch` images, on the CPU kernels.
 pub fn evaluate(
+    arch: &Arch,
+    params: &Params,
+    set: &ImageSet,
+    batch: usize,
+    precision: TrainPrecision,
+) -> Result<Eval> {
+    evaluate_on(&mut compute::Cpu, arch, params, set, batch, precision)
+}
+
+/// [`evaluate`] on `compute`.
+pub fn evaluate_on(
+    compute: &mut dyn Compute,
     arch: &Arch,
     params: &Params,
     set: &ImageSet,
@@ -130,9 +146,9 @@ pub fn evaluate(
     for chunk in idx.chunks(batch.max(1)) {
         x.resize(chunk.len() * set.image_len(), 0.0);
         data::write_batch(set, chunk, None, &mut x)?;
-        let trace = net::forward::<rand_chacha::ChaCha8Rng>(arch, params, &x, None, precision);
+        let logits = compute.logits(arch, params, &x, precision)?;
         let labels: Vec<u32> = chunk.iter().map(|&i| set.labels[i]).collect();
-        let out = net::loss(&trace.logits, &labels, arch.outputs);
+        let out = net::loss(&logits, &labels, arch.outputs);
         loss_sum += out.loss_sum;
         correct += out.correct;
         predictions.extend(out.predictions);
@@ -209,6 +225,11 @@ fn load_data(
 /// Trains the network described by `cfg` and writes every output file under `RUN/scratch/`.
 pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<ScratchReport> {
     cfg.validate()?;
+    let engine = accel::engine::select(cfg.device, cfg.engine, None)?;
+    engine.train_precision(cfg.train_precision)?;
+    if let Some(note) = &engine.note {
+        on_event(Event::Info(note.clone()));
+    }
     let paths = ScratchPaths::new(&cfg.run);
     let _lock = runfs::RunLock::acquire(&cfg.run, "scratch")?;
     // Check the output folder before the (slow) decoding, but only create it afterwards.
@@ -226,8 +247,12 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     if !cfg.resume && !cfg.force && paths.dir.is_dir() {
         paths.prepare(false, false)?;
     }
-    let (cfg, settings) =
-        effective_config(cfg, resumed.as_ref().map(|(_, m, t)| (m, t)), on_event)?;
+    let (cfg, settings) = effective_config(
+        cfg,
+        &engine,
+        resumed.as_ref().map(|(_, m, t)| (m, t)),
+        on_event,
+    )?;
     let cfg = &cfg;
 
     let t_load = Instant::now();
@@ -254,7 +279,14 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         train: &train,
         val: &val,
     };
-    let (mut learner, progress) = start_or_resume(&run, resumed, on_event)?;
+    let compute: Box<dyn Compute> = match &engine.train {
+        None => Box::new(compute::Cpu),
+        Some(d) => Box::new(compute::OnDevice::new(
+            d.clone(),
+            accel::engine::compute_dtype(settings.train_precision),
+        )),
+    };
+    let (mut learner, progress) = start_or_resume(&run, resumed, compute, on_event)?;
     let parameters: usize = learner.snapshot.params.tensors.iter().map(Vec::len).sum();
     let plan = Plan {
         epochs: cfg.epochs,
@@ -276,7 +308,9 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     } else {
         session.iter().map(|e| e.seconds).sum::<f64>() / session.len() as f64
     };
-    let (metrics, confusion) = write_outputs(&run, &learner, &fitted)?;
+    let (metrics, confusion) = write_outputs(&run, &mut learner, &fitted)?;
+    let device = learner.compute.name();
+    drop(learner);
     Ok(ScratchReport {
         paths: paths.clone(),
         classes: classes.clone(),
@@ -293,6 +327,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         confusion,
         mean_epoch_seconds,
         load_seconds,
+        device,
         settings,
     })
 }
@@ -326,10 +361,11 @@ fn data_digest(
 /// and network shape (flags that change them are reported and ignored).
 fn effective_config(
     cfg: &ScratchConfig,
+    engine: &Selected,
     resumed: Option<(&ModelMeta, &Training)>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(ScratchConfig, Settings)> {
-    let mut settings = Settings::of(cfg)?;
+    let mut settings = Settings::of(cfg, engine)?;
     let mut cfg = cfg.clone();
     let Some((m, t)) = resumed else {
         return Ok((cfg, settings));
@@ -351,9 +387,8 @@ fn effective_config(
     cfg.keep = settings.keep;
     cfg.ema = settings.ema;
     // A checkpoint trained with bf16 products resumes only where they run (same numbers).
-    cfg.train_precision = settings
-        .train_precision
-        .resolve()
+    cfg.train_precision = engine
+        .train_precision(settings.train_precision)
         .map_err(|e| Error::Invalid(format!("the checkpoint was trained with {e}")))?;
     cfg.size = m.image_size as u32;
     cfg.filters = m.arch.filters.clone();
@@ -367,6 +402,7 @@ fn effective_config(
 fn start_or_resume<'a>(
     run: &Run<'a>,
     resumed: Option<(Params, ModelMeta, Training)>,
+    compute: Box<dyn Compute>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<(ScratchLearner<'a>, driver::Progress<Snapshot>)> {
     let (cfg, paths, arch) = (run.cfg, run.paths, run.arch);
@@ -434,6 +470,7 @@ fn start_or_resume<'a>(
         optim,
         snapshot: Snapshot { params, average },
         batch: vec![0f32; cfg.batch_size * run.train.image_len()],
+        compute,
     };
     Ok((learner, driver::Progress { history, best }))
 }
@@ -461,9 +498,12 @@ fn resumed_best(run: &Run<'_>, history: &[EpochMetrics]) -> Result<Option<(usize
 /// `model.safetensors` of the kept weights, `metrics.json`, `confusion.json` and the curves.
 fn write_outputs(
     run: &Run<'_>,
-    learner: &ScratchLearner<'_>,
+    learner: &mut ScratchLearner<'_>,
     fitted: &driver::Fitted<Snapshot>,
 ) -> Result<(Metrics, ConfusionMatrix)> {
+    let ScratchLearner {
+        snapshot, compute, ..
+    } = learner;
     let (cfg, paths) = (run.cfg, run.paths);
     let metrics = Metrics::summarize(
         fitted.history.clone(),
@@ -475,11 +515,12 @@ fn write_outputs(
     )?;
     let kept = match &fitted.best {
         Some((_, s)) => s.validated(),
-        None => learner.snapshot.validated(),
+        None => snapshot.validated(),
     };
     let training = run.training(&fitted.history, metrics.kept_epoch, None);
     model::save(&paths.model, kept, &meta(run.arch, run.classes, &training)?)?;
-    let ev = evaluate(
+    let ev = evaluate_on(
+        compute.as_mut(),
         run.arch,
         kept,
         run.val,

@@ -25,6 +25,7 @@ pub fn extract_config(cfg: &TutorialConfig, prep: &Prepared) -> ExtractConfig {
         size: cfg.size,
         batch: 16,
         device: cfg.device,
+        engine: cfg.engine,
         threads: cfg.threads,
         resize: Resize::Nearest,
         strict: false,
@@ -55,6 +56,7 @@ pub fn finetune_config(cfg: &TutorialConfig, prep: &Prepared) -> FinetuneConfig 
     f.train_precision = cfg.train_precision;
     f.calibrate = cfg.finetune_calibrate;
     f.device = cfg.device;
+    f.engine = cfg.engine;
     f.threads = cfg.threads;
     f.hub = cfg.hub.clone();
     f
@@ -64,7 +66,13 @@ pub fn finetune_config(cfg: &TutorialConfig, prep: &Prepared) -> FinetuneConfig 
 pub fn stage(stage: Stage, cfg: &TutorialConfig, prep: &Prepared) -> Result<Found> {
     Ok(match stage {
         Stage::Scratch => scratch::freshness::status(&cfg.scratch_config(&prep.data_dir))?,
-        Stage::Extract => features::freshness::status(&extract_config(cfg, prep))?,
+        Stage::Extract => {
+            let engine = accel::engine::select(cfg.device, cfg.engine, cfg.threads)?;
+            features::freshness::status(
+                &extract_config(cfg, prep),
+                engine.backend.engine().as_deref(),
+            )?
+        }
         Stage::TrainHead => head::pipeline::status(&cfg.run, &head_config(cfg))?,
         Stage::Finetune => finetune::freshness::status(&finetune_config(cfg, prep))?,
     })

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use features::extract::Precision;
 use features::manifest::HubOptions;
 use features::preprocess::Preprocess;
-use features::runtime::Device;
+use features::runtime::{Device, Engine};
 use head::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 
@@ -165,8 +165,11 @@ pub struct TutorialConfig {
     pub train_precision: train::kernels::TrainPrecision,
     /// Folds of fine-tuning's temperature cross-fit (`finetune --calibrate`; 0: none).
     pub finetune_calibrate: usize,
-    /// Where ONNX Runtime runs (extraction, the frozen part of fine-tuning).
+    /// Where every stage runs (`accel::engine::select`: on `cuda`, Candle on the GPU for
+    /// extraction, stage 1 and fine-tuning; the head always trains on the CPU).
     pub device: Device,
+    /// The engine knob (`auto`: the default for `device`; see `accel::engine`).
+    pub engine: Engine,
     /// ONNX Runtime intra-op threads (default: all cores).
     pub threads: Option<usize>,
     pub scratch_epochs: usize,
@@ -212,6 +215,7 @@ impl TutorialConfig {
             train_precision: train::kernels::TrainPrecision::Auto,
             finetune_calibrate: 0,
             device: Device::Cpu,
+            engine: Engine::Auto,
             threads: None,
             scratch_epochs: scratch::RECIPE_EPOCHS,
             head_epochs: 50,
@@ -274,6 +278,8 @@ impl TutorialConfig {
         s.size = self.scratch_size;
         s.epochs = self.scratch_epochs;
         s.train_precision = self.train_precision;
+        s.device = self.device;
+        s.engine = self.engine;
         s
     }
 

@@ -36,6 +36,9 @@ pub enum Error {
     /// Training the small convnet (stage 1) failed.
     #[error(transparent)]
     Scratch(#[from] scratch::Error),
+    /// The engine choice (`--device cuda` that cannot start, …).
+    #[error(transparent)]
+    Accel(#[from] accel::Error),
     /// The run folder holds outputs made from other inputs or settings.
     #[error("{0}")]
     Mismatch(String),

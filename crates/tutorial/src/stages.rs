@@ -128,6 +128,11 @@ impl Clock {
 /// Runs the tutorial as configured and writes the report.
 pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Summary> {
     cfg.validate()?;
+    // Asked-for CUDA that cannot start stops here, before anything is written.
+    let engine = accel::engine::select(cfg.device, cfg.engine, cfg.threads)?;
+    if let Some(note) = &engine.note {
+        on_event(Event::Info(note.clone()));
+    }
     let _lock = runfs::RunLock::acquire(&cfg.run, "tutorial")?;
     let prep = inputs::prepare(cfg)?;
     let mut record = Record::load(&cfg.run)?;
@@ -243,13 +248,13 @@ fn run_scratch(
 ) -> Result<(Option<String>, bool)> {
     let resume =
         action == Action::Continue && scratch::ScratchPaths::new(&cfg.run).checkpoint.is_file();
-    stage1::run(cfg, prep, resume, action != Action::Run, &mut |ev| {
+    let report = stage1::run(cfg, prep, resume, action != Action::Run, &mut |ev| {
         if let scratch::Event::Epoch { .. } = ev {
             let _ = clock.mark(record, &cfg.run, Status::Running, None);
         }
         on_event(Event::Scratch(ev));
     })?;
-    Ok((None, false))
+    Ok((Some(report.device), false))
 }
 
 /// Stage 2a; returns the device and whether any split was (re)written.
@@ -261,7 +266,7 @@ fn run_extract(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(Option<String>, bool)> {
     let ecfg = check::extract_config(cfg, prep);
-    let summary = features::extract::extract(&ecfg, &mut |ev| {
+    let summary = accel::engine::extract(&ecfg, &mut |ev| {
         if let features::extract::Event::SplitDone { .. } = ev {
             // Keeps the time of finished splits if the next one is interrupted.
             let _ = clock.mark(record, &cfg.run, Status::Running, None);
@@ -285,7 +290,7 @@ fn run_head(
         force: action != Action::Run,
     };
     train_head(&opts, &mut |p| on_event(Event::Head(p)))?;
-    Ok((None, true))
+    Ok((Some("cpu".into()), true))
 }
 
 /// Stage 3; continues from the checkpoint when there is one.
@@ -316,7 +321,14 @@ fn run_finetune(
         }
         on_event(Event::Finetune(ev));
     })?;
-    device.get_or_insert(report.device.clone());
+    device.get_or_insert(if report.device == report.train_device {
+        report.device.clone()
+    } else {
+        format!(
+            "{} (frozen part), {} (training)",
+            report.device, report.train_device
+        )
+    });
     if !report.finished {
         return Err(Error::Invalid(format!(
             "fine-tuning stopped after epoch {} of {}; run the tutorial again to continue",

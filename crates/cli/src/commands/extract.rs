@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use features::extract::{self, Event, ExtractConfig, ExtractSummary, Precision};
+use features::extract::{Event, ExtractConfig, ExtractSummary, Precision};
 use features::preprocess::{Preprocess, Resize};
 use indicatif::ProgressBar;
 
@@ -81,6 +81,7 @@ pub fn config(args: &ExtractArgs) -> ExtractConfig {
         size: args.size,
         batch: args.batch,
         device: args.runtime.device,
+        engine: args.runtime.engine.get(),
         threads: args.runtime.threads,
         resize: args.resize,
         strict: args.strict,
@@ -103,7 +104,7 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
         cfg.shard = Some(p.shard);
     }
     let mut bar = None;
-    let summary = extract::extract(&cfg, &mut |ev| render(global, &mut bar, ev))
+    let summary = accel::engine::extract(&cfg, &mut |ev| render(global, &mut bar, ev))
         .with_context(|| format!("extracting features from {}", args.data.display()))?;
     warn(global, &summary);
     progress::summary(global, &summary, || {
@@ -115,6 +116,7 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
 /// Shows one extraction event: notes, a progress bar per split, skipped photos above the bar.
 fn render(global: &Global, bar: &mut Option<ProgressBar>, ev: Event<'_>) {
     match ev {
+        Event::Note(note) => progress::note(global, note.to_string()),
         Event::Ready {
             device,
             model,

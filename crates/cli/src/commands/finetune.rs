@@ -149,6 +149,7 @@ impl FinetuneArgs {
             calibrate: self.calibrate,
             keep: self.keep,
             device: self.runtime.device,
+            engine: self.runtime.engine.get(),
             threads: self.runtime.threads,
             force: self.force,
             resume: self.resume,
@@ -181,12 +182,13 @@ pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
 
 fn print_summary(r: &Report, cfg: &FinetuneConfig) {
     println!(
-        "fine-tuned {} → {} + head on {} training images ({} validation), {} products, frozen part ({}) on {}",
+        "fine-tuned {} → {} + head on {} training images ({} validation), {} products on {}, frozen part ({}) on {}",
         r.settings.split_at,
         r.settings.output_tensor,
         r.train_images,
         r.val_images,
         r.settings.train_precision.name(),
+        r.train_device,
         r.precision.name(),
         r.device
     );
@@ -226,7 +228,7 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
     );
     if r.frozen_seconds_per_image > 0.0 {
         println!(
-            "frozen part (ONNX Runtime, {}): {:.1} ms/image",
+            "frozen part ({}): {:.1} ms/image",
             r.device,
             r.frozen_seconds_per_image * 1e3
         );

@@ -82,6 +82,7 @@ impl FitArgs {
         cfg.finetune_calibrate = self.calibrate;
         cfg.split_at = self.split_at.clone();
         cfg.set_device(self.runtime.device, None);
+        cfg.engine = self.runtime.engine.get();
         cfg.train_precision = self.train_precision;
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;

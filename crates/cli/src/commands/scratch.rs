@@ -10,7 +10,7 @@ use train::metrics::Keep;
 use train::optim::{OptimizerConfig, OptimizerKind};
 use train::schedule::LrSchedule;
 
-use crate::args::Global;
+use crate::args::{EngineFlag, Global};
 use crate::commands::augment_preview::AugmentFlags;
 use crate::progress;
 
@@ -81,6 +81,12 @@ pub struct ScratchArgs {
     /// Delete an existing RUN/scratch and start over.
     #[arg(long)]
     pub force: bool,
+    /// cpu, cuda (train on the GPU through Candle; an error if CUDA cannot start or the binary was
+    /// built without `--features cuda`) or auto (CUDA if it starts, else the CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: features::runtime::Device,
+    #[command(flatten)]
+    pub engine: EngineFlag,
     /// Continue from RUN/scratch/checkpoint.safetensors with its settings and optimizer state
     /// (the result equals an uninterrupted run).
     #[arg(long)]
@@ -114,6 +120,8 @@ impl ScratchArgs {
         cfg.train_split = self.train_split.clone();
         cfg.val_split = self.val_split.clone();
         cfg.force = self.force;
+        cfg.device = self.device;
+        cfg.engine = self.engine.get();
         cfg.resume = self.resume;
         cfg.augment = self.augment.to_params()?;
         cfg.seed = self.augment.seed.unwrap_or(scratch::DEFAULT_SEED);
@@ -148,8 +156,8 @@ fn print_summary(r: &ScratchReport, cfg: &ScratchConfig) {
         r.classes.join(", ")
     );
     println!(
-        "{} epochs, {:.1} s per epoch on average (decoding took {:.1} s)",
-        r.epochs_done, r.mean_epoch_seconds, r.load_seconds
+        "{} epochs, {:.1} s per epoch on average on {} (decoding took {:.1} s)",
+        r.epochs_done, r.mean_epoch_seconds, r.device, r.load_seconds
     );
     println!(
         "final val accuracy {:.4}; best {:.4} (epoch {}); kept epoch {} ({}): val loss {:.4}, val accuracy {:.4}",

@@ -116,6 +116,7 @@ impl TutorialArgs {
         cfg.split_at = self.split_at.clone();
         cfg.precision = self.precision;
         cfg.set_device(self.runtime.device, self.finetune_precision);
+        cfg.engine = self.runtime.engine.get();
         cfg.train_precision = self.train_precision;
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;
@@ -160,6 +161,7 @@ pub fn run_config(cfg: &TutorialConfig, global: &Global) -> anyhow::Result<()> {
         }
         Event::Info(s) => out.say(s),
         Event::Extract(e) => match e {
+            features::extract::Event::Note(note) => out.say(format!("  {note}")),
             features::extract::Event::Ready {
                 device,
                 model,

@@ -46,6 +46,7 @@ pub fn meta(split: &str, classes: &[&str]) -> FeatureMeta {
             image_size: 150,
             resize: "nearest".into(),
             precision: "fp32".into(),
+            engine: None,
         },
         files: vec![],
         skipped: vec![],
