@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use train::kernels::conv::{self, Nhwc};
-use train::kernels::{convolve, Threads, TrainPrecision};
+use train::kernels::convolve::{self, Run};
+use train::kernels::{Threads, TrainPrecision};
 
 /// One 3×3, stride 1, padding 1 convolution (optionally followed by ReLU).
 #[derive(Clone, Debug, PartialEq)]
@@ -194,7 +195,15 @@ impl Block {
                 Layer::Conv(c) => {
                     let mut out = vec![0f32; dims.pixels() * c.cout];
                     let p = self.precision;
-                    convolve::forward(p, input, dims, 1, &c.wm, c.cout, &mut out, Threads::All);
+                    convolve::forward(
+                        Run::new(p, Threads::All),
+                        input,
+                        dims,
+                        1,
+                        &c.wm,
+                        c.cout,
+                        &mut out,
+                    );
                     conv::bias_relu(&mut out, &c.bias, c.relu);
                     let s = Saved::Conv { out, input: dims };
                     dims = dims.with_channels(c.cout);
@@ -275,13 +284,29 @@ impl Block {
                     drop(out);
                     let bias = conv::column_sums(&g, c.cout);
                     let mut wm = vec![0f32; c.wm.len()];
-                    convolve::weight_grad(p, x, input, 1, &g, c.cout, &mut wm, Threads::All);
+                    convolve::weight_grad(
+                        Run::new(p, Threads::All),
+                        x,
+                        input,
+                        1,
+                        &g,
+                        c.cout,
+                        &mut wm,
+                    );
                     grads.push(ConvGrad { wm, bias });
                     if first && !want_input_grad {
                         g = Vec::new();
                     } else {
                         let mut dx = vec![0f32; input.len()];
-                        convolve::input_grad(p, &g, input, 1, &c.wm, c.cout, &mut dx, Threads::All);
+                        convolve::input_grad(
+                            Run::new(p, Threads::All),
+                            &g,
+                            input,
+                            1,
+                            &c.wm,
+                            c.cout,
+                            &mut dx,
+                        );
                         g = dx;
                     }
                 }

@@ -49,7 +49,7 @@ pub trait Compute {
 
 fn dims(rows: &[f32], [c, h, w]: [usize; 3]) -> Result<Nhwc> {
     let row = c * h * w;
-    if row == 0 || rows.len() % row != 0 {
+    if row == 0 || !rows.len().is_multiple_of(row) {
         return Err(Error::Invalid(format!(
             "{} values are not whole rows of [{c}, {h}, {w}]",
             rows.len()

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use train::kernels::conv::{self as kernels, Nhwc};
-use train::kernels::{convolve, matmul, MatRef, Threads, TrainPrecision};
+use train::kernels::convolve::{self, Run};
+use train::kernels::{matmul, MatRef, Threads, TrainPrecision};
 
 thread_local! {
     /// Per-thread conv output / output-gradient buffer, reused across images (fresh
@@ -261,7 +262,7 @@ fn conv_image(arch: &Arch, p: &Params, x: &[f32], precision: TrainPrecision) -> 
         let mut out = vec![0f32; po.len()];
         let mut arg = vec![0u8; po.len()];
         with_map(o.len(), |z| {
-            convolve::forward(precision, input, d, 0, w, o.c, z, Threads::One);
+            convolve::forward(Run::new(precision, Threads::One), input, d, 0, w, o.c, z);
             kernels::bias_relu(z, b, true);
             kernels::maxpool2x2(z, o, &mut out, &mut arg);
         });
@@ -370,11 +371,19 @@ fn conv_image_backward(
         };
         with_map(o.len(), |dz| {
             kernels::maxpool2x2_backward(&g, &t.pooled[l], &t.args[l], o, true, dz);
-            convolve::weight_grad(precision, input, d, 0, dz, o.c, &mut dw, Threads::One);
+            convolve::weight_grad(
+                Run::new(precision, Threads::One),
+                input,
+                d,
+                0,
+                dz,
+                o.c,
+                &mut dw,
+            );
             kernels::add_column_sums(dz, &mut db);
             if l > 0 {
                 let (w, _) = p.conv(l);
-                convolve::input_grad(precision, dz, d, 0, w, o.c, &mut dx, Threads::One);
+                convolve::input_grad(Run::new(precision, Threads::One), dz, d, 0, w, o.c, &mut dx);
             }
         });
         grads[2 * l] = dw;

@@ -5,7 +5,8 @@
 
 use std::time::Instant;
 
-use train::kernels::{convolve, Nhwc, Threads, TrainPrecision};
+use train::kernels::convolve::{self, Run};
+use train::kernels::{Nhwc, Threads, TrainPrecision};
 
 fn main() {
     let layers = [
@@ -73,10 +74,14 @@ fn main() {
                 }
                 flop / (t.elapsed().as_secs_f64() / reps as f64) / 1e9
             };
-            let fwd = time(&mut || convolve::forward(p, &x, d, pad, &w, cout, &mut y, threads));
-            let wg =
-                time(&mut || convolve::weight_grad(p, &x, d, pad, &dz, cout, &mut dw, threads));
-            let ig = time(&mut || convolve::input_grad(p, &dz, d, pad, &w, cout, &mut dx, threads));
+            let fwd =
+                time(&mut || convolve::forward(Run::new(p, threads), &x, d, pad, &w, cout, &mut y));
+            let wg = time(&mut || {
+                convolve::weight_grad(Run::new(p, threads), &x, d, pad, &dz, cout, &mut dw)
+            });
+            let ig = time(&mut || {
+                convolve::input_grad(Run::new(p, threads), &dz, d, pad, &w, cout, &mut dx)
+            });
             println!("  {p}: forward {fwd:6.1}, weight grad {wg:6.1}, input grad {ig:6.1} GFLOP/s");
         }
     }

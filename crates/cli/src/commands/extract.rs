@@ -116,7 +116,7 @@ pub fn run(args: &ExtractArgs, global: &Global) -> anyhow::Result<()> {
 /// Shows one extraction event: notes, a progress bar per split, skipped photos above the bar.
 fn render(global: &Global, bar: &mut Option<ProgressBar>, ev: Event<'_>) {
     match ev {
-        Event::Note(note) => progress::note(global, note.to_string()),
+        Event::Note(note) => progress::note(global, note),
         Event::Ready {
             device,
             model,

@@ -25,23 +25,28 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// True when `precision` runs the bf16 kernels.
-fn bf16(precision: TrainPrecision) -> bool {
-    precision != TrainPrecision::Fp32
+/// How a convolution runs: its arithmetic and how many threads it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub precision: TrainPrecision,
+    pub threads: Threads,
+}
+
+impl Run {
+    pub fn new(precision: TrainPrecision, threads: Threads) -> Run {
+        Run { precision, threads }
+    }
+
+    /// True when this run uses the bf16 kernels.
+    fn bf16(self) -> bool {
+        self.precision != TrainPrecision::Fp32
+    }
 }
 
 /// `out = im2col(x)·w` (`[pixels, cout]`, overwritten) for input `x` of shape `d` with `pad`.
-pub fn forward(
-    precision: TrainPrecision,
-    x: &[f32],
-    d: Nhwc,
-    pad: usize,
-    w: &[f32],
-    cout: usize,
-    out: &mut [f32],
-    threads: Threads,
-) {
-    if bf16(precision) {
+pub fn forward(run: Run, x: &[f32], d: Nhwc, pad: usize, w: &[f32], cout: usize, out: &mut [f32]) {
+    let threads = run.threads;
+    if run.bf16() {
         bf16::forward(x, d, pad, w, cout, out, threads);
         return;
     }
@@ -56,16 +61,16 @@ pub fn forward(
 /// `dw = im2col(x)ᵀ·dz` (`[9·cin, cout]`, overwritten): the weight gradient given the gradient
 /// `dz` (`[pixels, cout]`) of the layer's pre-activation output.
 pub fn weight_grad(
-    precision: TrainPrecision,
+    run: Run,
     x: &[f32],
     d: Nhwc,
     pad: usize,
     dz: &[f32],
     cout: usize,
     dw: &mut [f32],
-    threads: Threads,
 ) {
-    if bf16(precision) {
+    let threads = run.threads;
+    if run.bf16() {
         bf16::weight_grad(x, d, pad, dz, cout, dw, threads);
         return;
     }
@@ -79,18 +84,17 @@ pub fn weight_grad(
 
 /// `dx` (shape `d`, overwritten): the gradient with respect to the layer's input given `dz`
 /// (`[pixels, cout]`) and the weights `w` (`[9·cin, cout]`).
-#[allow(clippy::too_many_arguments)] // the layer's geometry, operands and output
 pub fn input_grad(
-    precision: TrainPrecision,
+    run: Run,
     dz: &[f32],
     d: Nhwc,
     pad: usize,
     w: &[f32],
     cout: usize,
     dx: &mut [f32],
-    threads: Threads,
 ) {
-    if bf16(precision) {
+    let threads = run.threads;
+    if run.bf16() {
         bf16::input_grad(dz, d, pad, w, cout, dx, threads);
         return;
     }
@@ -138,11 +142,11 @@ mod tests {
         cout: usize,
     ) -> Grads {
         let mut y = vec![7f32; d.conv3x3(cout, pad).len()];
-        forward(p, x, d, pad, w, cout, &mut y, Threads::All);
+        forward(Run::new(p, Threads::All), x, d, pad, w, cout, &mut y);
         let mut dw = vec![7f32; w.len()];
-        weight_grad(p, x, d, pad, dz, cout, &mut dw, Threads::All);
+        weight_grad(Run::new(p, Threads::All), x, d, pad, dz, cout, &mut dw);
         let mut dx = vec![7f32; d.len()];
-        input_grad(p, dz, d, pad, w, cout, &mut dx, Threads::One);
+        input_grad(Run::new(p, Threads::One), dz, d, pad, w, cout, &mut dx);
         Grads { y, dw, dx }
     }
 

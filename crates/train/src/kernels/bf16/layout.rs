@@ -106,7 +106,7 @@ pub unsafe fn channel_pairs(x: &[f32], d: Nhwc, pad: usize, out: &mut Vec<u32>) 
             line[..pad * c2].fill(0);
             line[(pad + d.w) * c2..].fill(0);
             let inner = &mut line[pad * c2..(pad + d.w) * c2];
-            if d.c % 2 == 0 {
+            if d.c.is_multiple_of(2) {
                 // Pairs never straddle pixels: the image row is one run.
                 pairs(src, inner);
             } else {
