@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use features::onnx::proto::{AttributeProto, NodeProto};
+use features::onnx::node::{int, ints, label, op, string};
+use features::onnx::proto::NodeProto;
 use features::onnx::Layout;
 
 use crate::error::{Error, Result};
@@ -43,36 +44,6 @@ pub struct Chain {
     pub output: String,
     /// The cut model (pruned to what the output needs), holding the initializers.
     pub cut_bytes: Vec<u8>,
-}
-
-fn op(n: &NodeProto) -> &str {
-    n.op_type.as_deref().unwrap_or("")
-}
-
-fn label(n: &NodeProto) -> String {
-    n.name
-        .clone()
-        .filter(|s| !s.is_empty())
-        .or_else(|| n.output.first().cloned())
-        .unwrap_or_else(|| "?".into())
-}
-
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    n.attribute.iter().find(|a| a.name.as_deref() == Some(name))
-}
-
-fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
-}
-
-fn int(n: &NodeProto, name: &str) -> Option<i64> {
-    attr(n, name).and_then(|a| a.i)
-}
-
-fn string(n: &NodeProto, name: &str) -> Option<String> {
-    attr(n, name)
-        .and_then(|a| a.s.as_ref())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
 }
 
 fn check_conv(n: &NodeProto) -> Result<()> {

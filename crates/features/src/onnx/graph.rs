@@ -7,8 +7,7 @@ use prost::Message;
 
 use super::proto::tensor_shape_proto::{dimension, Dimension};
 use super::proto::{
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    type_proto, GraphProto, ModelProto, NodeProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use super::Layout;
 use crate::{Error, Result};
@@ -70,21 +69,11 @@ pub fn encode(m: &ModelProto) -> Vec<u8> {
     m.encode_to_vec()
 }
 
-/// The op type of a node (`""` when missing).
-pub(crate) fn op(node: &NodeProto) -> &str {
-    node.op_type.as_deref().unwrap_or("")
-}
+pub(crate) use super::node::{attr, op};
 
 /// The name of a value (`""` when missing).
 pub(crate) fn vi_name(vi: &ValueInfoProto) -> &str {
     vi.name.as_deref().unwrap_or("")
-}
-
-/// An attribute of a node by name.
-pub(crate) fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    node.attribute
-        .iter()
-        .find(|a| a.name.as_deref() == Some(name))
 }
 
 /// An `INTS` attribute of a node by name.

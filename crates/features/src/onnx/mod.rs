@@ -5,6 +5,7 @@
 pub mod build;
 mod describe;
 mod graph;
+pub mod node;
 mod surgery;
 mod tensor;
 

@@ -11,6 +11,7 @@ use super::arith::{
     activation_params, quantize_bias, quantize_weights, ActType, QParams, WeightRange,
 };
 use crate::onnx::build::{byte_tensor, f32_tensor, i32_tensor, int_attr, node, FLOAT, INT8};
+use crate::onnx::node::op;
 use crate::onnx::proto::{ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use crate::{Error, Result};
 
@@ -88,10 +89,6 @@ impl Plan {
             .map(|(t, _)| t.clone())
             .collect()
     }
-}
-
-fn op(n: &NodeProto) -> &str {
-    n.op_type.as_deref().unwrap_or("")
 }
 
 fn label(n: &NodeProto) -> String {
