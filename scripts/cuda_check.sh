@@ -4,7 +4,8 @@
 # then type-checks Candle's CUDA backend and the accel crate. candle-kernels' build script compiles
 # its kernels with that nvcc (PTX, plus a static library for compute capability $CUDA_COMPUTE_CAP,
 # 9.0 = H100/H200 by default).
-#   scripts/cuda_check.sh                       cargo check -p bottleneck-accel --features cuda --all-targets
+#   scripts/cuda_check.sh                       cargo check -p bottleneck-accel --features cuda --all-targets,
+#                                               then cargo check -p bottleneck-cli --features cuda
 #   scripts/cuda_check.sh --build-example NAME  a release build of accel's example NAME with --features cuda
 #                                               into target/cuda/release/examples/NAME, linked against stub
 #                                               CUDA libraries made here (the real ones load on the GPU machine)
@@ -28,6 +29,8 @@ if [ "${1:-}" != "--build-example" ]; then
   # 586 s on 2 busy cores). Not for --build-example: the driver compiles that PTX for the GPU.
   export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:--Ofc max}"
   cargo check -p bottleneck-accel --features cuda --all-targets
+  # The binary with the feature: every stage's --device wiring over Candle's CUDA backend.
+  cargo check -p bottleneck-cli --features cuda
   echo "cuda_check: cargo check --features cuda passed in $(( $(date +%s) - t0 )) s"
   exit 0
 fi
