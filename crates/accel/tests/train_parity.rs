@@ -9,11 +9,12 @@
 mod common;
 
 use accel::ops::nchw_from_nhwc;
-use accel::train::{BlockLayer, Dropout, FineTuneNet, HeadWeights, ScratchArch, ScratchNet};
+use accel::train::{Dropout, FineTuneNet, ScratchArch, ScratchNet};
 use accel::{DType, Device, Tensor};
 use common::max_rel;
 use finetune::block::{Block, ConvLayer, Layer};
 use finetune::classifier::Classifier;
+use finetune::compute::handover;
 use finetune::net::Net;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -85,37 +86,6 @@ fn synthetic_net(rng: &mut ChaCha8Rng, cin: usize, side: usize, classes: usize) 
         },
     )
     .unwrap()
-}
-
-/// The accel description of a `finetune` network (what the stage crate will hand over).
-fn handover(net: &Net) -> (Vec<BlockLayer>, HeadWeights) {
-    let block = net
-        .block
-        .layers
-        .iter()
-        .map(|l| match l {
-            Layer::Conv(c) => BlockLayer::Conv {
-                cin: c.cin,
-                cout: c.cout,
-                relu: c.relu,
-                kernel: c.wm.clone(),
-                bias: c.bias.clone(),
-            },
-            Layer::MaxPool { .. } => BlockLayer::MaxPool,
-        })
-        .collect();
-    let h = &net.head;
-    let head = HeadWeights {
-        feature_shape: h.feature_shape,
-        hidden: h.hidden,
-        outputs: h.outputs(),
-        dropout: h.dropout,
-        w1: h.w1.clone(),
-        b1: h.b1.clone(),
-        w2: h.w2.clone(),
-        b2: h.b2.clone(),
-    };
-    (block, head)
 }
 
 fn compare(what: &str, names: &[String], cpu: &[Vec<f32>], ours: &[Vec<f32>]) -> f32 {

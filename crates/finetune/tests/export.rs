@@ -206,12 +206,10 @@ fn head_only_export_equals_backbone_in_ort_plus_head_in_candle() {
     assert!(spread > 1e-3, "all probabilities are 0.5: {ours:?}");
 }
 
-#[test]
-fn a_linear_probe_head_fine_tunes_and_exports() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = synthetic(dir.path());
+/// Stage 2 with the calibrated linear probe (the `fit` default) in `run`.
+fn probe_head(run: &std::path::Path) {
     let opts = head::pipeline::TrainHeadOptions {
-        run: p.run.clone(),
+        run: run.to_path_buf(),
         config: head::mlp::TrainConfig {
             recipe: head::recipe::Recipe::Probe,
             ..head::mlp::TrainConfig::default()
@@ -220,6 +218,13 @@ fn a_linear_probe_head_fine_tunes_and_exports() {
         force: true,
     };
     head::pipeline::train_head(&opts, &mut |_| {}).expect("probe head");
+}
+
+#[test]
+fn a_linear_probe_head_fine_tunes_and_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = synthetic(dir.path());
+    probe_head(&p.run);
     let cfg = synthetic_config(&p, &p.run);
     let report = finetune(&cfg, &mut |_| {}).expect("fine-tuning a probe head");
     let check = report.export_check.as_ref().expect("export check ran");
@@ -237,16 +242,7 @@ fn a_linear_probe_head_fine_tunes_and_exports() {
 fn calibrate_divides_the_saved_logits_by_a_cross_fitted_temperature() {
     let dir = tempfile::tempdir().unwrap();
     let p = synthetic(dir.path());
-    let opts = head::pipeline::TrainHeadOptions {
-        run: p.run.clone(),
-        config: head::mlp::TrainConfig {
-            recipe: head::recipe::Recipe::Probe,
-            ..head::mlp::TrainConfig::default()
-        },
-        val_split: None,
-        force: true,
-    };
-    head::pipeline::train_head(&opts, &mut |_| {}).expect("probe head");
+    probe_head(&p.run);
     let calibrated_run = dir.path().join("calibrated");
     common::copy_run(&p.run, &calibrated_run);
     let plain = finetune(&synthetic_config(&p, &p.run), &mut |_| {}).expect("fine-tuning");

@@ -53,7 +53,6 @@ pub unsafe fn forward(
 ///
 /// # Safety
 /// As [`forward`].
-#[allow(clippy::too_many_arguments)] // the layer's geometry, operands and output
 pub unsafe fn input_grad(
     dz: &[f32],
     d: Nhwc,
@@ -169,7 +168,6 @@ fn next_pixel((ox, oy, b): (usize, usize, usize), wo: usize, ho: usize) -> (usiz
 ///
 /// # Safety
 /// As [`forward`].
-#[allow(clippy::too_many_arguments)] // the layer's geometry, operands and output
 pub unsafe fn weight_grad(
     x: &[f32],
     d: Nhwc,

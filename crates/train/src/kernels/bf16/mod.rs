@@ -105,7 +105,6 @@ pub fn forward(
 /// output gradient `dz` (`[pixels, cout]`).
 ///
 /// Panics like [`forward`].
-#[allow(clippy::too_many_arguments)] // the layer's geometry, operands and output
 pub fn weight_grad(
     x: &[f32],
     d: Nhwc,
@@ -128,7 +127,6 @@ pub fn weight_grad(
 /// gradient `dz` (`[pixels, cout]`).
 ///
 /// Panics like [`forward`].
-#[allow(clippy::too_many_arguments)] // the layer's geometry, operands and output
 pub fn input_grad(
     dz: &[f32],
     d: Nhwc,
