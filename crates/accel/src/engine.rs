@@ -20,9 +20,9 @@ use features::onnx::Layout;
 use features::runtime::{Device as Choice, Engine, SessionOptions};
 use train::kernels::TrainPrecision;
 
+use crate::classifier::Network;
 use crate::device::{self, name};
 use crate::error::{Error, Result};
-use crate::vgg::{Cut, Vgg};
 
 /// What runs a stage.
 #[derive(Clone)]
@@ -178,7 +178,8 @@ pub fn extract(
     )?)
 }
 
-/// Candle's frozen networks ([`Vgg`]) on one device.
+/// Candle's frozen networks ([`Network`]: a VGG conv chain, and a classifier's dense head when the
+/// requested output is one) on one device.
 #[derive(Debug, Clone)]
 pub struct Candle {
     pub device: Device,
@@ -199,10 +200,10 @@ impl Backend for Candle {
                 self.device_name()
             )));
         }
-        let vgg = Vgg::from_onnx(req.model, Cut::At(req.output), &self.device, DType::F32)
+        let net = Network::from_onnx(req.model, req.output, &self.device)
             .map_err(|e| features::Error::Engine(Box::new(e)))?;
         Ok(Box::new(CandleNet {
-            vgg,
+            net,
             device: format!("{} (Candle)", self.device_name()),
         }))
     }
@@ -212,9 +213,10 @@ impl Backend for Candle {
     }
 }
 
-/// A [`Vgg`] as a frozen network: NCHW images in, NCHW maps out.
+/// A [`Network`] as a frozen network: NCHW images in, NCHW maps (or a classifier's
+/// probabilities) out.
 pub struct CandleNet {
-    vgg: Vgg,
+    net: Network,
     device: String,
 }
 
@@ -241,8 +243,8 @@ impl FeatureNet for CandleNet {
                     n * 3 * size * size
                 )));
             }
-            let x = Tensor::from_slice(input, (n, 3, size, size), self.vgg.device())?;
-            let y = self.vgg.forward(&x)?;
+            let x = Tensor::from_slice(input, (n, 3, size, size), self.net.vgg.device())?;
+            let y = self.net.forward(&x)?;
             let dims = y.dims().to_vec();
             Ok((dims, y.flatten_all()?.to_vec1::<f32>()?))
         };

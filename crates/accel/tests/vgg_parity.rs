@@ -7,39 +7,10 @@ mod common;
 
 use accel::vgg::{Cut, Vgg};
 use accel::{DType, Device, Tensor};
-use common::{cosine, max_rel, run_ort};
-use features::onnx::{cut_conv_base, Layout};
-use features::preprocess::{Preprocess, Resize};
+use common::{cosine, max_rel, photos, run_ort};
+use features::onnx::cut_conv_base;
 
 const SIZE: usize = 150;
-
-/// The first `per_class` validation photos of each class, preprocessed like `extract` (NCHW).
-fn photos(shared: &std::path::Path, per_class: usize) -> (Vec<f32>, usize) {
-    let mut files = Vec::new();
-    for class in ["cats", "dogs"] {
-        let dir = shared.join("data/dogs_vs_cats/validation").join(class);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        files.extend(names.into_iter().take(per_class));
-    }
-    let per = 3 * SIZE * SIZE;
-    let mut input = vec![0f32; files.len() * per];
-    for (slot, f) in input.chunks_exact_mut(per).zip(&files) {
-        features::extract::prepare(
-            f,
-            SIZE as u32,
-            Resize::Nearest,
-            Preprocess::Caffe,
-            Layout::Nchw,
-            slot,
-        )
-        .unwrap();
-    }
-    (input, files.len())
-}
 
 #[test]
 fn candle_vgg16_conv_base_matches_onnx_runtime_on_real_photos() {
@@ -47,7 +18,7 @@ fn candle_vgg16_conv_base_matches_onnx_runtime_on_real_photos() {
         return;
     };
     let model = std::fs::read(shared.join("models/vgg16_keras_notop.onnx")).unwrap();
-    let (input, n) = photos(&shared, 4);
+    let (input, n) = photos(&shared, 4, SIZE);
     assert_eq!(n, 8);
 
     let cut = cut_conv_base(&model).unwrap();

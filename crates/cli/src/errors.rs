@@ -1,17 +1,6 @@
 //! How a failed command's error chain is printed: each cause once, even when an error's own
 //! message already quotes its source (as `path: {source}` messages do).
 
-/// What `predict` and `evaluate` add to a failed `--device cuda|auto` session: they run the whole
-/// classifier in ONNX Runtime (its CUDA build, `scripts/setup.sh --cuda`), not through Candle.
-pub fn onnx_runtime_only(command: &str, device: features::runtime::Device) -> String {
-    format!(
-        "{command} --device {}: {command} runs the exported classifier in ONNX Runtime, whose CUDA \
-         build comes from scripts/setup.sh --cuda (the Candle GPU path of `--features cuda` covers \
-         extract, scratch, finetune, tutorial and fit); use --device cpu, which is quick for {command}",
-        device.name()
-    )
-}
-
 /// The error and its causes joined by `": "`, leaving out a cause whose text the message so far
 /// already contains.
 pub fn describe(e: &anyhow::Error) -> String {

@@ -1,9 +1,9 @@
 //! `--device` through the real binary. In a build without the `cuda` feature (CI), `--device cuda`
 //! of every command that trains or extracts is refused before anything is written, naming the
-//! rebuild (`--features cuda`); `predict --device cuda` names ONNX Runtime's CUDA build (predict
-//! runs the exported classifier in ONNX Runtime). `--device auto` runs on the CPU and says so,
-//! and `fit --device auto` records `cpu` for every stage. The hidden `--engine candle` runs the
-//! GPU code path (Candle) on the CPU and records it in the features' provenance.
+//! rebuild (`--features cuda`), `predict` and `evaluate` too. `--device auto` runs on the CPU and
+//! says so, and `fit --device auto` records `cpu` for every stage. The hidden `--engine candle`
+//! runs the GPU code path (Candle) on the CPU: it records it in the features' provenance, and
+//! `predict` through it gives ONNX Runtime's probabilities (int8 classifiers refused).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -92,33 +92,113 @@ fn cuda_without_the_feature_is_refused_and_writes_nothing() {
         );
         assert!(!run.exists(), "{name} wrote {}", run.display());
     }
-    // predict runs in ONNX Runtime: its CUDA build is what would help, and the message says so.
+    // predict and evaluate run the classifier through Candle on a GPU too: the same refusal, and
+    // evaluate writes no report.
     let run = t.path().join("run-predict");
+    head_run(&data, &model, &run);
+    let validation = Path::new(&data).join("validation");
+    for cmd in ["predict", "evaluate"] {
+        let mut c = bin();
+        c.args([cmd, "--device", "cuda", "--run"]).arg(&run);
+        if cmd == "evaluate" {
+            c.args(["--data", &data]);
+        } else {
+            c.arg(&validation);
+        }
+        let out = c.output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(
+            err.contains("--features cuda") && err.contains("--device cpu"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(!run.join("evaluate").exists());
+}
+
+/// Extracts features of `data` with `model` into `run` and trains its stage-2 head.
+fn head_run(data: &str, model: &str, run: &Path) {
     let out = bin()
-        .args(["--json", "extract", "--data", &data, "--model", &model])
+        .args(["--json", "extract", "--data", data, "--model", model])
         .args(["--preprocess", "caffe", "--size", "64", "--run"])
-        .arg(&run)
+        .arg(run)
         .output()
         .unwrap();
     ok(&out);
     let out = bin()
         .args(["train-head", "--run"])
-        .arg(&run)
+        .arg(run)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `predict --json` of the validation photos with `extra` arguments: where it ran and every
+/// probability, in file order.
+fn predict(run: &Path, data: &str, extra: &[&str]) -> Result<(String, Vec<f64>), String> {
     let out = bin()
-        .args(["predict", "--device", "cuda", "--run"])
-        .arg(&run)
-        .arg(Path::new(&data).join("validation"))
+        .args(["--json", "predict", "--run"])
+        .arg(run)
+        .arg(Path::new(data).join("validation"))
+        .args(extra)
         .output()
         .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    if !out.status.success() {
+        return Err(stderr(&out));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probs = v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["probabilities"].as_array().unwrap().clone())
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    Ok((v["device"].as_str().unwrap().to_string(), probs))
+}
+
+#[test]
+fn engine_candle_predicts_what_onnx_runtime_predicts() {
+    let t = tempfile::tempdir().unwrap();
+    let (data, model) = setup(t.path());
+    let run = t.path().join("run");
+    head_run(&data, &model, &run);
+    let (d0, p0) = predict(&run, &data, &[]).unwrap();
+    let (d1, p1) = predict(&run, &data, &["--engine", "candle"]).unwrap();
+    assert_eq!((d0.as_str(), d1.as_str()), ("cpu", "cpu (Candle)"));
+    assert_eq!(p0.len(), p1.len());
+    assert!(!p0.is_empty());
+    let worst = p0
+        .iter()
+        .zip(&p1)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-5, "max |Δp| {worst:.2e}");
+
+    // A fine-tuned model with an int8 frozen part runs in ONNX Runtime only: asked-for Candle is
+    // refused naming the fix; --stage head still runs through Candle.
+    let out = bin()
+        .args(["--json", "finetune", "--data", &data, "--run"])
+        .arg(&run)
+        .args([
+            "--epochs",
+            "1",
+            "--split-at",
+            "block4_pool",
+            "--precision",
+            "int8",
+        ])
+        .args(["--aug-cache", "1", "--threads", "1"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(predict(&run, &data, &[]).is_ok());
+    let err = predict(&run, &data, &["--engine", "candle"]).unwrap_err();
     assert!(
-        err.contains("scripts/setup.sh --cuda") && err.contains("--device cpu"),
+        err.contains("int8") && err.contains("--device cpu") && err.contains("model.onnx"),
         "{err}"
     );
+    let (d2, _) = predict(&run, &data, &["--engine", "candle", "--stage", "head"]).unwrap();
+    assert_eq!(d2, "cpu (Candle)");
 }
 
 #[test]

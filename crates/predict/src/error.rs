@@ -21,6 +21,9 @@ pub enum Error {
     /// Images, models, ONNX graphs or ONNX Runtime (from the `features` crate).
     #[error(transparent)]
     Features(#[from] features::Error),
+    /// The engine or device that would run the classifier (the `accel` crate).
+    #[error(transparent)]
+    Accel(#[from] accel::Error),
     /// Training or writing its outputs failed.
     #[error(transparent)]
     Train(#[from] train::Error),

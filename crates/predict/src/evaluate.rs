@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use features::dataset;
-use features::runtime::SessionOptions;
+use features::runtime::{Engine, SessionOptions};
 use features::store::Skipped;
 use serde::Serialize;
 use train::metrics::ConfusionMatrix;
@@ -34,6 +34,8 @@ pub struct EvaluateOptions {
     pub force: bool,
     pub batch: usize,
     pub session: SessionOptions,
+    /// The engine knob (`accel::engine::select`).
+    pub engine: Engine,
     pub load: LoadOptions,
 }
 
@@ -48,6 +50,7 @@ impl EvaluateOptions {
             force: false,
             batch: 16,
             session: SessionOptions::default(),
+            engine: Engine::Auto,
             load: LoadOptions::default(),
         }
     }
@@ -60,6 +63,8 @@ pub enum Event<'a> {
     Ready {
         classifier: &'a Classifier,
         device: &'a str,
+        /// Why it runs elsewhere than asked (`--device auto` on the CPU), if it does.
+        note: Option<&'a str>,
         split: &'a str,
         total: usize,
     },
@@ -268,12 +273,13 @@ pub fn evaluate(opts: &EvaluateOptions, on_event: &mut dyn FnMut(Event)) -> Resu
             data.classes
         )));
     }
-    let mut predictor = Predictor::new(classifier, &opts.session)?;
+    let mut predictor = Predictor::new(classifier, &opts.session, opts.engine)?;
     let device = predictor.device();
     let total = split.items.len();
     on_event(Event::Ready {
         classifier: &predictor.classifier,
-        device,
+        device: &device,
+        note: predictor.note.as_deref(),
         split: &split.name,
         total,
     });
@@ -298,7 +304,7 @@ pub fn evaluate(opts: &EvaluateOptions, on_event: &mut dyn FnMut(Event)) -> Resu
     let scores = score(&classes, &preds, opts.worst)?;
     let eval = Evaluation {
         classifier: predictor.classifier.info(),
-        device: device.to_string(),
+        device,
         data: opts.data.clone(),
         split: split.name.clone(),
         scores,

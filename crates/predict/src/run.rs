@@ -1,19 +1,20 @@
 //! Streaming predictions: image files go through `features::infer::run_images` (parallel decode
 //! workers, batches in file order, the same decode/resize/preprocessing as extraction) into the one
-//! ONNX classifier, and come back as [`Prediction`]s batch by batch; unreadable images are reported
-//! as skipped and the rest goes on.
+//! ONNX classifier — run by ONNX Runtime, or by Candle on a GPU, as `accel::engine::select` picks
+//! for `--device` — and come back as [`Prediction`]s batch by batch; unreadable images are
+//! reported as skipped and the rest goes on.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use features::dataset::Item;
-use features::engine::OrtNet;
+use features::engine::{FeatureNet, NetRequest};
 use features::infer::{run_images, BatchOut};
-use features::runtime::{self, SessionOptions};
+use features::runtime::{Device, Engine, SessionOptions};
 use features::store::Skipped;
 use serde::Serialize;
 
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, OUTPUT_NAME};
 use crate::error::{Error, Result};
 
 /// One class and its probability.
@@ -56,10 +57,22 @@ pub struct RunStats {
 /// Receives each batch's predictions and skipped files, in input order.
 pub type OnBatch<'a> = dyn FnMut(&[Prediction], &[Skipped]) -> Result<()> + 'a;
 
-/// A classifier with its ONNX Runtime session.
+/// A classifier with the engine that runs it.
 pub struct Predictor {
     pub classifier: Classifier,
-    runner: OrtNet,
+    runner: Box<dyn FeatureNet>,
+    /// Why it runs elsewhere than asked (`--device auto` on the CPU), if it does.
+    pub note: Option<String>,
+}
+
+/// Why an int8 classifier does not run on `ran_on`, and what to do.
+fn int8_refusal(classifier: &Classifier, ran_on: &str) -> String {
+    format!(
+        "{} holds an int8 part (trained with --precision int8), which only ONNX Runtime runs, on \
+         the CPU, not {ran_on}: use --device cpu (or --device auto); for the GPU, train the run with \
+         --precision fp32",
+        classifier.source.display()
+    )
 }
 
 /// Class indices sorted by decreasing probability (ties keep class order; NaN last).
@@ -102,18 +115,41 @@ impl Prediction {
 }
 
 impl Predictor {
-    /// Starts an ONNX Runtime session for `classifier`.
-    pub fn new(classifier: Classifier, opts: &SessionOptions) -> Result<Self> {
-        let runner = OrtNet {
-            runner: runtime::session(&classifier.onnx, opts)?,
-            layout: classifier.spec.layout,
-        };
-        Ok(Predictor { classifier, runner })
+    /// Opens `classifier` on the engine `accel::engine::select` picks for `opts.device` and
+    /// `engine`: ONNX Runtime on the CPU, Candle on a GPU. A classifier with an int8 part runs in
+    /// ONNX Runtime on the CPU only: `auto` goes there with a note, an asked-for GPU is an error.
+    pub fn new(classifier: Classifier, opts: &SessionOptions, engine: Engine) -> Result<Self> {
+        let int8 = features::onnx::is_quantized(&classifier.onnx)?;
+        let mut selected = accel::engine::select(opts.device, engine, opts.threads)?;
+        if int8 && selected.train.is_some() {
+            if opts.device != Device::Auto {
+                return Err(Error::Invalid(int8_refusal(&classifier, &selected.ran_on)));
+            }
+            let why = format!(
+                "--device auto: {} holds an int8 part, which runs in ONNX Runtime on the CPU",
+                classifier.source.display()
+            );
+            selected = accel::engine::select(Device::Cpu, Engine::Ort, opts.threads)?;
+            selected.note = Some(why);
+        }
+        let runner = selected.backend.open(&NetRequest {
+            model: &classifier.onnx,
+            output: OUTPUT_NAME,
+            onnx: &classifier.onnx,
+            onnx_layout: classifier.spec.layout,
+            int8,
+            threads: opts.threads,
+        })?;
+        Ok(Predictor {
+            classifier,
+            runner,
+            note: selected.note,
+        })
     }
 
-    /// `"cpu"` or `"cuda"`: where the session runs.
-    pub fn device(&self) -> &'static str {
-        self.runner.runner.device
+    /// Where the classifier runs (`cpu`, `cuda`, `cuda:0 (Candle)`, …).
+    pub fn device(&self) -> String {
+        self.runner.device()
     }
 
     /// Classifies `items` in batches of `batch`, calling `on_batch` with each batch's predictions
@@ -135,7 +171,7 @@ impl Predictor {
         let mut failure: Option<Error> = None;
         let spec = self.classifier.spec;
         let result = run_images(
-            &mut self.runner,
+            self.runner.as_mut(),
             &spec,
             items,
             batch,

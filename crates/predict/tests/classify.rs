@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{files_under, head_reference, max_diff, synthetic};
-use features::runtime::SessionOptions;
+use features::runtime::{Engine, SessionOptions};
 use predict::run::Prediction;
 use predict::{inputs, LoadOptions, Predictor, Stage};
 
@@ -26,7 +26,7 @@ fn predict_all(
     k: usize,
 ) -> (Vec<Prediction>, Vec<String>) {
     let items = inputs::collect(paths).unwrap();
-    let mut p = Predictor::new(c, &one_thread()).unwrap();
+    let mut p = Predictor::new(c, &one_thread(), Engine::Auto).unwrap();
     let mut preds = Vec::new();
     let mut skipped = Vec::new();
     let stats = p

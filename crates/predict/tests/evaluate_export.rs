@@ -11,7 +11,7 @@ use std::process::Command;
 use common::{files_under, synthetic, SIZE};
 use features::dataset::Item;
 use features::preprocess::{self, Preprocess, Resize};
-use features::runtime::SessionOptions;
+use features::runtime::{Engine, SessionOptions};
 use predict::evaluate::{score, EvaluateOptions};
 use predict::run::Prediction;
 use predict::{inputs, Error, LoadOptions, Predictor};
@@ -96,7 +96,7 @@ fn evaluate_matches_the_predictions_writes_its_files_and_refuses_to_overwrite() 
     let classes = c.classes.clone();
     let files = files_under(&p.data.join("validation"));
     let items = inputs::collect(&files).unwrap();
-    let mut pr = Predictor::new(c, &opts.session).unwrap();
+    let mut pr = Predictor::new(c, &opts.session, opts.engine).unwrap();
     let mut preds = Vec::new();
     pr.run(&items, 5, 1, &mut |b, _| {
         preds.extend_from_slice(b);
@@ -278,7 +278,7 @@ fn exported_model_in_python_onnxruntime_equals_in_process_predictions() {
         .collect();
 
     let c = predict::load(&p.run, &LoadOptions::default()).unwrap();
-    let mut pr = Predictor::new(c, &SessionOptions::default()).unwrap();
+    let mut pr = Predictor::new(c, &SessionOptions::default(), Engine::Auto).unwrap();
     let mut ours = Vec::new();
     pr.run(&inputs::collect(&files).unwrap(), 2, 1, &mut |b, _| {
         ours.extend(b.iter().flat_map(|p| p.probabilities.clone()));

@@ -40,7 +40,7 @@ fn real_vgg16_head_stage_equals_the_head_on_extracted_features() {
         threads: Some(2),
         ..Default::default()
     };
-    let mut p = Predictor::new(c, &session).unwrap();
+    let mut p = Predictor::new(c, &session, features::runtime::Engine::Auto).unwrap();
     let mut ours = Vec::new();
     p.run(&items, 8, 1, &mut |b, s| {
         assert!(s.is_empty(), "{s:?}");

@@ -43,6 +43,7 @@ pub fn run(args: &EvaluateArgs, global: &Global) -> anyhow::Result<()> {
         force: args.force,
         batch: args.session.batch,
         session: args.session.options(),
+        engine: args.session.runtime.engine.get(),
         load: args.classifier.load_options(),
     };
     let mut bar = None;
@@ -50,9 +51,13 @@ pub fn run(args: &EvaluateArgs, global: &Global) -> anyhow::Result<()> {
         Event::Ready {
             classifier,
             device,
+            note,
             split,
             total,
         } => {
+            if let Some(n) = note {
+                progress::note(global, n);
+            }
             progress::note(global, format!("{} on {device}", classifier.describe()));
             bar = Some(progress::bar(global, total as u64, split, "img"));
         }

@@ -88,15 +88,14 @@ pub fn run(args: &PredictArgs, global: &Global) -> anyhow::Result<()> {
     let classifier = predict::load(run, &args.classifier.load_options())
         .with_context(|| format!("loading the classifier of {}", run.display()))?;
     progress::note(global, classifier.describe());
-    let opts = args.session.options();
-    let mut predictor = match Predictor::new(classifier, &opts) {
-        Ok(p) => p,
-        Err(e) if opts.device != features::runtime::Device::Cpu => {
-            return Err(anyhow::Error::new(e)
-                .context(crate::errors::onnx_runtime_only("predict", opts.device)))
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mut predictor = Predictor::new(
+        classifier,
+        &args.session.options(),
+        args.session.runtime.engine.get(),
+    )?;
+    if let Some(n) = &predictor.note {
+        progress::note(global, n);
+    }
     let device = predictor.device();
     let classes = predictor.classifier.classes.clone();
     let top_k = args.top_k.min(classes.len());
@@ -147,7 +146,7 @@ pub fn run(args: &PredictArgs, global: &Global) -> anyhow::Result<()> {
     if global.json {
         let report = PredictReport {
             classifier: predictor.classifier.info(),
-            device: device.to_string(),
+            device: device.clone(),
             predictions: all,
             stats,
         };

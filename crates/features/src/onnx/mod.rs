@@ -14,6 +14,14 @@ pub use graph::{image_input, ImageInput};
 pub use surgery::{cut_at, cut_conv_base};
 pub use tensor::{initializer_f32, initializers_f32};
 
+/// True when `model` holds quantized (int8) ops, which only ONNX Runtime runs.
+pub fn is_quantized(model: &[u8]) -> crate::Result<bool> {
+    let m = build::decode(model)?;
+    Ok(m.graph
+        .as_ref()
+        .is_some_and(|g| g.node.iter().any(node::is_quantization)))
+}
+
 /// Types generated from the vendored `proto/onnx.proto` (package `onnx`).
 #[allow(clippy::all, missing_docs)]
 pub mod proto {

@@ -38,3 +38,11 @@ pub fn string(n: &NodeProto, name: &str) -> Option<String> {
         .and_then(|a| a.s.as_ref())
         .map(|s| String::from_utf8_lossy(s).into_owned())
 }
+
+/// True for the ops of a quantized (int8) graph: QDQ pairs and the integer convolutions.
+pub fn is_quantization(n: &NodeProto) -> bool {
+    matches!(
+        op(n),
+        "QuantizeLinear" | "DequantizeLinear" | "QLinearConv" | "ConvInteger"
+    )
+}

@@ -11,7 +11,7 @@ use super::arith::{
     activation_params, quantize_bias, quantize_weights, ActType, QParams, WeightRange,
 };
 use crate::onnx::build::{byte_tensor, f32_tensor, i32_tensor, int_attr, node, FLOAT, INT8};
-use crate::onnx::node::op;
+use crate::onnx::node::{is_quantization, op};
 use crate::onnx::proto::{ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 use crate::{Error, Result};
 
@@ -112,12 +112,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<ModelProto> {
         .graph
         .as_ref()
         .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
-    if let Some(n) = g.node.iter().find(|n| {
-        matches!(
-            op(n),
-            "QuantizeLinear" | "DequantizeLinear" | "QLinearConv" | "ConvInteger"
-        )
-    }) {
+    if let Some(n) = g.node.iter().find(|n| is_quantization(n)) {
         return Err(Error::Graph(format!(
             "the model is already quantized ({} found); pass the FP32 model",
             label(n)
