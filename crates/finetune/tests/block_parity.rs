@@ -31,16 +31,7 @@ fn candle_block5_matches_onnx_runtime_on_real_photos() {
     );
     assert!(matches!(block.layers.last(), Some(Layer::MaxPool { .. })));
 
-    let mut files = Vec::new();
-    for class in ["cats", "dogs"] {
-        let dir = shared.join("data/dogs_vs_cats/validation").join(class);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        files.extend(names.into_iter().take(2));
-    }
+    let files = testkit::shared_photos(&shared, "validation", 2).unwrap();
     let (n, s) = (files.len(), 150u32);
     let per = 3 * (s * s) as usize;
     let mut input = vec![0f32; n * per];

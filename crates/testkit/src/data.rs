@@ -31,6 +31,22 @@ pub fn shared_root() -> Option<PathBuf> {
     None
 }
 
+/// The first `per_class` photos (by file name) of each class of the shared dogs-vs-cats `split`,
+/// cats first.
+pub fn shared_photos(shared: &Path, split: &str, per_class: usize) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for class in ["cats", "dogs"] {
+        let src = shared.join("data/dogs_vs_cats").join(split).join(class);
+        let mut names: Vec<_> = std::fs::read_dir(&src)
+            .map_err(|e| Error::io(&src, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        files.extend(names.into_iter().take(per_class));
+    }
+    Ok(files)
+}
+
 /// Builds `DIR/<split>/<class>/*` from the first `per_class` photos of each class of the shared dogs-vs-cats
 /// split, as symbolic links (nothing is copied).
 pub fn link_shared_subset(
@@ -40,20 +56,17 @@ pub fn link_shared_subset(
     per_class: usize,
 ) -> Result<()> {
     for split in splits {
-        for class in ["cats", "dogs"] {
-            let src = shared.join("data/dogs_vs_cats").join(split).join(class);
+        for src in shared_photos(shared, split, per_class)? {
+            let (Some(class), Some(name)) =
+                (src.parent().and_then(|p| p.file_name()), src.file_name())
+            else {
+                continue;
+            };
             let dst = dir.join(split).join(class);
             std::fs::create_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
-            let mut names: Vec<_> = std::fs::read_dir(&src)
-                .map_err(|e| Error::io(&src, e))?
-                .filter_map(|e| e.ok().map(|e| e.file_name()))
-                .collect();
-            names.sort();
-            for n in names.into_iter().take(per_class) {
-                let target = dst.join(&n);
-                if !target.exists() {
-                    runfs::atomic::link_or_copy(&src.join(&n), &target)?;
-                }
+            let target = dst.join(name);
+            if !target.exists() {
+                runfs::atomic::link_or_copy(&src, &target)?;
             }
         }
     }

@@ -5,4 +5,4 @@
 pub mod data;
 pub mod synth;
 
-pub use data::{files_under, link_shared_subset, shared_root, write_synthetic};
+pub use data::{files_under, link_shared_subset, shared_photos, shared_root, write_synthetic};

@@ -66,16 +66,7 @@ pub fn nhwc_to_nchw(x: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f3
 /// The first `per_class` Dogs vs Cats validation photos of each class, preprocessed like
 /// `extract` (Keras nearest resize to `size`, caffe), NCHW; and how many.
 pub fn photos(shared: &std::path::Path, per_class: usize, size: usize) -> (Vec<f32>, usize) {
-    let mut files = Vec::new();
-    for class in ["cats", "dogs"] {
-        let dir = shared.join("data/dogs_vs_cats/validation").join(class);
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        files.extend(names.into_iter().take(per_class));
-    }
+    let files = testkit::shared_photos(shared, "validation", per_class).unwrap();
     let per = 3 * size * size;
     let mut input = vec![0f32; files.len() * per];
     for (slot, f) in input.chunks_exact_mut(per).zip(&files) {
