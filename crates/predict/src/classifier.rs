@@ -98,7 +98,7 @@ impl Classifier {
             source: self.source.clone(),
             note: self.note.clone(),
             classes: self.classes.clone(),
-            backbone: self.meta.features.model.clone(),
+            backbone: shown(&self.meta.features.model),
             backbone_sha256: self.meta.features.model_sha256.clone(),
             features: self.meta.features.output_tensor.clone(),
             precision: self.meta.features.precision.clone(),
@@ -116,7 +116,7 @@ impl Classifier {
             Stage::Finetune => format!("fine-tuned model {}", self.source.display()),
             Stage::Head => format!(
                 "backbone {} → {} + stage-2 head {}",
-                self.meta.features.model,
+                shown(&self.meta.features.model),
                 self.meta.features.output_tensor,
                 self.source.display()
             ),
@@ -136,6 +136,26 @@ impl Classifier {
         }
         s
     }
+}
+
+/// A recorded backbone for summaries and reports: an absolute path (how features record it, so
+/// later stages find it from any folder) relative to the current folder, e.g.
+/// `../shared/models/vgg16.onnx`, so reports do not carry a machine's absolute paths; a manifest
+/// name or a relative path as it is.
+fn shown(model: &str) -> String {
+    let p = Path::new(model);
+    let Some(cwd) = std::env::current_dir().ok().filter(|_| p.is_absolute()) else {
+        return model.to_string();
+    };
+    let (a, b): (Vec<_>, Vec<_>) = (p.components().collect(), cwd.components().collect());
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common <= 1 {
+        return model.to_string(); // only the root in common: the absolute path says it best
+    }
+    let mut rel = PathBuf::new();
+    rel.extend(std::iter::repeat_n("..", b.len() - common));
+    rel.extend(&a[common..]);
+    rel.to_string_lossy().into_owned()
 }
 
 fn no_head(run: &Path, paths: &RunPaths) -> Error {
@@ -342,3 +362,21 @@ fn load_head(run: &Path, paths: &RunPaths, opts: &LoadOptions) -> Result<Classif
 
 /// Name of the classifier's output.
 pub const OUTPUT_NAME: &str = OUTPUT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_backbone_is_shown_relative_to_the_current_folder() {
+        let cwd = std::env::current_dir().unwrap();
+        let beside = cwd.parent().unwrap().join("shared/models/vgg16.onnx");
+        assert_eq!(
+            shown(&beside.to_string_lossy()),
+            "../shared/models/vgg16.onnx"
+        );
+        assert_eq!(shown(&cwd.join("m.onnx").to_string_lossy()), "m.onnx");
+        assert_eq!(shown("vgg16_keras_notop"), "vgg16_keras_notop");
+        assert_eq!(shown("models/x.onnx"), "models/x.onnx");
+    }
+}
