@@ -22,6 +22,7 @@ use accel::{DType, Device, Tensor};
 use clap::Parser;
 use features::onnx::Layout;
 use features::preprocess::{Preprocess, Resize};
+use testkit::compare::{cosine, max_rel};
 use train::optim::OptimizerConfig;
 
 #[derive(Parser, Debug)]
@@ -78,25 +79,6 @@ impl Summary {
 fn sync(d: &Device) -> Res<()> {
     d.synchronize()?;
     Ok(())
-}
-
-fn max_rel(reference: &[f32], other: &[f32]) -> f32 {
-    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = reference
-        .iter()
-        .zip(other)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / scale.max(f32::MIN_POSITIVE)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
 }
 
 /// Every photo under `dir/*/`, sorted.

@@ -8,7 +8,7 @@ mod common;
 
 use accel::classifier::{Activation, Network};
 use accel::{Device, Tensor};
-use common::{nhwc_to_nchw, photos, run_ort};
+use common::{nchw_to_nhwc, nhwc_to_nchw, photos, run_ort};
 use features::onnx::{cut_conv_base, image_input, Layout};
 use head::onnx::{append_head, HeadWeights, OUTPUT};
 use rand::{Rng, SeedableRng};
@@ -99,19 +99,6 @@ fn compare(model: &[u8], input: &[f32], n: usize, size: usize, classes: usize) -
         .iter()
         .zip(&ours)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-}
-
-/// `[n, 3, s, s]` → `[n, s, s, 3]`.
-fn nchw_to_nhwc(x: &[f32], n: usize, s: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    for b in 0..n {
-        for c in 0..3 {
-            for p in 0..s * s {
-                out[(b * s * s + p) * 3 + c] = x[(b * 3 + c) * s * s + p];
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -9,11 +9,11 @@ mod common;
 
 use std::path::Path;
 
-use common::max_rel;
 use features::extract::ExtractConfig;
 use features::preprocess::Preprocess;
 use features::runtime::Engine;
 use features::store;
+use testkit::compare::max_rel;
 
 fn extract_both(data: &Path, model: &str, dir: &Path, size: u32) -> f32 {
     let config = |run: &Path, engine: Engine| {

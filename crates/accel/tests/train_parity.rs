@@ -11,13 +11,13 @@ mod common;
 use accel::ops::nchw_from_nhwc;
 use accel::train::{Dropout, FineTuneNet, ScratchArch, ScratchNet};
 use accel::{DType, Device, Tensor};
-use common::max_rel;
 use finetune::block::{Block, ConvLayer, Layer};
 use finetune::classifier::Classifier;
 use finetune::compute::handover;
 use finetune::net::Net;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::compare::max_rel;
 use train::kernels::{conv, Nhwc, TrainPrecision};
 
 const TOL: f32 = 1e-4;

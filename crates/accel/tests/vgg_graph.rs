@@ -7,8 +7,9 @@ mod common;
 
 use accel::vgg::{Cut, Layer, Vgg};
 use accel::{DType, Device, Tensor};
-use common::{max_rel, nhwc_to_nchw, run_ort};
+use common::{nhwc_to_nchw, run_ort};
 use features::onnx::{cut_at, cut_conv_base, Layout};
+use testkit::compare::max_rel;
 use testkit::synth::{vgg_like, vgg_like_proto, VggSpec};
 
 fn noise(n: usize, seed: u64) -> Vec<f32> {

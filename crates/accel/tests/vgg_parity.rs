@@ -7,8 +7,9 @@ mod common;
 
 use accel::vgg::{Cut, Vgg};
 use accel::{DType, Device, Tensor};
-use common::{cosine, max_rel, photos, run_ort};
+use common::{photos, run_ort};
 use features::onnx::cut_conv_base;
+use testkit::compare::{cosine, max_rel};
 
 const SIZE: usize = 150;
 

@@ -20,6 +20,7 @@ use features::runtime::{session, Device, SessionOptions};
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use testkit::compare::cosine;
 use testkit::synth::{self, VggSpec};
 
 const OPTS: SessionOptions = SessionOptions {
@@ -251,17 +252,6 @@ fn features_of(model: &[u8], b: &Backbone, files: &[PathBuf], size: u32) -> Vec<
     v.chunks(v.len() / files.len())
         .map(<[f32]>::to_vec)
         .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| f64::from(x) * f64::from(y))
-        .sum();
-    let na: f64 = a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
 }
 
 fn files_of(dir: &Path) -> Vec<PathBuf> {

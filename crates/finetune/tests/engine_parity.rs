@@ -16,6 +16,7 @@ use common::{copy_run, synthetic, synthetic_config, tensors};
 use features::runtime::Engine;
 use finetune::finetune;
 use finetune::rows::Precision;
+use testkit::compare::max_rel;
 use train::kernels::TrainPrecision;
 
 fn floats(bytes: &[u8]) -> Vec<f32> {
@@ -23,16 +24,6 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
-}
-
-fn max_rel(reference: &[f32], other: &[f32]) -> f32 {
-    assert_eq!(reference.len(), other.len());
-    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = reference
-        .iter()
-        .zip(other)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / scale.max(f32::MIN_POSITIVE)
 }
 
 #[test]

@@ -121,7 +121,8 @@ impl Predictor {
     pub fn new(classifier: Classifier, opts: &SessionOptions, engine: Engine) -> Result<Self> {
         let int8 = features::onnx::is_quantized(&classifier.onnx)?;
         let mut selected = accel::engine::select(opts.device, engine, opts.threads)?;
-        if int8 && selected.train.is_some() {
+        // `engine()` is `None` for ONNX Runtime, the only engine that runs int8 graphs.
+        if int8 && selected.backend.engine().is_some() {
             if opts.device != Device::Auto {
                 return Err(Error::Invalid(int8_refusal(&classifier, &selected.ran_on)));
             }

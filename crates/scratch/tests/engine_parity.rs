@@ -13,6 +13,7 @@ use std::path::Path;
 
 use features::runtime::Engine;
 use scratch::{train, ScratchConfig};
+use testkit::compare::max_rel;
 use train::kernels::TrainPrecision;
 
 fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
@@ -33,15 +34,6 @@ fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-fn max_rel(reference: &[f32], other: &[f32]) -> f32 {
-    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = reference
-        .iter()
-        .zip(other)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / scale.max(f32::MIN_POSITIVE)
 }
 
 fn run(data: &Path, run: &Path, engine: Engine, ema: Option<f64>) -> scratch::ScratchReport {

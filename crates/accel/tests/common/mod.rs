@@ -1,32 +1,11 @@
-//! Helpers shared by the integration tests: comparing feature maps, running ONNX Runtime.
+//! Helpers shared by the integration tests: running ONNX Runtime, layouts, real photos
+//! (closeness measures: `testkit::compare`).
 
 #![allow(dead_code)]
 
 use features::onnx::Layout;
 use features::preprocess::{Preprocess, Resize};
 use features::runtime::{session, SessionOptions};
-
-/// `max|a − b| / max|a|` (a is the reference).
-pub fn max_rel(reference: &[f32], other: &[f32]) -> f32 {
-    assert_eq!(reference.len(), other.len());
-    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = reference
-        .iter()
-        .zip(other)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / scale.max(f32::MIN_POSITIVE)
-}
-
-/// Cosine similarity of the two vectors (in f64).
-pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x as f64 * y as f64;
-        aa += x as f64 * x as f64;
-        bb += y as f64 * y as f64;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
-}
 
 /// Runs an ONNX model with one image input (`[n, 3, s, s]` or `[n, s, s, 3]` by `layout`) on the
 /// CPU execution provider and returns the first output's dims and values.
@@ -57,6 +36,19 @@ pub fn nhwc_to_nchw(x: &[f32], n: usize, h: usize, w: usize, c: usize) -> Vec<f3
                 for ch in 0..c {
                     out[((b * c + ch) * h + y) * w + xx] = x[((b * h + y) * w + xx) * c + ch];
                 }
+            }
+        }
+    }
+    out
+}
+
+/// `[n, 3, s, s]` → `[n, s, s, 3]`.
+pub fn nchw_to_nhwc(x: &[f32], n: usize, s: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for b in 0..n {
+        for c in 0..3 {
+            for p in 0..s * s {
+                out[(b * s * s + p) * 3 + c] = x[(b * 3 + c) * s * s + p];
             }
         }
     }
