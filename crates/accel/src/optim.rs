@@ -52,6 +52,22 @@ impl DeviceOptim {
         })
     }
 
+    /// The optimizer for `vars` that continues the host optimizer `host` (its settings, state and
+    /// step count): how a training pass on a device picks up where the host's state stands.
+    pub fn continuing(vars: Vec<Var>, host: &train::optim::Optimizer) -> Result<Self> {
+        let mut o = DeviceOptim::new(vars, host.config().clone())?;
+        let (slots, iterations) = host.state();
+        o.set_state(slots.to_vec(), iterations)?;
+        Ok(o)
+    }
+
+    /// Writes the state and step count back into the host optimizer this one continues.
+    pub fn write_back(&self, host: &mut train::optim::Optimizer) -> Result<()> {
+        let (slots, iterations) = self.state()?;
+        host.set_state(slots, iterations)?;
+        Ok(())
+    }
+
     /// The variables, in update order.
     pub fn vars(&self) -> &[Var] {
         &self.vars

@@ -162,10 +162,7 @@ impl OnDevice {
             return Ok(());
         }
         let vars = self.load(&state.net)?.vars().to_vec();
-        let mut optim = DeviceOptim::new(vars, state.optim.config().clone())?;
-        let (slots, iterations) = state.optim.state();
-        optim.set_state(slots.to_vec(), iterations)?;
-        self.optim = Some(optim);
+        self.optim = Some(DeviceOptim::continuing(vars, &state.optim)?);
         Ok(())
     }
 
@@ -279,8 +276,7 @@ impl Compute for OnDevice {
         for (host, value) in state.net.params_mut().into_iter().zip(dev.params()?) {
             *host = value;
         }
-        let (slots, iterations) = optim.state()?;
-        state.optim.set_state(slots, iterations)?;
+        optim.write_back(&mut state.optim)?;
         *loaded = Some(state.net.clone());
         Ok(())
     }

@@ -199,10 +199,7 @@ impl Compute for OnDevice {
     ) -> Result<Stepped> {
         if self.optim.is_none() {
             let vars = self.load(arch, params)?.vars().to_vec();
-            let mut device_optim = DeviceOptim::new(vars, optim.config().clone())?;
-            let (slots, iterations) = optim.state();
-            device_optim.set_state(slots.to_vec(), iterations)?;
-            self.optim = Some(device_optim);
+            self.optim = Some(DeviceOptim::continuing(vars, optim)?);
         }
         let xt = self.batch(arch, x)?;
         let n = labels.len();
@@ -232,8 +229,7 @@ impl Compute for OnDevice {
             return Ok(());
         };
         self.read_params(params)?;
-        let (slots, iterations) = device_optim.state()?;
-        optim.set_state(slots, iterations)?;
+        device_optim.write_back(optim)?;
         if let Some((_, loaded)) = &mut self.net {
             *loaded = Some(params.clone());
         }
