@@ -29,8 +29,8 @@ echo "gpu_check: payload $payload ($(du -sh "$payload" | cut -f1)), output $out"
 
 if [ $cpu = 0 ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-  # The binary links libcuda (the driver) and CUDA 13's cuBLAS, cuBLASLt, cuRAND, NVRTC and runtime
-  # (and cuDNN when built with it): take them from PyTorch's nvidia-* wheels.
+  # The binary opens the driver's libcuda and CUDA 13's cuBLAS, cuBLASLt, cuRAND and NVRTC (and cuDNN
+  # when built with it) when CUDA starts (vendor/README.md): take them from PyTorch's nvidia-* wheels.
   libdirs=$(python3 - <<'PY'
 import glob, os, site
 roots = site.getsitepackages() + [site.getusersitepackages()]
@@ -44,17 +44,10 @@ PY
   # The driver's libcuda.so.1 usually sits in /usr/local/nvidia/lib64 on these machines.
   for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do [ -d "$d" ] && libdirs="$libdirs:$d"; done
   export LD_LIBRARY_PATH="${libdirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  # A library the binary names (e.g. libcublas.so.13) but that exists only under another version
-  # suffix gets a link to it.
-  compat=/tmp/gpu_check_compat
-  mkdir -p "$compat"
-  for lib in $(ldd "$bin" 2>/dev/null | awk '/not found/ {print $1}'); do
-    base=${lib%%.so*}
-    cand=$(IFS=:; for d in $libdirs /usr/lib/x86_64-linux-gnu /usr/local/nvidia/lib64 /usr/local/cuda/lib64; do ls "$d/$base".so* 2>/dev/null; done | head -1)
-    if [ -n "$cand" ]; then ln -sf "$cand" "$compat/$lib"; echo "gpu_check: $lib -> $cand"; else echo "gpu_check: $lib not found anywhere"; fi
+  for lib in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudnn.so.9; do
+    found=$(IFS=:; for d in $LD_LIBRARY_PATH /usr/lib/x86_64-linux-gnu; do [ -e "$d/$lib" ] && echo "$d/$lib" && break; done)
+    echo "lib: $lib -> ${found:-not found (the check names what CUDA misses when it starts)}"
   done
-  export LD_LIBRARY_PATH="$compat:$LD_LIBRARY_PATH"
-  ldd "$bin" | grep -E "cuda|cublas|curand|nvrtc|cudnn|not found" | sed 's/^/ldd: /'
   args=()
   torch_args=()
 else

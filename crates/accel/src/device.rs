@@ -40,6 +40,11 @@ pub fn cuda_device(ordinal: usize) -> Result<Device> {
             "--device cuda: this binary was built without CUDA: {CUDA_BUILD_HINT}, or use --device cpu"
         )));
     }
+    if let Some((reason, fix)) = missing_libraries() {
+        return Err(Error::Device(format!(
+            "--device cuda: CUDA device {ordinal} could not start ({reason}); {fix}, or use --device cpu"
+        )));
+    }
     // A driver library that misbehaves can panic deep inside the bindings; report it as an error.
     let started = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
     match started {
@@ -54,6 +59,61 @@ pub fn cuda_device(ordinal: usize) -> Result<Device> {
             Err(Error::Device(start_failure(ordinal, &what)))
         }
     }
+}
+
+/// The CUDA libraries Candle opens at run time (`dynamic-loading`: the binary starts without them),
+/// with whether each can be opened here. Asking opens and closes each library; nothing in it runs.
+#[cfg(feature = "cuda")]
+fn cuda_libraries() -> Vec<(&'static str, bool)> {
+    // SAFETY: each call only tries `dlopen` on the library's usual names and closes what it opened.
+    unsafe {
+        vec![
+            (
+                "cuBLAS (libcublas)",
+                cudarc::cublas::sys::is_culib_present(),
+            ),
+            (
+                "cuBLASLt (libcublasLt)",
+                cudarc::cublaslt::sys::is_culib_present(),
+            ),
+            (
+                "cuRAND (libcurand)",
+                cudarc::curand::sys::is_culib_present(),
+            ),
+            ("NVRTC (libnvrtc)", cudarc::nvrtc::sys::is_culib_present()),
+            #[cfg(feature = "cudnn")]
+            ("cuDNN (libcudnn)", cudarc::cudnn::sys::is_culib_present()),
+        ]
+    }
+}
+
+/// Why CUDA cannot start for want of a library, and the fix; `None` when all are there (or in a
+/// build without CUDA, which [`cuda_device`] refuses before asking).
+fn missing_libraries() -> Option<(String, String)> {
+    #[cfg(feature = "cuda")]
+    {
+        // SAFETY: as in `cuda_libraries`.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Some((
+                "the NVIDIA driver's libcuda.so.1 was not found".into(),
+                "install the NVIDIA driver (check `nvidia-smi`) or put its folder on LD_LIBRARY_PATH".into(),
+            ));
+        }
+        let missing: Vec<&str> = cuda_libraries()
+            .into_iter()
+            .filter(|(_, present)| !present)
+            .map(|(name, _)| name)
+            .collect();
+        if !missing.is_empty() {
+            return Some((
+                format!("not found: {}", missing.join(", ")),
+                "install the CUDA libraries of the version this binary was built with (the toolkit's, \
+                 or PyTorch's nvidia-* wheels) and put their folders on LD_LIBRARY_PATH"
+                    .into(),
+            ));
+        }
+    }
+    None
 }
 
 /// The message for a CUDA device that would not start, with the likely fix.
@@ -87,13 +147,19 @@ pub fn select(choice: Choice) -> Result<Selected> {
             Ok(device) => Ok(Selected { device, note: None }),
             Err(e) => Ok(Selected {
                 device: Device::Cpu,
-                note: Some(format!(
-                    "--device auto: running on the CPU ({})",
-                    e.to_string().trim_start_matches("--device cuda: ")
-                )),
+                note: Some(fallback_note(&e)),
             }),
         },
     }
+}
+
+/// The note of `--device auto` running on the CPU because CUDA would not start (`e`, from
+/// [`cuda_device`]): why, without the advice meant for `--device cuda`.
+pub(crate) fn fallback_note(e: &Error) -> String {
+    let why = e.to_string();
+    let why = why.trim_start_matches("--device cuda: ");
+    let why = why.trim_end_matches(", or use --device cpu");
+    format!("--device auto: running on the CPU ({why})")
 }
 
 /// The dtype to compute in on `device` for a precision name: `f32`, `bf16` or `f16`. The CPU
@@ -153,6 +219,39 @@ mod tests {
         );
         assert!(msg.contains("--device cpu"), "{msg}");
         assert!(cuda_device(0).is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "cuda")]
+    fn a_cuda_build_without_the_cuda_libraries_refuses_cuda_by_name_and_auto_runs_on_the_cpu() {
+        // Where the libraries are all there (a GPU machine) the GPU check covers starting;
+        // scripts/cuda_check.sh sets BOTTLENECK_EXPECT_NO_CUDA where the driver is missing.
+        let expect_missing = std::env::var_os("BOTTLENECK_EXPECT_NO_CUDA").is_some();
+        let Some((reason, fix)) = missing_libraries() else {
+            assert!(
+                !expect_missing,
+                "no NVIDIA driver here, yet every CUDA library was found"
+            );
+            return;
+        };
+        assert!(
+            reason.contains("libcuda.so.1") || !expect_missing,
+            "{reason}"
+        );
+        let e = select(Choice::Cuda)
+            .expect_err("CUDA cannot start without its libraries")
+            .to_string();
+        assert!(
+            e.contains(&reason) && e.contains(&fix) && e.ends_with("or use --device cpu"),
+            "{e}"
+        );
+        let auto = select(Choice::Auto).expect("auto never fails for want of CUDA");
+        assert!(auto.device.is_cpu());
+        let note = auto.note.expect("auto says why it runs on the CPU");
+        assert!(
+            note.contains(&reason) && !note.contains("use --device cpu"),
+            "{note}"
+        );
     }
 
     #[test]

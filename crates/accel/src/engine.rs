@@ -145,21 +145,13 @@ pub fn select(device: Choice, engine: Engine, threads: Option<usize>) -> Result<
         )),
         (Engine::Auto, Choice::Auto) => match device::cuda_device(0) {
             Ok(d) => Ok(Selected::candle(d, None)),
-            Err(e) => Ok(Selected::ort(Choice::Cpu, threads, Some(fallback(&e)))),
+            Err(e) => Ok(Selected::ort(Choice::Cpu, threads, Some(device::fallback_note(&e)))),
         },
         (Engine::Candle, Choice::Auto) => match device::cuda_device(0) {
             Ok(d) => Ok(Selected::candle(d, None)),
-            Err(e) => Ok(Selected::candle(Device::Cpu, Some(fallback(&e)))),
+            Err(e) => Ok(Selected::candle(Device::Cpu, Some(device::fallback_note(&e)))),
         },
     }
-}
-
-/// The note of `--device auto` running on the CPU.
-fn fallback(e: &Error) -> String {
-    format!(
-        "--device auto: running on the CPU ({})",
-        e.to_string().trim_start_matches("--device cuda: ")
-    )
 }
 
 /// Stage 2a on the engine [`select`] picks for `cfg.device` and `cfg.engine`.
