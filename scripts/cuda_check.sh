@@ -40,7 +40,7 @@ if [ "${1:-}" != "--build-example" ]; then
     echo "cuda_check: FAIL: the CUDA build links a CUDA library (above): it would not start without CUDA" >&2
     exit 1
   fi
-  if ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+  if command -v nvidia-smi >/dev/null || ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
     echo "cuda_check: this machine has an NVIDIA driver: the no-CUDA checks are skipped"
   else
     export BOTTLENECK_EXPECT_NO_CUDA=1
