@@ -54,6 +54,10 @@ echo "prepare: payload $payload in $(( $(date +%s) - start )) s:"
 tracked=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 total=$(( tracked + $(du -sb "$payload" | cut -f1) ))
 echo "prepare: with the tracked checkout ($(( tracked / 1048576 )) MiB) that travels: $(( total / 1048576 )) MiB of 64 MiB"
+if [ "$total" -gt $(( 64 * 1048576 )) ]; then
+  echo "prepare: too big for the device tool's 64 MiB: take fewer photos (PER_CLASS=60 $0)" >&2
+  exit 1
+fi
 if [ $cpu = 1 ]; then
   OUT=${OUT:-/tmp/gpu_check_cpu} bash "$payload/gpu_check.sh" "$payload" --cpu
 fi
