@@ -171,7 +171,7 @@ fn features_of(vgg: &Vgg, x: &[f32], n: usize, size: usize, batch: usize) -> Res
             (k, 3, size, size),
             vgg.device(),
         )?;
-        out.extend(vgg.forward(&t)?.flatten_all()?.to_vec1::<f32>()?);
+        out.extend(accel::ops::to_host(&vgg.forward(&t)?)?);
     }
     Ok(out)
 }
@@ -294,7 +294,7 @@ fn main() -> std::process::ExitCode {
             return Err("no photos decoded".into());
         }
         let r = r.narrow(0, 0, rn)?;
-        let reference = r.flatten_all()?.to_vec1::<f32>()?;
+        let reference = accel::ops::to_host(&r)?;
         println!("   reference: {rn} photos, [{c}, {h}, {w}], computed on the CPU (f32 arithmetic, these f16 weights)");
         if let Some(work) = &args.work {
             std::fs::create_dir_all(work)?;

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, D};
-use features::onnx::node::{int, label, op};
-use features::onnx::proto::NodeProto;
+use features::onnx::node::{float, int, label, op};
+use features::onnx::proto::{GraphProto, NodeProto};
 
 use crate::error::{Error, Result};
 use crate::ops;
@@ -34,31 +34,35 @@ pub struct DenseHead {
     pub activation: Activation,
 }
 
-/// What produced each tensor of a graph.
-struct Producers<'a>(HashMap<&'a str, &'a NodeProto>);
+/// What produced each tensor of a graph (`features::onnx::producers`, as nodes).
+struct Producers<'a> {
+    nodes: &'a [NodeProto],
+    index: HashMap<&'a str, usize>,
+}
 
 impl<'a> Producers<'a> {
-    fn new(nodes: &'a [NodeProto]) -> Self {
-        let mut m = HashMap::new();
-        for n in nodes {
-            for o in n.output.iter().filter(|o| !o.is_empty()) {
-                m.insert(o.as_str(), n);
-            }
+    fn new(g: &'a GraphProto) -> Self {
+        Producers {
+            nodes: &g.node,
+            index: features::onnx::producers(g),
         }
-        Producers(m)
+    }
+
+    /// The node producing `tensor`, whatever its op.
+    fn of(&self, tensor: &str) -> Option<&'a NodeProto> {
+        self.index.get(tensor).map(|&i| &self.nodes[i])
     }
 
     /// The node producing `tensor` when its op is `want`.
     fn get(&self, tensor: &str, want: &str) -> Option<&'a NodeProto> {
-        self.0.get(tensor).copied().filter(|n| op(n) == want)
+        self.of(tensor).filter(|n| op(n) == want)
     }
 
     /// Like [`Producers::get`], an error naming the expected layer when it is something else.
     fn expect(&self, tensor: &str, want: &str) -> Result<&'a NodeProto> {
         self.get(tensor, want).ok_or_else(|| {
             let found = self
-                .0
-                .get(tensor)
+                .of(tensor)
                 .map(|n| format!("{} ({})", label(n), op(n)))
                 .unwrap_or_else(|| "no node".into());
             Error::Graph(format!(
@@ -80,16 +84,10 @@ fn input(n: &NodeProto, i: usize) -> Result<&str> {
 
 /// A Gemm of the head: `Y = X·W + B` (no transposes, alpha = beta = 1); returns (W, B) names.
 fn gemm(n: &NodeProto) -> Result<(String, String)> {
-    let f = |name: &str| {
-        n.attribute
-            .iter()
-            .find(|a| a.name.as_deref() == Some(name))
-            .and_then(|a| a.f)
-    };
     let plain = int(n, "transA").unwrap_or(0) == 0
         && int(n, "transB").unwrap_or(0) == 0
-        && f("alpha").unwrap_or(1.0) == 1.0
-        && f("beta").unwrap_or(1.0) == 1.0;
+        && float(n, "alpha").unwrap_or(1.0) == 1.0
+        && float(n, "beta").unwrap_or(1.0) == 1.0;
     if !plain {
         return Err(Error::Graph(format!(
             "Gemm {} transposes or scales its operands; the head's Gemms are X·W + B",
@@ -101,8 +99,8 @@ fn gemm(n: &NodeProto) -> Result<(String, String)> {
 
 /// Follows the head back from `output`; `None` when `output` is not a dense head's output.
 /// Returns the head's input tensor, the (W1, B1, W2, B2) initializer names and the activation.
-fn trace(nodes: &[NodeProto], output: &str) -> Result<Option<(String, [String; 4], Activation)>> {
-    let p = Producers::new(nodes);
+fn trace(g: &GraphProto, output: &str) -> Result<Option<(String, [String; 4], Activation)>> {
+    let p = Producers::new(g);
     let (logits, activation) = if let Some(s) = p.get(output, "Softmax") {
         if !matches!(int(s, "axis"), None | Some(1) | Some(-1)) {
             return Err(Error::Graph(format!(
@@ -153,7 +151,7 @@ impl DenseHead {
             .graph
             .as_ref()
             .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
-        let Some((input, names, activation)) = trace(&g.node, output)? else {
+        let Some((input, names, activation)) = trace(g, output)? else {
             return Ok(None);
         };
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -238,7 +238,7 @@ impl FeatureNet for CandleNet {
             let x = Tensor::from_slice(input, (n, 3, size, size), self.net.vgg.device())?;
             let y = self.net.forward(&x)?;
             let dims = y.dims().to_vec();
-            Ok((dims, y.flatten_all()?.to_vec1::<f32>()?))
+            Ok((dims, crate::ops::to_host(&y)?))
         };
         run().map_err(|e| features::Error::Engine(Box::new(e)))
     }

@@ -270,6 +270,11 @@ pub fn relu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.mul(&x.detach().gt(0.0)?.to_dtype(x.dtype())?)
 }
 
+/// A tensor's values as flat `f32` on the host, in row-major order (widened from half types).
+pub fn to_host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
 /// `x @ w + b` for `x` `[n, in]`, `w` `[in, out]`, `b` `[out]`.
 pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
     x.matmul(w)?.broadcast_add(b)
@@ -323,8 +328,8 @@ mod tests {
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = to_host(a).unwrap();
+        let b = to_host(b).unwrap();
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
         a.iter()
             .zip(&b)
@@ -383,13 +388,7 @@ mod tests {
         assert_eq!(y.dims4().unwrap(), (1, 1, 2, 2));
         let up = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &dev).unwrap();
         let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = g
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let g = to_host(g.get(&x).unwrap()).unwrap();
         let mut want = vec![0f32; 20];
         for (k, (py, px)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
             let idx = [0, 1, 4, 5].map(|d| (2 * py) * 4 + 2 * px + d);
@@ -430,7 +429,7 @@ mod tests {
         let x: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let t = nchw_from_nhwc(&x, (1, 2, 2, 3), &Device::Cpu, DType::F32).unwrap();
         assert_eq!(
-            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            to_host(&t).unwrap(),
             vec![0., 3., 6., 9., 1., 4., 7., 10., 2., 5., 8., 11.]
         );
         let back = flatten_nhwc(&t).unwrap().to_vec2::<f32>().unwrap();

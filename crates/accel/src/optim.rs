@@ -93,7 +93,7 @@ impl DeviceOptim {
     pub fn state(&self) -> Result<(Vec<[Vec<f32>; 2]>, u64)> {
         let read = |t: &Option<Tensor>| -> Result<Vec<f32>> {
             Ok(match t {
-                Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
+                Some(t) => crate::ops::to_host(t)?,
                 None => Vec::new(),
             })
         };

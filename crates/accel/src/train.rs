@@ -46,7 +46,7 @@ impl Step {
             .iter()
             .zip(vars)
             .map(|(g, v)| match g {
-                Some(g) => Ok(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+                Some(g) => Ok(ops::to_host(g)?),
                 None => Ok(vec![0f32; v.elem_count()]),
             })
             .collect()
@@ -324,7 +324,7 @@ impl FineTuneNet {
     pub fn params(&self) -> Result<Vec<Vec<f32>>> {
         self.vars
             .iter()
-            .map(|v| Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?))
+            .map(|v| Ok(ops::to_host(v.as_tensor())?))
             .collect()
     }
 
@@ -393,7 +393,7 @@ impl FineTuneNet {
         }
         let f = ops::flatten_nhwc(&self.block(&x.detach())?)?;
         let z = head_forward(&f, self.head_vars(), dropout, self.dropout, self.compute)?;
-        let zs = z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let zs = ops::to_host(&z)?;
         let (loss_sum, correct, dz) = loss(&zs, labels, self.outputs)?;
         Ok(Step {
             loss_sum,
@@ -519,7 +519,7 @@ impl ScratchNet {
     pub fn params(&self) -> Result<Vec<Vec<f32>>> {
         self.vars
             .iter()
-            .map(|v| Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?))
+            .map(|v| Ok(ops::to_host(v.as_tensor())?))
             .collect()
     }
 
@@ -573,7 +573,7 @@ impl ScratchNet {
             )));
         }
         let z = self.forward(x, dropout)?;
-        let zs = z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let zs = ops::to_host(&z)?;
         let (loss_sum, correct, dz) = loss(&zs, labels, self.arch.outputs)?;
         Ok(Step {
             loss_sum,

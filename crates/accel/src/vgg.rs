@@ -285,9 +285,7 @@ impl Vgg {
                     weight, bias, relu, ..
                 } => {
                     let (cout, cin, _, _) = weight.dims4()?;
-                    let f32s = |t: &Tensor| -> Result<Vec<f32>> {
-                        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-                    };
+                    let f32s = |t: &Tensor| -> Result<Vec<f32>> { Ok(ops::to_host(t)?) };
                     Ok(BlockLayer::Conv {
                         cin,
                         cout,

@@ -7,6 +7,7 @@
 mod common;
 
 use accel::classifier::{Activation, Network};
+use accel::ops::to_host;
 use accel::{Device, Tensor};
 use common::{nchw_to_nhwc, nhwc_to_nchw, photos, run_ort};
 use features::onnx::{cut_conv_base, image_input, Layout};
@@ -51,13 +52,7 @@ fn feature_stats(model: &[u8], input: &[f32], n: usize, size: usize) -> (usize, 
     )
     .unwrap();
     let x = Tensor::from_slice(input, (n, 3, size, size), &Device::Cpu).unwrap();
-    let f = vgg
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let f = to_host(&vgg.forward(&x).unwrap()).unwrap();
     let ms = f.iter().map(|v| (v * v) as f64).sum::<f64>() / f.len() as f64;
     (f.len() / n, (ms.sqrt() as f32).max(1e-6))
 }
@@ -82,7 +77,7 @@ fn compare(model: &[u8], input: &[f32], n: usize, size: usize, classes: usize) -
     let x = Tensor::from_slice(input, (n, 3, size, size), &Device::Cpu).unwrap();
     let y = net.forward(&x).unwrap();
     assert_eq!(y.dims(), [n, classes]);
-    let ours = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ours = to_host(&y).unwrap();
     for row in ours.chunks_exact(classes) {
         let sum: f32 = row.iter().sum();
         assert!((sum - 1.0).abs() < 1e-5, "row sums to {sum}");

@@ -9,6 +9,7 @@
 mod common;
 
 use accel::ops::nchw_from_nhwc;
+use accel::ops::to_host;
 use accel::train::{Dropout, FineTuneNet, ScratchArch, ScratchNet};
 use accel::{DType, Device, Tensor};
 use finetune::block::{Block, ConvLayer, Layer};
@@ -239,13 +240,7 @@ fn scratch_case(arch: &scratch::net::Arch, seed: u64, n: usize) {
     let params: Vec<&[f32]> = p.tensors.iter().map(Vec::as_slice).collect();
     let net = ScratchNet::new(&ours_arch, &params, &Device::Cpu, DType::F32).unwrap();
     let xt = nchw_from_nhwc(&x, (n, arch.size, arch.size, 3), &Device::Cpu, DType::F32).unwrap();
-    let logits = net
-        .logits(&xt)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let logits = to_host(&net.logits(&xt).unwrap()).unwrap();
     let plain =
         scratch::net::forward::<ChaCha8Rng>(arch, &p, &x, None, TrainPrecision::Fp32).logits;
     assert!(max_rel(&plain, &logits) <= TOL, "logits");

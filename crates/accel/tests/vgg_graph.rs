@@ -5,6 +5,7 @@
 
 mod common;
 
+use accel::ops::to_host;
 use accel::vgg::{Cut, Layer, Vgg};
 use accel::{DType, Device, Tensor};
 use common::{nhwc_to_nchw, run_ort};
@@ -38,10 +39,7 @@ fn check(model: &[u8], cut: Cut<'_>, nhwc: bool, want: &[usize]) {
     let x = Tensor::from_vec(nchw, (n, 3, s, s), &Device::Cpu).unwrap();
     let ours = vgg.forward(&x).unwrap();
     assert_eq!(ours.dims(), want);
-    let d = max_rel(
-        &reference,
-        &ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-    );
+    let d = max_rel(&reference, &to_host(&ours).unwrap());
     assert!(d <= 1e-5, "{cut:?} nhwc={nhwc}: {d:e}");
 }
 
@@ -129,20 +127,8 @@ fn safetensors_round_trip_keeps_layers_and_weights() {
     assert_eq!(back.output_tensor(), "block5_pool");
     assert_eq!(back.layers().len(), vgg.layers().len());
     let x = Tensor::from_vec(noise(2 * 3 * 32 * 32, 3), (2, 3, 32, 32), &Device::Cpu).unwrap();
-    let a = vgg
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let b = back
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let a = to_host(&vgg.forward(&x).unwrap()).unwrap();
+    let b = to_host(&back.forward(&x).unwrap()).unwrap();
     // bf16 weights: about 3 significant digits.
     let d = max_rel(&a, &b);
     assert!(d > 0.0 && d < 0.05, "{d}");
@@ -167,10 +153,7 @@ fn split_after_gives_the_frozen_part_and_the_block() {
     let (_, reference) = run_ort(&cut.bytes, Layout::Nchw, s, &x, n);
     let xt = Tensor::from_vec(x, (n, 3, s, s), &Device::Cpu).unwrap();
     let maps = frozen.forward(&xt).unwrap();
-    let d = max_rel(
-        &reference,
-        &maps.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-    );
+    let d = max_rel(&reference, &to_host(&maps).unwrap());
     assert!(d <= 1e-5, "{d}");
     // Block 5 then an identity-like head: logits = sum of the block output.
     let head = HeadWeights {
@@ -186,20 +169,8 @@ fn split_after_gives_the_frozen_part_and_the_block() {
         b2: vec![0.0],
     };
     let net = FineTuneNet::new(&block, &head, &Device::Cpu, DType::F32).unwrap();
-    let z = net
-        .logits(&maps)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let full = vgg
-        .forward(&xt)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let z = to_host(&net.logits(&maps).unwrap()).unwrap();
+    let full = to_host(&vgg.forward(&xt).unwrap()).unwrap();
     let sums: Vec<f32> = full.chunks(16).map(|c| c.iter().sum()).collect();
     assert!(max_rel(&sums, &z) <= 1e-5, "{sums:?} vs {z:?}");
     assert!(vgg.split_after("nope").is_err());

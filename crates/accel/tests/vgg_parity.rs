@@ -5,6 +5,7 @@
 
 mod common;
 
+use accel::ops::to_host;
 use accel::vgg::{Cut, Vgg};
 use accel::{DType, Device, Tensor};
 use common::{photos, run_ort};
@@ -34,7 +35,7 @@ fn candle_vgg16_conv_base_matches_onnx_runtime_on_real_photos() {
     let ours = vgg.forward(&x).unwrap();
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(ours.dims(), [n, 512, 4, 4]);
-    let ours = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ours = to_host(&ours).unwrap();
 
     let diff = max_rel(&reference, &ours);
     let cos = cosine(&reference, &ours);
@@ -53,13 +54,7 @@ fn candle_vgg16_conv_base_matches_onnx_runtime_on_real_photos() {
     // bf16 weights and activations (f32 accumulation): how much the GPU's fast path moves the features.
     let half = vgg.to_dtype(DType::BF16).unwrap();
     let two = x.narrow(0, 0, 2).unwrap();
-    let b = half
-        .forward(&two)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let b = to_host(&half.forward(&two).unwrap()).unwrap();
     let r2 = &reference[..b.len()];
     let (bd, bc) = (max_rel(r2, &b), cosine(r2, &b));
     println!("Candle bf16 vs ONNX Runtime f32, 2 photos: max rel. diff {bd:.2e}, cosine {bc:.6}");

@@ -289,7 +289,7 @@ impl Compute for OnDevice {
         }
         let x = self.batch(rows, row_shape)?;
         let z = self.load(net)?.logits(&x)?;
-        Ok(z.flatten_all()?.to_vec1::<f32>()?)
+        Ok(accel::ops::to_host(&z)?)
     }
 }
 

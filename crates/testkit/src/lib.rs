@@ -1,6 +1,7 @@
 //! Test material for the workspace's tests, examples and benchmarks (a dev-dependency only, never
 //! part of the binary): the real data beside the checkout (`../shared`) with a loud failure in CI when
-//! it is missing, small synthetic image folders, closeness measures for parity checks, and tiny VGG-shaped ONNX models with seeded weights.
+//! it is missing, small synthetic image folders, closeness measures for parity checks, and tiny
+//! VGG-shaped ONNX models with seeded weights.
 
 pub mod compare;
 pub mod data;

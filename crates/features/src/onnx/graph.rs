@@ -101,7 +101,7 @@ pub(crate) fn node_reads(node: &NodeProto) -> Vec<&str> {
 }
 
 /// Map from tensor name to the index of the node producing it.
-pub(crate) fn producers(g: &GraphProto) -> HashMap<&str, usize> {
+pub fn producers(g: &GraphProto) -> HashMap<&str, usize> {
     let mut map = HashMap::new();
     for (i, n) in g.node.iter().enumerate() {
         for o in n.output.iter().filter(|o| !o.is_empty()) {

@@ -10,7 +10,7 @@ mod surgery;
 mod tensor;
 
 pub use describe::describe;
-pub use graph::{image_input, ImageInput};
+pub use graph::{image_input, producers, ImageInput};
 pub use surgery::{cut_at, cut_conv_base};
 pub use tensor::{initializer_f32, initializers_f32};
 

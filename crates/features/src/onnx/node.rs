@@ -32,6 +32,11 @@ pub fn int(n: &NodeProto, name: &str) -> Option<i64> {
     attr(n, name).and_then(|a| a.i)
 }
 
+/// A `FLOAT` attribute by name.
+pub fn float(n: &NodeProto, name: &str) -> Option<f32> {
+    attr(n, name).and_then(|a| a.f)
+}
+
 /// A `STRING` attribute by name (lossy UTF-8).
 pub fn string(n: &NodeProto, name: &str) -> Option<String> {
     attr(n, name)
