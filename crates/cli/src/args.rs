@@ -110,6 +110,10 @@ pub struct HubFlags {
     /// Never use the network for model downloads (same as HF_HUB_OFFLINE=1).
     #[arg(long)]
     pub offline: bool,
+    /// A manifest (TOML, as in models/) describing a local .onnx model passed with --model: its
+    /// preprocessing, input size, resize rule and the tensor to cut features at.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<std::path::PathBuf>,
 }
 
 impl HubFlags {
@@ -117,6 +121,7 @@ impl HubFlags {
     pub fn options(&self) -> features::manifest::HubOptions {
         let mut hub = features::manifest::HubOptions::from_env();
         hub.offline |= self.offline;
+        hub.manifest = self.manifest.clone();
         hub
     }
 }

@@ -39,6 +39,10 @@ pub struct Dataset {
     /// Class names; label `i` is `classes[i]`.
     pub classes: Vec<String>,
     pub splits: Vec<Split>,
+    /// Hidden folders (names starting with `.`) where split or class folders are looked for, which
+    /// are not read: what a user should be told, since a class folder named `.cats` or `...` would
+    /// otherwise vanish without a word.
+    pub ignored: Vec<PathBuf>,
 }
 
 impl Dataset {
@@ -86,17 +90,47 @@ fn visible_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// What the user is told about a hidden folder that [`scan`] did not read ([`Dataset::ignored`]).
+pub fn ignored_note(dir: &Path) -> String {
+    format!(
+        "note: {} is not read (folders whose name starts with '.' are hidden); rename it if it holds a class",
+        dir.display()
+    )
+}
+
+/// The hidden folders (names starting with `.`) directly in `dir`, sorted.
+fn hidden_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        if e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir() {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Every visible file in `dir` and its visible sub-folders, sorted by path. A symbolic link that
-/// leads nowhere (its target is missing, or it loops) is listed too, so that reading it fails and
-/// it is reported with the other unreadable files instead of vanishing.
+/// leads nowhere (its target is missing, or it loops), a device or a named pipe is listed too, so
+/// that reading it fails and it is reported with the other unreadable files instead of vanishing. A folder reached twice (a
+/// symbolic link back up the tree) is read once.
 fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
+        let real = d.canonicalize().map_err(|e| Error::io(&d, e))?;
+        if !seen.insert(real) {
+            continue;
+        }
         for p in visible_entries(&d)? {
             if p.is_dir() {
                 pending.push(p);
-            } else if p.is_file() || is_broken_link(&p) {
+            } else {
+                // Files, broken links, and things that are no file at all (a device, a named
+                // pipe): reading fails for all but files, and they are reported as skipped.
                 out.push(p);
             }
         }
@@ -172,9 +206,13 @@ pub fn scan(root: &Path) -> Result<Dataset> {
         split_dirs.iter().map(|d| (name_of(d), d.clone())).collect()
     };
 
+    let mut ignored = hidden_folders(root)?;
     let mut classes: Option<(String, Vec<String>)> = None;
     let mut splits = Vec::new();
     for (split_name, dir) in layout {
+        if dir != root {
+            ignored.extend(hidden_folders(&dir)?);
+        }
         splits.push(scan_split(root, split_name, &dir, &mut classes)?);
     }
     let classes = classes.map(|(_, c)| c).unwrap_or_default();
@@ -182,6 +220,7 @@ pub fn scan(root: &Path) -> Result<Dataset> {
         root: root.to_path_buf(),
         classes,
         splits,
+        ignored,
     })
 }
 
@@ -233,6 +272,7 @@ fn scan_split(
         }
         Some(_) => {}
     }
+    refuse_shared_folders(&class_paths)?;
     let mut items = Vec::new();
     for (label, cdir) in class_paths.iter().enumerate() {
         let files = files_below(cdir)?;
@@ -258,4 +298,32 @@ fn scan_split(
         name: split_name,
         items,
     })
+}
+
+/// Refuses two class folders that are the same folder, or one inside the other, once symbolic links
+/// are followed (`dogs -> cats`): their photos would be in two classes at once.
+fn refuse_shared_folders(class_paths: &[PathBuf]) -> Result<()> {
+    let real: Vec<PathBuf> = class_paths
+        .iter()
+        .map(|p| p.canonicalize().map_err(|e| Error::io(p, e)))
+        .collect::<Result<_>>()?;
+    for (i, a) in real.iter().enumerate() {
+        for (j, b) in real.iter().enumerate() {
+            if i == j || !a.starts_with(b) {
+                continue;
+            }
+            let how = if a == b {
+                format!("are the same folder ({})", a.display())
+            } else {
+                format!("overlap: {} is inside {}", a.display(), b.display())
+            };
+            return Err(Error::Dataset(format!(
+                "class folders {} and {} {how} (a symbolic link?): the same photos would be in two \
+                 classes; make each class its own folder of its own photos",
+                class_paths[i.min(j)].display(),
+                class_paths[i.max(j)].display(),
+            )));
+        }
+    }
+    Ok(())
 }

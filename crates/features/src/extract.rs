@@ -58,27 +58,44 @@ crate::choices! {
 }
 
 impl ExtractConfig {
-    /// The defaults of the command line for `data`, `model`, `run`.
+    /// The defaults of the command line for `data`, `model`, `run`: the input side and resize
+    /// rule of the model's manifest ([`manifest::find`]), else 150 px squashed with `nearest` (the
+    /// tutorial's Keras `load_img`).
     pub fn new(
         data: impl Into<PathBuf>,
         model: impl Into<String>,
         run: impl Into<PathBuf>,
     ) -> Self {
+        let model = model.into();
+        let hub = HubOptions::from_env();
+        let m = manifest::find(&model, &hub);
         ExtractConfig {
             data: data.into(),
-            model: model.into(),
+            model,
             run: run.into(),
             preprocess: None,
-            size: 150,
+            size: m.as_ref().and_then(|m| m.size).unwrap_or(150),
             batch: 16,
             device: Device::Cpu,
             engine: Engine::Auto,
             threads: None,
-            resize: Resize::Nearest,
+            resize: m.as_ref().and_then(|m| m.resize).unwrap_or(Resize::Nearest),
             strict: false,
-            hub: HubOptions::from_env(),
+            hub,
             precision: Precision::Fp32,
             shard: None,
+        }
+    }
+
+    /// These settings resolving models with `hub` (e.g. a user's `--manifest`), with the input
+    /// side and resize rule of the manifest `hub` finds for the model.
+    pub fn with_hub(self, hub: HubOptions) -> Self {
+        let m = manifest::find(&self.model, &hub);
+        ExtractConfig {
+            size: m.as_ref().and_then(|m| m.size).unwrap_or(self.size),
+            resize: m.as_ref().and_then(|m| m.resize).unwrap_or(self.resize),
+            hub,
+            ..self
         }
     }
 }
@@ -454,6 +471,9 @@ pub fn extract_with(
         )));
     }
     let data = dataset::scan(&cfg.data)?;
+    for dir in &data.ignored {
+        on_event(Event::Note(&dataset::ignored_note(dir)));
+    }
     let _lock = match cfg.shard {
         None => runfs::RunLock::acquire(&cfg.run, "extract")?,
         Some(sh) => runfs::RunLock::acquire_shard(
@@ -595,7 +615,7 @@ pub fn prepare(
     slot: &mut [f32],
 ) -> Result<()> {
     let decoded = crate::image_io::load_rgb8(item_path)?;
-    let img = preprocess::resize(&decoded.image, size, size, resize)?;
+    let img = preprocess::frame(&decoded.image, size, resize)?;
     preprocess::write_input(&img, pre, layout, slot)
 }
 

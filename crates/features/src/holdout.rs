@@ -58,12 +58,62 @@ fn rank(rel: &str, seed: u64) -> u64 {
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
+/// How many of `n` photos of a class [`held_out`] holds out with `fraction`.
+fn held_of(n: usize, fraction: f64) -> usize {
+    (((n as f64) * fraction).round() as usize).min(n.saturating_sub(1))
+}
+
+/// Why holding out `fraction` of classes of `counts` photos leaves no validation photo, and what
+/// would work: a larger fraction (the smallest that does), more photos, or a validation folder.
+/// With one photo per class no fraction can work (every class keeps a training photo).
+pub fn nothing_held_out(counts: &[usize], fraction: f64) -> String {
+    let total: usize = counts.iter().sum();
+    let largest = counts.iter().copied().max().unwrap_or(0);
+    // The fewest photos one class needs for `fraction` to hold out one of them.
+    let needed = (2..=1_000_000)
+        .find(|&n| held_of(n, fraction) > 0)
+        .unwrap_or(usize::MAX);
+    let folder = "or put validation photos in their own folder (DIR/train/<class>/ and \
+                  DIR/validation/<class>/)";
+    let more = format!(
+        "add photos (with {fraction} held out, a class needs at least {needed} so that one of them \
+         validates and the rest train)"
+    );
+    let start = format!(
+        "holding out {fraction} of {total} photo{} ({largest} in the largest class) leaves no validation photos",
+        if total == 1 { "" } else { "s" }
+    );
+    if largest < 2 {
+        return format!(
+            "{start}: no fraction can work, since every class keeps at least one photo for training \
+             and no class has more than one; {more}, {folder}"
+        );
+    }
+    // The smallest fraction, in hundredths, that holds out one photo of the largest class.
+    let smallest = (1..100)
+        .map(|k| k as f64 / 100.0)
+        .find(|&f| held_of(largest, f) > 0)
+        .unwrap_or(0.5);
+    format!(
+        "{start}: {more}, hold out at least {smallest} (`bottleneck train-head --val-split {smallest}`; \
+         `fit` always holds out {DEFAULT_FRACTION}), {folder}"
+    )
+}
+
 /// `flags[i]` is true when photo `i` (`(relative path, label)`) is held out: within each class
 /// the photos are ordered by [`rank`] and the first `round(n · fraction)` of them (at most
-/// `n − 1`, so every class keeps a training photo) validate.
+/// `n − 1`, so every class keeps a training photo) validate. Photos none of which would validate
+/// are an error saying what would work ([`nothing_held_out`]).
 pub fn held_out(items: &[(&str, usize)], fraction: f64, seed: u64) -> Result<Vec<bool>> {
     check_fraction(fraction)?;
     let classes = items.iter().map(|&(_, l)| l + 1).max().unwrap_or(0);
+    let mut counts = vec![0usize; classes];
+    for &(_, l) in items {
+        counts[l] += 1;
+    }
+    if !items.is_empty() && counts.iter().all(|&n| held_of(n, fraction) == 0) {
+        return Err(Error::Dataset(nothing_held_out(&counts, fraction)));
+    }
     let mut flags = vec![false; items.len()];
     for class in 0..classes {
         let mut idx: Vec<(u64, &str, usize)> = items
@@ -73,8 +123,7 @@ pub fn held_out(items: &[(&str, usize)], fraction: f64, seed: u64) -> Result<Vec
             .map(|(i, &(rel, _))| (rank(rel, seed), rel, i))
             .collect();
         idx.sort_unstable();
-        let n_val = ((idx.len() as f64) * fraction).round() as usize;
-        for &(_, _, i) in idx.iter().take(n_val.min(idx.len().saturating_sub(1))) {
+        for &(_, _, i) in idx.iter().take(held_of(idx.len(), fraction)) {
             flags[i] = true;
         }
     }
@@ -128,10 +177,9 @@ impl Split {
             if v { &mut val } else { &mut train }.push(it.clone());
         }
         if val.is_empty() {
+            // (Only with no photos at all: otherwise `held_out` has said what would work.)
             return Err(Error::Dataset(format!(
-                "holding out {fraction} of the {} photos of split {:?} leaves no validation photos; \
-                 add photos, or a validation folder",
-                self.items.len(),
+                "split {:?} has no photos to hold out {fraction} of for validation",
                 self.name
             )));
         }
@@ -201,6 +249,23 @@ mod tests {
         assert_ne!(a.digest, record("all", 0.2, 0, ["a", "c"]).digest);
         assert!(held_out(&[("a", 0)], 1.0, 0).is_err());
         assert!(held_out(&[("a", 0)], 0.0, 0).is_err());
+    }
+
+    #[test]
+    fn nothing_held_out_says_what_would_work() {
+        // One photo per class: no fraction can work.
+        let one = items(&[1, 1]);
+        let e = held_out(&keys(&one), 0.2, 0).unwrap_err().to_string();
+        assert!(e.contains("no fraction can work"), "{e}");
+        assert!(e.contains("at least 3"), "{e}");
+        assert!(e.contains("DIR/validation/<class>/"), "{e}");
+        assert!(!e.contains("larger fraction"), "{e}");
+        // Two photos in the largest class: 0.25 holds one out, and it does.
+        let two = items(&[2, 1]);
+        let e = held_out(&keys(&two), 0.2, 0).unwrap_err().to_string();
+        assert!(e.contains("hold out at least 0.25"), "{e}");
+        let flags = held_out(&keys(&two), 0.25, 0).unwrap();
+        assert_eq!(flags.iter().filter(|&&f| f).count(), 1);
     }
 
     #[test]

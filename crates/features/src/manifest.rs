@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::preprocess::Preprocess;
+use crate::preprocess::{Preprocess, Resize};
 use crate::{Error, Result};
 
 /// The manifests shipped with the binary.
 const BUILTIN: &[&str] = &[
     include_str!("../../../models/vgg16.toml"),
     include_str!("../../../models/vgg16-keras.toml"),
+    include_str!("../../../models/mobilenet-v2.toml"),
+    include_str!("../../../models/efficientnet-lite0.toml"),
+    include_str!("../../../models/efficientnet-lite2.toml"),
 ];
 
 /// Where a hub model lives.
@@ -29,6 +32,7 @@ fn main_rev() -> String {
 
 /// One backbone description.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,
     #[serde(default)]
@@ -40,6 +44,13 @@ pub struct Manifest {
     /// Input of the top block that fine-tuning trains.
     #[serde(default)]
     pub trainable_from: Option<String>,
+    /// The input side the weights were trained at (used when no `--size` is given).
+    #[serde(default)]
+    pub size: Option<u32>,
+    /// How photos are resized to the input (used when no `--resize` is given), e.g.
+    /// `bilinear-crop` (shorter side + centre crop) or `nearest` (squashed, as Keras).
+    #[serde(default)]
+    pub resize: Option<Resize>,
     /// sha256 of the ONNX file; empty when not pinned.
     #[serde(default)]
     pub sha256: String,
@@ -75,6 +86,9 @@ pub struct HubOptions {
     /// calibration photos (default: `$BOTTLENECK_CACHE/int8`, else `$XDG_CACHE_HOME/bottleneck/int8`
     /// or `~/.cache/bottleneck/int8`; `BOTTLENECK_CACHE=off` disables it).
     pub int8_cache: Option<PathBuf>,
+    /// A user's manifest file (`--manifest`) for a local model file: it takes the place of the
+    /// built-in manifests for that file.
+    pub manifest: Option<PathBuf>,
 }
 
 impl HubOptions {
@@ -88,6 +102,7 @@ impl HubOptions {
             offline,
             endpoint: std::env::var("HF_ENDPOINT").ok(),
             int8_cache: shared_cache_dir().map(|d| d.join("int8")),
+            manifest: None,
         }
     }
 
@@ -123,13 +138,73 @@ pub struct ResolvedModel {
     pub manifest: Option<Manifest>,
 }
 
-/// Hex sha256 of some bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(runfs::digest::sha256(bytes))
+pub use runfs::digest::sha256_hex;
+
+/// The manifest `--model` gets, if any, without loading the model: the user's (`--manifest`), a
+/// built-in manifest by name, or the one whose sha256 a local file has. For the defaults a manifest gives (`size`, `resize`)
+/// before a stage starts; [`resolve`] reports what is wrong with a model that has none.
+pub fn find(model: &str, hub: &HubOptions) -> Option<Manifest> {
+    if let Some(path) = &hub.manifest {
+        return read_file(path).ok();
+    }
+    let manifests = builtin().ok()?;
+    let as_path = Path::new(model);
+    if as_path.is_file() {
+        let sha256 = runfs::sha256_file(as_path).ok()?;
+        return manifests
+            .into_iter()
+            .find(|m| !m.sha256.is_empty() && m.sha256 == sha256);
+    }
+    manifests.into_iter().find(|m| m.name == model)
 }
 
-/// Resolves `--model`: an existing file path, or the name of a built-in manifest.
+/// Reads a user's manifest file (`--manifest`): every field is checked, an unknown or missing one
+/// is named.
+pub fn read_file(path: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let m: Manifest = toml::from_str(&text).map_err(|e| {
+        Error::Manifest(format!(
+            "{}: {}; see models/README.md for the fields",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })?;
+    if m.features.trim().is_empty() {
+        return Err(Error::Manifest(format!(
+            "{}: field `features` is empty: name the tensor to cut the features at (or \"auto\")",
+            path.display()
+        )));
+    }
+    Ok(m)
+}
+
+/// Resolves `--model`: an existing file path, or the name of a built-in manifest. With a user's
+/// manifest (`hub.manifest`), the model must be a local file, and its sha256 must match the
+/// manifest's when the manifest pins one.
 pub fn resolve(model: &str, hub: &HubOptions) -> Result<ResolvedModel> {
+    if let Some(path) = &hub.manifest {
+        let m = read_file(path)?;
+        let as_path = Path::new(model);
+        if !as_path.is_file() {
+            return Err(Error::Manifest(format!(
+                "--manifest {} describes a local model file, but --model {model} is not one: pass --model path/to/model.onnx",
+                path.display()
+            )));
+        }
+        let abs = std::fs::canonicalize(as_path).map_err(|e| Error::io(as_path, e))?;
+        let mut r = load_local(&abs.to_string_lossy(), &abs, &[])?;
+        if !m.sha256.is_empty() && m.sha256 != r.sha256 {
+            return Err(Error::Manifest(format!(
+                "{}: sha256 {} does not match {} (sha256 {}): fix the manifest's sha256 or pass the file it describes",
+                path.display(),
+                m.sha256,
+                abs.display(),
+                r.sha256
+            )));
+        }
+        r.manifest = Some(m);
+        return Ok(r);
+    }
     let manifests = builtin()?;
     let as_path = Path::new(model);
     if as_path.is_file() {
@@ -182,6 +257,7 @@ pub fn resolve(model: &str, hub: &HubOptions) -> Result<ResolvedModel> {
 
 fn load_local(name: &str, path: &Path, manifests: &[Manifest]) -> Result<ResolvedModel> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    crate::onnx::refuse_external_data(&bytes, path)?;
     let sha256 = sha256_hex(&bytes);
     let manifest = manifests
         .iter()

@@ -1,5 +1,7 @@
-//! Turning a decoded RGB photo into the network's input: resizing (Keras `load_img` nearest by default) and
-//! per-channel normalisation (caffe, torch or unit) written straight into an NCHW or NHWC batch slot.
+//! Turning a decoded RGB photo into the network's input: resizing (Keras `load_img` nearest by default;
+//! squashed to the square input, or the shorter side scaled and the centre cropped as torchvision and
+//! timm evaluate) and per-channel normalisation (caffe, torch, lite or unit) written straight into an
+//! NCHW or NHWC batch slot.
 
 use fast_image_resize as fr;
 use image::RgbImage;
@@ -16,11 +18,13 @@ crate::choices! {
         Torch = "torch",
         /// The 2016 tutorial: RGB/255 (costs accuracy with ImageNet weights; kept for comparison).
         Unit = "unit",
+        /// TensorFlow EfficientNet-Lite / MobileNet: RGB, (x − 127) / 128.
+        Lite = "lite",
     }
 }
 
 /// Choices listed in error messages.
-pub const PREPROCESS_CHOICES: &str = "caffe (BGR, 0-255 minus ImageNet mean; Keras VGG16), torch (RGB/255, ImageNet mean/std; ONNX zoo, torchvision), unit (RGB/255; the 2016 tutorial)";
+pub const PREPROCESS_CHOICES: &str = "caffe (BGR, 0-255 minus ImageNet mean; Keras VGG16), torch (RGB/255, ImageNet mean/std; ONNX zoo, torchvision), lite (RGB, (x-127)/128; EfficientNet-Lite), unit (RGB/255; the 2016 tutorial)";
 
 const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
 const TORCH_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -42,18 +46,84 @@ impl Preprocess {
                 (rgb[2] / 255.0 - TORCH_MEAN[2]) / TORCH_STD[2],
             ],
             Preprocess::Unit => [rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0],
+            Preprocess::Lite => [
+                (rgb[0] - LITE_MEAN) / LITE_STD,
+                (rgb[1] - LITE_MEAN) / LITE_STD,
+                (rgb[2] - LITE_MEAN) / LITE_STD,
+            ],
         }
     }
 }
 
+const LITE_MEAN: f32 = 127.0;
+const LITE_STD: f32 = 128.0;
+
 crate::choices! {
-    /// Resize filter. `Nearest` reproduces Keras `load_img(target_size=…)` (PIL NEAREST, sampling at pixel centres).
-    pub enum Resize("resize filter") {
+    /// How a photo becomes the square input: a filter that squashes the whole photo to size × size
+    /// (`Nearest` reproduces Keras `load_img(target_size=…)`: PIL NEAREST, sampling at pixel
+    /// centres), or `…-crop`: the shorter side scaled to size · 256/224 with that filter, then the
+    /// centre size × size cut out (torchvision's and timm's evaluation convention).
+    pub enum Resize("resize rule") {
         Nearest = "nearest",
         Bilinear = "bilinear",
         Bicubic = "bicubic",
         Lanczos = "lanczos",
+        /// Shorter side to size · 256/224 (bilinear), centre crop.
+        BilinearCrop = "bilinear-crop",
+        /// Shorter side to size · 256/224 (bicubic), centre crop.
+        BicubicCrop = "bicubic-crop",
     }
+}
+
+impl Resize {
+    /// The filter that scales the pixels.
+    pub fn filter(self) -> Resize {
+        match self {
+            Resize::BilinearCrop => Resize::Bilinear,
+            Resize::BicubicCrop => Resize::Bicubic,
+            other => other,
+        }
+    }
+
+    /// True when the centre is cropped after scaling the shorter side (false: squashed).
+    pub fn crops(self) -> bool {
+        self.filter() != self
+    }
+}
+
+/// Resizes `img` to the `size` × `size` input by `rule` (see [`Resize`]). The crop follows
+/// torchvision's `Resize(round(size·256/224))` + `CenterCrop(size)`: the longer side scaled by the
+/// same factor (truncated), the offset `(scaled − size) / 2` rounded half to even.
+pub fn frame(img: &RgbImage, size: u32, rule: Resize) -> Result<RgbImage> {
+    if !rule.crops() {
+        return resize(img, size, size, rule);
+    }
+    let short = (f64::from(size) * 256.0 / 224.0).round() as u32;
+    let (w, h) = (img.width(), img.height());
+    let (sw, sh) = if w <= h {
+        (
+            short,
+            (u64::from(short) * u64::from(h) / u64::from(w).max(1)) as u32,
+        )
+    } else {
+        (
+            (u64::from(short) * u64::from(w) / u64::from(h).max(1)) as u32,
+            short,
+        )
+    };
+    let scaled = resize(img, sw.max(size), sh.max(size), rule.filter())?;
+    let offset = |len: u32| {
+        let d = len - size;
+        let half = d / 2;
+        // Python's round(d / 2): halves go to the even neighbour.
+        if d % 2 == 1 && half % 2 == 1 {
+            half + 1
+        } else {
+            half
+        }
+    };
+    let (x0, y0) = (offset(scaled.width()), offset(scaled.height()));
+    Ok(image::imageops::crop_imm(&scaled, x0, y0, size, size).to_image())
 }
 
 /// Source index of each output pixel for PIL's NEAREST resize (`ImagingScaleAffine`): start at half a step
@@ -70,14 +140,14 @@ pub fn pil_nearest_index(n_in: usize, n_out: usize) -> Vec<usize> {
     out
 }
 
-/// Resizes to `width`×`height`. Nearest picks pixels exactly like PIL (Keras `load_img`, see
-/// [`pil_nearest_index`]);
+/// Resizes to `width`×`height` (squashing) with `filter`'s filter ([`Resize::filter`]; the crop is
+/// [`frame`]'s). Nearest picks pixels exactly like PIL (Keras `load_img`, see [`pil_nearest_index`]);
 /// the others use PIL-style convolution (antialiased when shrinking).
 pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Resize) -> Result<RgbImage> {
     if img.width() == width && img.height() == height {
         return Ok(img.clone());
     }
-    if filter == Resize::Nearest {
+    if filter.filter() == Resize::Nearest {
         let (iw, ih) = (img.width() as usize, img.height() as usize);
         let xs = pil_nearest_index(iw, width as usize);
         let ys = pil_nearest_index(ih, height as usize);
@@ -93,7 +163,7 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Resize) -> Result
         return RgbImage::from_raw(width, height, out)
             .ok_or_else(|| Error::Invalid("resize produced a buffer of the wrong size".into()));
     }
-    let alg = fr::ResizeAlg::Convolution(match filter {
+    let alg = fr::ResizeAlg::Convolution(match filter.filter() {
         Resize::Bilinear => fr::FilterType::Bilinear,
         Resize::Bicubic => fr::FilterType::CatmullRom,
         _ => fr::FilterType::Lanczos3,

@@ -159,9 +159,9 @@ pub(crate) fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<Parsed<'a>> {
     let l = st
         .tensor("labels")
         .map_err(|_| bad("no tensor 'labels'".into()))?;
-    if f.dtype() != safetensors::Dtype::F32 || f.shape().len() != 4 {
+    if f.dtype() != safetensors::Dtype::F32 || !matches!(f.shape().len(), 2 | 4) {
         return Err(bad(format!(
-            "'features' must be F32 [N,C,h,w], found {:?} {:?}",
+            "'features' must be F32 [N,C,h,w] or [N,C], found {:?} {:?}",
             f.dtype(),
             f.shape()
         )));
@@ -432,7 +432,11 @@ impl FeatureWriter {
 
         let tmp = runfs::TempFile::new(&self.target);
         let result = (|| -> std::io::Result<()> {
-            let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp.path())?);
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(tmp.path())?;
+            let mut out = BufWriter::with_capacity(1 << 20, file);
             out.write_all(&(header.len() as u64).to_le_bytes())?;
             out.write_all(&header)?;
             let mut raw = BufReader::new(File::open(&raw_path)?);

@@ -132,3 +132,57 @@ fn names_parse_and_bad_names_list_choices() {
         .to_string()
         .contains("nearest"));
 }
+
+/// Pixel values of torchvision's `Resize(round(S·256/224))` + `CenterCrop(S)` (PIL bilinear, Pillow 11,
+/// recorded with the project's .venv) on an image whose channels are `x`, `2y`, `x + 3y` (mod 256):
+/// (width, height, S) → the crop's top-left, centre and bottom-right pixels.
+#[test]
+fn crop_rules_match_torchvision_resize_and_center_crop() {
+    use features::preprocess::{frame, Resize};
+    let cases: [((u32, u32, u32), [[u8; 3]; 3]); 3] = [
+        (
+            (200, 100, 35),
+            [[56, 12, 73], [98, 96, 243], [141, 182, 157]],
+        ),
+        ((100, 200, 50), [[7, 113, 177], [51, 201, 96], [93, 29, 8]]),
+        ((90, 90, 35), [[5, 10, 20], [43, 87, 173], [82, 163, 71]]),
+    ];
+    for ((w, h, s), want) in cases {
+        let img = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x % 256) as u8,
+                (2 * y % 256) as u8,
+                ((x + 3 * y) % 256) as u8,
+            ])
+        });
+        let out = frame(&img, s, Resize::BilinearCrop).unwrap();
+        assert_eq!((out.width(), out.height()), (s, s));
+        let got = [
+            out.get_pixel(0, 0).0,
+            out.get_pixel(s / 2, s / 2).0,
+            out.get_pixel(s - 1, s - 1).0,
+        ];
+        for (g, e) in got.iter().zip(&want) {
+            for c in 0..3 {
+                assert!(
+                    (g[c] as i32 - e[c] as i32).abs() <= 2,
+                    "{w}×{h} → {s}: got {got:?}, Pillow {want:?}"
+                );
+            }
+        }
+        // Squashing keeps the whole picture instead.
+        let squashed = frame(&img, s, Resize::Bilinear).unwrap();
+        assert_eq!((squashed.width(), squashed.height()), (s, s));
+    }
+    assert!(Resize::BicubicCrop.crops() && !Resize::Nearest.crops());
+    assert_eq!(
+        "bilinear-crop".parse::<Resize>().unwrap(),
+        Resize::BilinearCrop
+    );
+}
+
+#[test]
+fn lite_is_rgb_minus_127_over_128() {
+    let px = features::preprocess::Preprocess::Lite.pixel([255.0, 127.0, 0.0]);
+    assert_eq!(px, [1.0, 0.0, -127.0 / 128.0]);
+}

@@ -152,6 +152,14 @@ pub fn export_parity(exported: &[u8], net: &Net, probe: &Probe<'_>) -> Result<Ch
             net.head.num_classes
         )));
     }
+    if let Some(bad) = train::finite::first_non_finite_in([
+        ("model.onnx", &onnx[..]),
+        ("the Candle forward", &ours[..]),
+    ]) {
+        return Err(Error::Parity(format!(
+            "non-finite probabilities: {bad} (the weights are damaged)"
+        )));
+    }
     let diff = onnx
         .iter()
         .zip(&ours)

@@ -127,7 +127,7 @@ fn decode_one(
     let content = runfs::digest::sha256(&bytes);
     let decoded =
         features::image_io::decode_rgb8(&bytes, path).map_err(features::Error::skip_reason)?;
-    let img = preprocess::resize(&decoded.image, size, size, resize).map_err(|e| e.to_string())?;
+    let img = preprocess::frame(&decoded.image, size, resize).map_err(|e| e.to_string())?;
     Ok((img, content))
 }
 

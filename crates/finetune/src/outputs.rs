@@ -74,13 +74,15 @@ pub fn write_block(
 }
 
 /// Writes `head.safetensors` for the fine-tuned head. The metadata is the stage-2 head's with the
-/// fine-tuning hyper-parameters and results; its features are the fine-tuned block's output.
+/// fine-tuning hyper-parameters and results and the digest of `model.onnx`; its features are the
+/// fine-tuned block's output.
 pub fn write_head(
     paths: &FinetunePaths,
     net: &Net,
     base: &HeadMeta,
     settings: &Settings,
     metrics: &Metrics,
+    model_sha256: &str,
 ) -> Result<()> {
     let model = net.head.to_head()?;
     let meta = HeadMeta {
@@ -102,6 +104,7 @@ pub fn write_head(
         val_loss: metrics.kept_val_loss,
         val_accuracy: metrics.kept_val_accuracy,
         validation: metrics.validation.clone(),
+        classifier_sha256: Some(model_sha256.to_string()),
         ..base.clone()
     };
     Ok(head::save(&paths.head, &model, &meta)?)

@@ -587,6 +587,16 @@ fn write_outputs(
     let Some(mut metrics) = metrics else {
         return Err(Error::Invalid("no metrics to write".into()));
     };
+    if let Some(bad) = kept
+        .params()
+        .iter()
+        .find_map(|p| train::finite::first_non_finite(p))
+    {
+        return Err(Error::Invalid(format!(
+            "the kept weights are not finite ({bad}): nothing was written; start over with \
+             --force (and a lower --lr)"
+        )));
+    }
     let eval = epoch::evaluate(
         compute,
         kept,
@@ -600,16 +610,6 @@ fn write_outputs(
         metrics.kept_val_loss = eval.loss;
     }
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
-    outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
-    outputs::write_head(paths, kept, &s.head_meta, &s.settings, &metrics)?;
-    outputs::write_metrics(
-        paths,
-        &metrics,
-        &s.settings,
-        report.calibration.as_ref(),
-        &title(cfg, s),
-    )?;
-    outputs::write_confusion(paths, &confusion)?;
     let info = ExportInfo {
         classes: s.data.classes.clone(),
         preprocess: s.spec.preprocess.name().into(),
@@ -636,6 +636,25 @@ fn write_outputs(
         probe.rows = rows;
     }
     let export_check = checks::export_parity(&onnx, kept, &probe)?;
+    // The head records model.onnx's digest, which readers verify (a replaced model is refused).
+    let model_sha256 = runfs::digest::sha256_hex(&onnx);
+    outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
+    outputs::write_head(
+        paths,
+        kept,
+        &s.head_meta,
+        &s.settings,
+        &metrics,
+        &model_sha256,
+    )?;
+    outputs::write_metrics(
+        paths,
+        &metrics,
+        &s.settings,
+        report.calibration.as_ref(),
+        &title(cfg, s),
+    )?;
+    outputs::write_confusion(paths, &confusion)?;
     runfs::write_atomic(&paths.model, &onnx)?;
     on_event(Event::Info(format!(
         "model.onnx matches the Candle forward on {} validation images (max probability difference {:.1e})",

@@ -59,6 +59,8 @@ pub struct Loaded {
     bytes: Vec<u8>,
     pub metadata: HashMap<String, String>,
     path: std::path::PathBuf,
+    /// What to do when the file is bad.
+    fix: String,
 }
 
 impl Loaded {
@@ -72,6 +74,7 @@ impl Loaded {
             bytes,
             metadata,
             path: path.to_path_buf(),
+            fix: fix.to_string(),
         })
     }
 
@@ -89,7 +92,8 @@ impl Loaded {
             .map_err(|e| Error::file(&self.path, format!("metadata '{key}' is not valid: {e}")))
     }
 
-    /// An `f32` tensor as `(shape, values)`.
+    /// An `f32` tensor as `(shape, values)`; a NaN or infinite value is an error naming the tensor
+    /// (weights are never resumed or served from a damaged file).
     pub fn f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let st = SafeTensors::deserialize(&self.bytes)
             .map_err(|e| Error::file(&self.path, e.to_string()))?;
@@ -106,7 +110,13 @@ impl Loaded {
             .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+            .collect::<Vec<f32>>();
+        if let Some(bad) = train::finite::first_non_finite(&values) {
+            return Err(Error::file(
+                &self.path,
+                format!("damaged weights: tensor '{name}' holds {bad}; {}", self.fix),
+            ));
+        }
         Ok((t.shape().to_vec(), values))
     }
 }

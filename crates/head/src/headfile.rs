@@ -66,6 +66,9 @@ pub struct HeadMeta {
     /// `--val-split`); `finetune` holds out the same ones.
     #[serde(default)]
     pub hold_out: Option<features::holdout::HoldOut>,
+    /// SHA-256 of the `model.onnx` written with this head (fine-tuning), which readers verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_sha256: Option<String>,
 }
 
 /// Fields stored verbatim (all others are JSON).
@@ -215,6 +218,25 @@ pub fn load_on(path: &Path, device: &Device) -> Result<(HeadModel, HeadMeta)> {
         take(TENSOR_NAMES[2])?,
         take(TENSOR_NAMES[3])?,
     ];
+    for (name, t) in TENSOR_NAMES.iter().zip(&parts) {
+        let values = t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| Error::HeadFile {
+                path: path.to_path_buf(),
+                reason: format!("cannot read tensor {name:?}: {e}"),
+            })?;
+        if let Some(bad) = train::finite::first_non_finite(&values) {
+            return Err(Error::HeadFile {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "damaged weights: tensor {name:?} holds {bad}; re-run `bottleneck train-head --force` \
+                     (or the stage that wrote it)"
+                ),
+            });
+        }
+    }
     let model =
         HeadModel::from_tensors(meta.head_config(), parts).map_err(|e| Error::HeadFile {
             path: path.to_path_buf(),

@@ -177,6 +177,7 @@ pub fn train_head(
         val_accuracy: eval.accuracy,
         validation: data.validation,
         hold_out: data.hold_out,
+        classifier_sha256: None,
         recipe: cfg.recipe,
         probe_config: cfg.probe.clone(),
         probe: trained.probe,

@@ -37,6 +37,7 @@ fn meta(classes: &[&str], shape: &[usize]) -> HeadMeta {
         probe_config: head::probe::ProbeConfig::default(),
         probe: None,
         hold_out: None,
+        classifier_sha256: None,
     }
 }
 

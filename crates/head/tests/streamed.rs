@@ -164,3 +164,56 @@ fn many_rows_take_the_streamed_primal_path_with_the_same_result_mapped_or_in_mem
     let e = evaluate(&a.model, &owned).unwrap();
     assert!(e.accuracy > 0.95, "{e:?}");
 }
+
+#[test]
+fn many_classes_with_two_rows_each_take_the_streamed_solver_and_report_every_value_of_c() {
+    // 300 classes × 2 rows: 300 × 600² multiply-adds per dual evaluation is over the exact
+    // solver's limit although the rows are few (issue 34: 1,000 classes stalled the dual solver).
+    let (classes, n) = (300, 600);
+    assert!(!probe::uses_dual(n, classes) && probe::uses_dual(2000, 6));
+    let owned = common::synthetic(n, &[classes, 1, 1], classes, 5);
+    let mut said = Vec::new();
+    let mut progress = 0;
+    let cfg = ProbeConfig::default();
+    let fitted = probe::fit(&owned, classes, &cfg, &mut |e| match e {
+        train::stage::StageEvent::Info(m) => said.push(m),
+        train::stage::StageEvent::Progress { done } => progress = progress.max(done),
+        _ => {}
+    })
+    .unwrap();
+    let s = &fitted.summary;
+    assert!(s.streamed && s.passes.is_some(), "{s:?}");
+    // Two rows per class: 2 folds, each holding one row of every class.
+    assert_eq!(s.folds, 2);
+    assert!(said[0].contains("streamed passes") && said[0].contains("300 classes"));
+    assert!(said[0].contains("limit"), "{said:?}");
+    assert!(said
+        .iter()
+        .any(|m| m.contains("L-BFGS steps per value of C")));
+    let per_c: Vec<_> = said
+        .iter()
+        .filter(|m| m.starts_with("C ") && m.contains("held-out log loss"))
+        .collect();
+    assert_eq!(per_c.len(), s.path.len(), "{said:?}");
+    assert_eq!(progress, s.path.len());
+    assert!(said.iter().any(|m| m.starts_with("refitting C")));
+    assert!(s.temperature >= 1.0);
+    assert_eq!(fitted.model.config().num_classes, classes);
+}
+
+#[test]
+fn the_work_budget_cuts_steps_only_for_expensive_passes() {
+    use head::probe::primal::{Steps, FINAL_STEPS, MIN_STEPS, PATH_STEPS};
+    // A few classes of 7×7×512 or 512×4×4 features, whatever the rows: the defaults.
+    for (d, k) in [(25_088, 2), (25_088, 6), (8_192, 4)] {
+        let few = Steps::for_shape(d, k, 11);
+        assert_eq!((few.path, few.last), (PATH_STEPS, FINAL_STEPS), "{d} × {k}");
+        assert!(!few.cut());
+    }
+    // 1,000 classes × 2,048 features: fewer steps, never below the floor.
+    let many = Steps::for_shape(2_048, 1_000, 11);
+    assert!(many.cut() && many.path >= MIN_STEPS && many.path < PATH_STEPS);
+    assert_eq!(many.last, 2 * many.path);
+    let huge = Steps::for_shape(25_088, 100_000, 11);
+    assert_eq!((huge.path, huge.last), (MIN_STEPS, 2 * MIN_STEPS));
+}

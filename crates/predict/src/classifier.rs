@@ -178,6 +178,7 @@ fn no_head(run: &Path, paths: &RunPaths) -> Error {
 /// Loads the classifier of `run`: the fine-tuned model when there is one (or `opts.stage` says so),
 /// else the backbone + stage-2 head built into one graph.
 pub fn load(run: &Path, opts: &LoadOptions) -> Result<Classifier> {
+    runfs::links::refuse_linked_folders(run)?;
     let paths = RunPaths::new(run);
     let finetuned = paths.finetune_model.is_file();
     match opts.stage {
@@ -263,6 +264,18 @@ fn load_finetune(run: &Path, paths: &RunPaths) -> Result<Classifier> {
         )));
     };
     let meta = head::read_meta(meta_path)?;
+    if let Some(recorded) = &meta.classifier_sha256 {
+        let sha256 = runfs::digest::sha256_hex(&bytes);
+        if &sha256 != recorded {
+            return Err(Error::Mismatch(format!(
+                "{} is not the model fine-tuning wrote (sha256 {sha256}; {} records {recorded}): \
+                 re-run `bottleneck finetune --run {} --force`, or use --stage head",
+                paths.finetune_model.display(),
+                meta_path.display(),
+                run.display()
+            )));
+        }
+    }
     let props = head::onnx::metadata(&bytes)?;
     if let Some((_, classes)) = props.iter().find(|(k, _)| k == "classes") {
         let listed: Vec<String> = serde_json::from_str(classes).map_err(|e| {

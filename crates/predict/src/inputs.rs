@@ -65,10 +65,31 @@ fn walk(dir: &Path, out: &mut Vec<Item>, seen: &mut HashSet<PathBuf>) -> Result<
     for p in entries {
         if p.is_dir() {
             walk(&p, out, seen)?;
-        } else if (p.is_file() || features::dataset::is_broken_link(&p)) && is_image_name(&p) {
-            // (A broken link is listed so that it is reported as skipped, not silently dropped.)
+        } else if is_image_name(&p) {
+            // (A broken link, a device or a named pipe is listed so that it is reported as
+            // skipped, not silently dropped; reading it is refused without opening it.)
             out.push(item(p));
         }
     }
     Ok(())
+}
+
+/// When not one of `items` passes [`features::image_io::check_photo`] (each a device, an endless
+/// or huge file, no image format…), every one of them with the reason: the classifier need not
+/// even be loaded. `None` when at least one may be read.
+pub fn none_readable(items: &[Item]) -> Option<Vec<features::store::Skipped>> {
+    if items.is_empty() {
+        return None;
+    }
+    let mut skipped = Vec::with_capacity(items.len());
+    for item in items {
+        match features::image_io::check_photo(&item.path) {
+            Ok(()) => return None,
+            Err(e) => skipped.push(features::store::Skipped {
+                file: item.rel.clone(),
+                reason: features::Error::skip_reason(e),
+            }),
+        }
+    }
+    Some(skipped)
 }

@@ -44,6 +44,12 @@ pub fn normalization(p: Preprocess) -> Normalization {
             mean: [0.0; 3],
             std: [1.0; 3],
         },
+        Preprocess::Lite => Normalization {
+            channel_order: "RGB",
+            scale: 1.0,
+            mean: [127.0; 3],
+            std: [128.0; 3],
+        },
     }
 }
 
@@ -66,6 +72,18 @@ pub fn resize_convention(r: Resize) -> &'static str {
         Resize::Lanczos => {
             "PIL-style convolution resize with a Lanczos3 filter, antialiased when shrinking (PIL \
              Image.LANCZOS); the whole image is stretched to S×S (no crop, no padding)"
+        }
+        Resize::BilinearCrop => {
+            "torchvision Resize(round(S*256/224)) + CenterCrop(S): the shorter side scaled to \
+             round(S*256/224) and the longer by the same factor (truncated) with a PIL-style bilinear \
+             filter, antialiased when shrinking; then the centre S×S cut out, offsets round((len-S)/2) \
+             rounded half to even"
+        }
+        Resize::BicubicCrop => {
+            "torchvision Resize(round(S*256/224), bicubic) + CenterCrop(S): the shorter side scaled to \
+             round(S*256/224) and the longer by the same factor (truncated) with a PIL-style Catmull-Rom \
+             bicubic filter, antialiased when shrinking; then the centre S×S cut out, offsets \
+             round((len-S)/2) rounded half to even"
         }
     }
 }

@@ -171,6 +171,7 @@ impl Predictor {
         };
         let mut failure: Option<Error> = None;
         let spec = self.classifier.spec;
+        let source = self.classifier.source.clone();
         let result = run_images(
             self.runner.as_mut(),
             &spec,
@@ -182,6 +183,20 @@ impl Predictor {
                     failure = Some(Error::Mismatch(format!(
                         "the classifier returns rows of shape {:?} but has {k} classes",
                         out.row_shape
+                    )));
+                    return Err(features::Error::Invalid("stopped".into()));
+                }
+                if let Some((it, bad)) = out
+                    .items
+                    .iter()
+                    .zip(out.rows.chunks_exact(k.max(1)))
+                    .find_map(|(it, row)| train::finite::first_non_finite(row).map(|b| (it, b)))
+                {
+                    failure = Some(Error::Mismatch(format!(
+                        "{} gave a probability that is not a number for {} ({bad}): its weights (or the \
+                         backbone's) are damaged; re-run the stage that wrote it, nothing was predicted from it",
+                        source.display(),
+                        it.path.display()
                     )));
                     return Err(features::Error::Invalid("stopped".into()));
                 }

@@ -70,9 +70,14 @@ impl TempFile {
         &self.target
     }
 
-    /// Creates (truncates) the temporary file for writing.
+    /// Creates the temporary file for writing; it must not exist yet (a file or link already at the
+    /// unique name is an error, never written through).
     pub fn create(&self) -> Result<std::fs::File> {
-        std::fs::File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.tmp)
+            .map_err(|e| Error::io(&self.tmp, e))
     }
 
     /// Renames the finished temporary over the target.
@@ -100,6 +105,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(tmp.path(), e))?;
     drop(f);
     tmp.commit().map(|_| ())
+}
+
+/// Copies `src` to `dst` the way [`write_atomic`] writes (a link at `dst` is replaced, not written
+/// through).
+pub fn copy_atomic(src: &Path, dst: &Path) -> Result<()> {
+    let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
+    write_atomic(dst, &bytes)
 }
 
 /// Removes the temporaries left in `dir` and its sub-folders (three levels, links not followed) by

@@ -51,10 +51,15 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     <Sha256 as sha2::Digest>::digest(bytes).into()
 }
 
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha256(bytes))
+}
+
 /// SHA-256 of a file's bytes, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(hex::encode(sha256(&bytes)))
+    Ok(sha256_hex(&bytes))
 }
 
 /// A digest of labelled strings (`[(name, value)]`), hex.

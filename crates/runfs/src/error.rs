@@ -18,6 +18,17 @@ pub enum Error {
     /// Another process writes to the run folder.
     #[error("{} is in use by {holder}; wait for it to finish or use another --run", run.display())]
     Locked { run: PathBuf, holder: String },
+    /// A folder of the run is a symbolic link.
+    #[error(
+        "{} is a symbolic link (to {target}); bottleneck writes only inside the run folder and never \
+         through links: replace the link with a real folder (mv it aside, or use another --run)",
+        link.display()
+    )]
+    Linked {
+        link: PathBuf,
+        target: String,
+        run: PathBuf,
+    },
 }
 
 impl Error {

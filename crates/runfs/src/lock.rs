@@ -2,16 +2,19 @@
 //! command runs. The lock file names its holder (pid and command line), so a second writer is told
 //! who has the folder instead of silently interleaving its files with the first one's. Taking the lock
 //! again in the same process (a stage run by `tutorial` or `fit`) shares the first hold. The lock is
-//! released when the last [`RunLock`] of the folder is dropped, or when the process dies.
+//! released when the last [`RunLock`] of the folder is dropped, or when the process dies. The lock
+//! file is never opened through a symbolic link, and a run whose folders are links is refused
+//! ([`crate::links`]).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::atomic;
 use crate::error::{Error, Result};
+use crate::links;
 
 /// Name of the lock file inside a run folder.
 pub const LOCK_FILE: &str = ".bottleneck.lock";
@@ -47,6 +50,7 @@ impl RunLock {
 
     fn take(run: &Path, stage: &str, file_name: &str, clean: bool) -> Result<RunLock> {
         std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
+        links::refuse_linked_folders(run)?;
         let key = run
             .canonicalize()
             .map_err(|e| Error::io(run, e))?
@@ -64,13 +68,7 @@ impl RunLock {
             });
         }
         let path = run.join(file_name);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let mut file = links::open_plain(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

@@ -75,7 +75,7 @@ pub fn load_split(
             .map(|item| {
                 let img = features::image_io::load_rgb8(&item.path)
                     .map_err(features::Error::skip_reason)?;
-                preprocess::resize(&img.image, size, size, resize)
+                preprocess::frame(&img.image, size, resize)
                     .map(|r| r.into_raw())
                     .map_err(|e| e.to_string())
             })

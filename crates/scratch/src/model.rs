@@ -204,12 +204,20 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<(Params, ModelMeta)> {
                 ),
             ));
         }
-        tensors.push(
-            t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        );
+        let values: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(v) = train::finite::first_non_finite(&values) {
+            return Err(bad(
+                path,
+                format!(
+                    "damaged weights: tensor {name} holds {v}; re-run `bottleneck scratch` with --force"
+                ),
+            ));
+        }
+        tensors.push(values);
     }
     Ok((Params { tensors }, meta))
 }

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod data;
+pub mod mobile;
 pub mod synth;
 
 pub use data::{files_under, link_shared_subset, shared_photos, shared_root, write_synthetic};

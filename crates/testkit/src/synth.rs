@@ -54,7 +54,7 @@ impl Default for VggSpec {
     }
 }
 
-fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Ints as i32),
@@ -64,7 +64,12 @@ fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
 }
 
 /// He-uniform weights (variance 2 / fan_in) and small positive biases, so ReLU activations stay O(1).
-fn he_layer(rng: &mut ChaCha8Rng, name: &str, dims: &[usize], fan_in: usize) -> [TensorProto; 2] {
+pub(crate) fn he_layer(
+    rng: &mut ChaCha8Rng,
+    name: &str,
+    dims: &[usize],
+    fan_in: usize,
+) -> [TensorProto; 2] {
     let bound = (6.0 / fan_in.max(1) as f32).sqrt();
     let w: Vec<f32> = (0..dims.iter().product::<usize>())
         .map(|_| rng.random_range(-bound..bound))

@@ -7,6 +7,7 @@
 
 pub mod driver;
 pub mod error;
+pub mod finite;
 pub mod kernels;
 pub mod loss;
 pub mod metrics;

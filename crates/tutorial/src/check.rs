@@ -3,7 +3,6 @@
 //! answer about what `RUN` holds for it.
 
 use features::extract::ExtractConfig;
-use features::preprocess::Resize;
 use finetune::FinetuneConfig;
 use head::mlp::TrainConfig;
 use runfs::Status;
@@ -22,12 +21,12 @@ pub fn extract_config(cfg: &TutorialConfig, prep: &Prepared) -> ExtractConfig {
         model: prep.model.clone(),
         run: cfg.run.clone(),
         preprocess: Some(prep.preprocess),
-        size: cfg.size,
+        size: prep.size,
         batch: 16,
         device: cfg.device,
         engine: cfg.engine,
         threads: cfg.threads,
-        resize: Resize::Nearest,
+        resize: prep.resize,
         strict: false,
         hub: cfg.hub.clone(),
         precision: cfg.precision,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use features::extract::Precision;
 use features::manifest::HubOptions;
-use features::preprocess::Preprocess;
+use features::preprocess::{Preprocess, Resize};
 use features::runtime::{Device, Engine};
 use head::recipe::Recipe;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 pub enum Stage {
     /// Stage 1: the small convnet trained from scratch on augmented images.
     Scratch,
-    /// Stage 2a: VGG16 bottleneck features of every image.
+    /// Stage 2a: bottleneck features of every image (the frozen backbone's).
     Extract,
     /// Stage 2b: the dense classifier trained on the features.
     TrainHead,
@@ -66,9 +66,9 @@ impl Stage {
     pub fn title(self) -> &'static str {
         match self {
             Stage::Scratch => "small convnet trained from scratch",
-            Stage::Extract => "VGG16 bottleneck features",
-            Stage::TrainHead => "dense head on the bottleneck features",
-            Stage::Finetune => "block5 fine-tuned with the head",
+            Stage::Extract => "bottleneck features of the frozen backbone",
+            Stage::TrainHead => "head on the bottleneck features",
+            Stage::Finetune => "top block fine-tuned with the head",
         }
     }
 
@@ -136,6 +136,29 @@ pub const OWN_PHOTOS_FINETUNE_LR: f64 = 3e-6;
 /// the cross-fit's temperature is fitted on every training photo once (BENCHMARKS.md).
 pub const OWN_PHOTOS_CALIBRATION_FOLDS: usize = 2;
 
+/// The backbones `fit` measures and chooses among when no `--model` is given (BENCHMARKS.md,
+/// "Choosing the backbone"): each won on one shared set by cross-validated log loss (Lite2 on Dogs
+/// vs Cats, Lite0 on the scenes); MobileNetV2 won on neither and is left out to save its extraction.
+pub const DEFAULT_CANDIDATES: &[&str] = &["efficientnet-lite0", "efficientnet-lite2"];
+
+/// Input side of stages 2 and 3 when neither `--size` nor the backbone's manifest gives one.
+pub const DEFAULT_SIZE: u32 = 224;
+
+impl TutorialConfig {
+    /// The input side and resize rule of stages 2 and 3 for a backbone with `manifest`: what was
+    /// asked for, else the manifest's, else [`DEFAULT_SIZE`] squashed with `nearest`.
+    pub fn input(&self, manifest: Option<&features::manifest::Manifest>) -> (u32, Resize) {
+        (
+            self.size
+                .or(manifest.and_then(|m| m.size))
+                .unwrap_or(DEFAULT_SIZE),
+            self.resize
+                .or(manifest.and_then(|m| m.resize))
+                .unwrap_or(Resize::Nearest),
+        )
+    }
+}
+
 /// Everything `bottleneck tutorial` needs.
 #[derive(Debug, Clone)]
 pub struct TutorialConfig {
@@ -151,9 +174,12 @@ pub struct TutorialConfig {
     pub stages: Vec<Stage>,
     /// Use only the first N images of each class of each split (linked into `RUN/tutorial-data`).
     pub limit: Option<usize>,
-    /// Side of the square input of stages 2 and 3 (the VGG16 stages; the tutorial: 150, VGG16's
-    /// own: 224).
-    pub size: u32,
+    /// Side of the square input of stages 2 and 3 (the tutorial: 150); `None`: the backbone
+    /// manifest's native size, else [`DEFAULT_SIZE`] (VGG16's 224).
+    pub size: Option<u32>,
+    /// How photos become the input of stages 2 and 3; `None`: the backbone manifest's rule (e.g.
+    /// `bilinear-crop`), else `nearest` (the tutorial's Keras `load_img`).
+    pub resize: Option<Resize>,
     /// Side of stage 1's input (the tutorial's convnet: 150).
     pub scratch_size: u32,
     /// Backbone precision of extraction.
@@ -182,6 +208,10 @@ pub struct TutorialConfig {
     pub scratch_recipe: bool,
     /// Input tensor of the block to fine-tune; default: the model manifest's.
     pub split_at: Option<String>,
+    /// Backbones to choose among by cross-validated log loss on the training photos (`fit`
+    /// without `--model`: [`DEFAULT_CANDIDATES`]); the winner replaces `model`. Fewer than two:
+    /// `model` is used as it is.
+    pub candidates: Vec<String>,
     /// Replace outputs of RUN that were made from other inputs or settings.
     pub force: bool,
     pub hub: HubOptions,
@@ -208,7 +238,8 @@ impl TutorialConfig {
             run: run.into(),
             stages: Stage::ALL.to_vec(),
             limit: None,
-            size: 224,
+            size: None,
+            resize: None,
             scratch_size: 150,
             precision: Precision::Fp32,
             finetune_precision: Precision::Int8,
@@ -224,6 +255,7 @@ impl TutorialConfig {
             aug_cache: 5,
             scratch_recipe: true,
             split_at: None,
+            candidates: Vec::new(),
             force: false,
             hub: HubOptions::from_env(),
             head_recipe: Recipe::Keras2016,
@@ -256,7 +288,7 @@ impl TutorialConfig {
     /// the tutorial's augmentation and a constant learning rate, fine-tuning with SGD lr 1e-4 on an
     /// FP32 frozen part (10 cached augmented draws).
     pub fn keras2016(mut self) -> Self {
-        self.size = 150;
+        self.size = Some(150);
         self.scratch_size = 150;
         self.finetune_precision = Precision::Fp32;
         self.scratch_epochs = 50;
@@ -316,6 +348,11 @@ impl TutorialConfig {
         }
         if self.stages.is_empty() {
             return Err(Error::Invalid("no stage to run".into()));
+        }
+        if self.candidates.len() > 1 && self.limit.is_some() {
+            return Err(Error::Invalid(
+                "--limit cannot be combined with choosing among backbones: pass --model".into(),
+            ));
         }
         Ok(())
     }

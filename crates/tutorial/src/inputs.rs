@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use features::dataset::{self, Dataset};
 use features::manifest;
-use features::preprocess::{Preprocess, PREPROCESS_CHOICES};
+use features::preprocess::{Preprocess, Resize, PREPROCESS_CHOICES};
 use serde::{Deserialize, Serialize};
 
 use crate::config::TutorialConfig;
@@ -66,6 +66,12 @@ pub struct Prepared {
     pub preprocess: Preprocess,
     /// The model as the stages should be told (a name, or an absolute path).
     pub model: String,
+    /// Input side and resize rule of stages 2 and 3 ([`TutorialConfig::input`]).
+    pub size: u32,
+    pub resize: Resize,
+    /// Why stage 3 cannot run on this backbone, when it cannot: its manifest names no block to
+    /// fine-tune (`trainable_from`) and no `--split-at` was given.
+    pub no_finetune: Option<String>,
 }
 
 /// Resolves the model, links the `--limit` subset, scans and hashes the data.
@@ -102,6 +108,15 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
             )))
         }
     };
+    let (size, resize) = cfg.input(model.manifest.as_ref());
+    let no_finetune = match model.manifest.as_ref() {
+        Some(m) if m.trainable_from.is_none() && cfg.split_at.is_none() => Some(format!(
+            "fine-tuning is not available for {} yet (its manifest names no block to train): its \
+             calibrated head is the result",
+            m.name
+        )),
+        _ => None,
+    };
     let mut all = runfs::Digest::new();
     for split in &dataset.splits {
         for item in &split.items {
@@ -125,7 +140,7 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         model: cfg.model.clone(),
         model_sha256: model.sha256.clone(),
         preprocess: preprocess.name().into(),
-        image_size: cfg.size,
+        image_size: size,
         precision: cfg.precision.name().into(),
         scratch_size: cfg.scratch_size,
         finetune_precision: cfg.finetune_precision.name().into(),
@@ -136,6 +151,9 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         dataset,
         preprocess,
         model: model.name,
+        size,
+        resize,
+        no_finetune,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod inputs;
 pub mod machine;
 pub mod record;
 pub mod report;
+pub mod select;
 pub mod settings;
 mod stage1;
 mod stages;

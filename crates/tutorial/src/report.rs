@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::machine::Machine;
 use crate::record::Record;
+use crate::select::Selection;
 use crate::stages::Action;
 
 /// Folder of the report's images inside the run.
@@ -110,11 +111,11 @@ fn row(run: &Path, record: &Record, stage: Stage, action: Action, found: &Found)
         p if p.is_file() && stage != Stage::Extract => {
             std::fs::create_dir_all(&assets).map_err(|e| Error::io(&assets, e))?;
             let name = format!("{}-curves.png", stage.name());
-            std::fs::copy(&p, assets.join(&name)).map_err(|e| Error::io(assets.join(&name), e))?;
+            runfs::copy_atomic(&p, &assets.join(&name))?;
             let svg = dir.join("curves.svg");
             if svg.is_file() {
                 let to = assets.join(format!("{}-curves.svg", stage.name()));
-                std::fs::copy(&svg, &to).map_err(|e| Error::io(&to, e))?;
+                runfs::copy_atomic(&svg, &to)?;
             }
             Some(format!("{ASSETS}/{name}"))
         }
@@ -239,16 +240,46 @@ fn total_seconds(rows: &[Row]) -> Option<f64> {
     (!known.is_empty()).then(|| known.iter().sum())
 }
 
+/// A name from the user's folders (a class) as Markdown text: HTML and Markdown characters
+/// escaped, line breaks and other control characters as spaces, so it cannot break a table.
+fn md(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for ch in name.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '#' | '!' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Class names as Markdown, joined by `sep`.
+fn md_join(names: &[String], sep: &str) -> String {
+    names.iter().map(|n| md(n)).collect::<Vec<_>>().join(sep)
+}
+
 fn confusion_md(c: &ConfusionMatrix) -> String {
     let mut s = format!(
         "| true \\ predicted | {} | recall |\n",
-        c.classes.join(" | ")
+        md_join(&c.classes, " | ")
     );
     s += &format!("|---|{}---|\n", "---:|".repeat(c.classes.len()));
     for (i, class) in c.classes.iter().enumerate() {
         let counts: Vec<String> = c.matrix[i].iter().map(|n| n.to_string()).collect();
         let recall = c.per_class.get(i).map_or(0.0, |p| p.recall);
-        let _ = writeln!(s, "| **{class}** | {} | {recall:.3} |", counts.join(" | "));
+        let _ = writeln!(
+            s,
+            "| **{}** | {} | {recall:.3} |",
+            md(class),
+            counts.join(" | ")
+        );
     }
     let precision: Vec<String> = c
         .per_class
@@ -270,9 +301,9 @@ pub fn markdown(inputs: &Inputs, rows: &[Row]) -> String {
     let _ = writeln!(
         s,
         "# Tutorial reproduction: {}\n",
-        inputs.classes.join(" vs ")
+        md_join(&inputs.classes, " vs ")
     );
-    for line in intro(inputs, rows) {
+    for line in intro(inputs, rows, &md_join(&inputs.classes, ", ")) {
         let _ = writeln!(s, "- {line}");
     }
     s += "\n## Results (validation accuracy)\n\n";
@@ -313,8 +344,9 @@ pub fn markdown(inputs: &Inputs, rows: &[Row]) -> String {
     s
 }
 
-/// The lines describing the data, model and machines.
-fn intro(inputs: &Inputs, rows: &[Row]) -> Vec<String> {
+/// The lines describing the data, model and machines; `classes` is the class list as the format
+/// shows it.
+fn intro(inputs: &Inputs, rows: &[Row], classes: &str) -> Vec<String> {
     let images: Vec<String> = inputs
         .images
         .iter()
@@ -328,7 +360,7 @@ fn intro(inputs: &Inputs, rows: &[Row]) -> Vec<String> {
                 " (first {n} per class and split)"
             )),
             images.join(", "),
-            inputs.classes.join(", ")
+            classes
         ),
         format!(
             "Model: `{}`, sha256 `{}`, {} preprocessing, {}×{} pixels (stage 1: {}×{}); extraction {}, \
@@ -413,7 +445,7 @@ pub fn html(inputs: &Inputs, rows: &[Row]) -> String {
         esc(&title),
         esc(&title)
     );
-    for line in intro(inputs, rows) {
+    for line in intro(inputs, rows, &inputs.classes.join(", ")) {
         let _ = writeln!(s, "<li>{}</li>", code_html(&line));
     }
     s += "</ul>\n<h2>Results (validation accuracy)</h2>\n<table><tr>";
@@ -473,6 +505,80 @@ pub fn html(inputs: &Inputs, rows: &[Row]) -> String {
     s
 }
 
+/// The cells of one candidate row: model, CV log loss and accuracy, validation accuracy, log
+/// loss and ECE, extraction speed, input.
+fn selection_cells(sel: &Selection) -> Vec<(bool, [String; 8])> {
+    sel.candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            (
+                i == sel.chosen,
+                [
+                    c.model.clone(),
+                    format!("{:.4}", c.cv_log_loss),
+                    format!("{:.4}", c.cv_accuracy),
+                    format!("{:.4}", c.val_accuracy),
+                    format!("{:.4}", c.val_log_loss),
+                    c.val_ece.map_or("—".into(), |e| format!("{e:.4}")),
+                    format!("{:.1}", c.images_per_second),
+                    format!("{} px {}", c.image_size, c.resize),
+                ],
+            )
+        })
+        .collect()
+}
+
+const SELECTION_HEADERS: [&str; 8] = [
+    "backbone",
+    "CV log loss (train)",
+    "CV accuracy (train)",
+    "val accuracy",
+    "val log loss",
+    "val ECE",
+    "extraction img/s",
+    "input",
+];
+
+/// The backbone choice as a Markdown section.
+fn selection_md(sel: &Selection) -> String {
+    let mut s = String::from("\n## Backbone choice (cross-validated on the training photos)\n\n");
+    let _ = writeln!(s, "{}.\n", md(&sel.why));
+    let _ = writeln!(s, "| {} |", SELECTION_HEADERS.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(SELECTION_HEADERS.len()));
+    for (won, cells) in selection_cells(sel) {
+        let mut cells = cells.map(|c| md(&c));
+        if won {
+            cells[0] = format!("**{}**", cells[0]);
+        }
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
+    }
+    s
+}
+
+/// The backbone choice as an HTML section.
+fn selection_html(sel: &Selection) -> String {
+    let mut s = String::from("<h2>Backbone choice (cross-validated on the training photos)</h2>\n");
+    let _ = writeln!(s, "<p>{}.</p>\n<table><tr>", esc(&sel.why));
+    for h in SELECTION_HEADERS {
+        let _ = write!(s, "<th>{}</th>", esc(h));
+    }
+    s += "</tr>\n";
+    for (won, cells) in selection_cells(sel) {
+        s += "<tr>";
+        for (i, c) in cells.iter().enumerate() {
+            if i == 0 && won {
+                let _ = write!(s, "<td><b>{}</b></td>", esc(c));
+            } else {
+                let _ = write!(s, "<td>{}</td>", esc(c));
+            }
+        }
+        s += "</tr>\n";
+    }
+    s += "</table>\n";
+    s
+}
+
 /// Builds the rows from `RUN` and writes `report.md`, `report.html` and the images.
 pub fn write(
     run: &Path,
@@ -493,8 +599,17 @@ pub fn write(
     }
     let md = run.join("report.md");
     let html_path = run.join("report.html");
-    runfs::write_atomic(&md, markdown(inputs, &rows).as_bytes())?;
-    runfs::write_atomic(&html_path, html(inputs, &rows).as_bytes())?;
+    let selection = crate::select::load(run).filter(|sel| sel.winner().model == inputs.model);
+    let mut md_text = markdown(inputs, &rows);
+    let mut html_text = html(inputs, &rows);
+    if let Some(sel) = &selection {
+        md_text += &selection_md(sel);
+        if let Some(at) = html_text.rfind("</body>") {
+            html_text.insert_str(at, &selection_html(sel));
+        }
+    }
+    runfs::write_atomic(&md, md_text.as_bytes())?;
+    runfs::write_atomic(&html_path, html_text.as_bytes())?;
     Ok(Written {
         md,
         html: html_path,
@@ -505,6 +620,31 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_name_cannot_break_a_markdown_table_or_inject_html() {
+        let c = ConfusionMatrix::new(
+            &["<b>x</b>".to_string(), "a|b\nc".to_string()],
+            &[0, 1],
+            &[0, 1],
+        )
+        .unwrap();
+        let table = confusion_md(&c);
+        assert!(!table.contains("<b>"), "{table}");
+        assert!(table.contains("&lt;b&gt;x&lt;/b&gt;"), "{table}");
+        assert!(table.contains("a\\|b c"), "{table}");
+        // Every row has as many cells as the header: nothing broke the table.
+        let cells = |l: &str| l.matches(" | ").count() - l.matches("\\|").count();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(
+            lines
+                .iter()
+                .filter(|l| !l.starts_with("|---"))
+                .all(|l| cells(l) == cells(lines[0])),
+            "{table}"
+        );
+    }
 
     #[test]
     fn durations_read_naturally() {

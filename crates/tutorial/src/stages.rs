@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::inputs::{self, Inputs, Prepared};
 use crate::record::{Record, Status};
 use crate::report::{self, Row};
+use crate::select;
 use crate::stage1;
 
 /// What a sitting does with a stage.
@@ -134,6 +135,17 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
         on_event(Event::Info(note.clone()));
     }
     let _lock = runfs::RunLock::acquire(&cfg.run, "tutorial")?;
+    let chosen;
+    let cfg = if cfg.candidates.len() > 1 {
+        let selection = select::select(cfg, on_event)?;
+        chosen = TutorialConfig {
+            model: selection.winner().model.clone(),
+            ..cfg.clone()
+        };
+        &chosen
+    } else {
+        cfg
+    };
     let prep = inputs::prepare(cfg)?;
     let mut record = Record::load(&cfg.run)?;
     let mut inputs_changed = false;
@@ -158,6 +170,8 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
         let found = check::stage(stage, cfg, &prep)?;
         let (action, why) = if !cfg.runs(stage) {
             (Action::Skip, "not among --stages".to_string())
+        } else if let (Stage::Finetune, Some(why)) = (stage, &prep.no_finetune) {
+            (Action::Skip, why.clone())
         } else {
             match &found {
                 Found::Absent => (Action::Run, "no outputs yet".into()),
@@ -190,6 +204,9 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
     }
     record.inputs = Some(prep.inputs.clone());
     record.save(&cfg.run)?;
+    if cfg.candidates.len() > 1 && cfg.runs(Stage::Extract) {
+        select::adopt_features(cfg, &cfg.model)?;
+    }
     for (stage, action, why, _) in &plan {
         on_event(Event::Plan {
             stage: *stage,

@@ -36,7 +36,7 @@ fn setup() -> Setup {
 fn config(s: &Setup, stages: &str) -> TutorialConfig {
     let mut cfg = TutorialConfig::new(&s.data, s.model.to_string_lossy(), &s.run).quick();
     cfg.preprocess = Some(Preprocess::Caffe);
-    cfg.size = 64;
+    cfg.size = Some(64);
     cfg.scratch_size = 64;
     cfg.split_at = Some("block4_pool".into());
     cfg.threads = Some(1);
@@ -55,7 +55,7 @@ fn row(s: &Summary, stage: Stage) -> &tutorial::Row {
 fn extract_outside(s: &Setup, data: &Path) {
     let mut cfg = ExtractConfig::new(data, s.model.to_string_lossy(), &s.run);
     cfg.preprocess = Some(Preprocess::Caffe);
-    cfg.size = 64;
+    cfg.size = Some(64);
     extract(&cfg, &mut |_| {}).unwrap();
 }
 

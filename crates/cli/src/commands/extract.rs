@@ -29,17 +29,19 @@ pub struct ExtractArgs {
     /// Preprocessing: caffe, torch or unit (default: the model's manifest).
     #[arg(long)]
     pub preprocess: Option<Preprocess>,
-    /// Side of the square network input in pixels.
-    #[arg(long, default_value_t = 150)]
-    pub size: u32,
+    /// Side of the square network input in pixels [default: the model manifest's, else 150].
+    #[arg(long)]
+    pub size: Option<u32>,
     /// Images per inference batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     #[command(flatten)]
     pub runtime: RuntimeFlags,
-    /// Resize filter: nearest (Keras load_img), bilinear, bicubic, lanczos.
-    #[arg(long, default_value = "nearest")]
-    pub resize: Resize,
+    /// How photos are resized: nearest (Keras load_img), bilinear, bicubic, lanczos (squashed to the
+    /// square), or bilinear-crop, bicubic-crop (shorter side, then the centre) [default: the model
+    /// manifest's, else nearest].
+    #[arg(long)]
+    pub resize: Option<Resize>,
     /// Fail on the first unreadable image instead of skipping it.
     #[arg(long)]
     pub strict: bool,
@@ -73,21 +75,20 @@ fn shard(args: &ExtractArgs) -> anyhow::Result<Option<Picked>> {
 }
 
 pub fn config(args: &ExtractArgs) -> ExtractConfig {
+    let defaults =
+        ExtractConfig::new(&args.data, &args.model, &args.run).with_hub(args.hub.options());
     ExtractConfig {
-        data: args.data.clone(),
-        model: args.model.clone(),
-        run: args.run.clone(),
         preprocess: args.preprocess,
-        size: args.size,
+        size: args.size.unwrap_or(defaults.size),
         batch: args.batch,
         device: args.runtime.device,
         engine: args.runtime.engine.get(),
         threads: args.runtime.threads,
-        resize: args.resize,
+        resize: args.resize.unwrap_or(defaults.resize),
         strict: args.strict,
-        hub: args.hub.options(),
         precision: args.precision,
         shard: None,
+        ..defaults
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use features::preprocess::Preprocess;
+use features::preprocess::{Preprocess, Resize};
 use tutorial::{Stage, TutorialConfig};
 
 use crate::args::{Global, HubFlags, RuntimeFlags};
@@ -26,15 +26,22 @@ pub struct FitArgs {
     /// Run folder: features/, head/, finetune/, report.md and report.html.
     #[arg(long)]
     pub run: PathBuf,
-    /// A model name from models/ (e.g. vgg16) or a local .onnx file.
-    #[arg(long, default_value = "vgg16")]
-    pub model: String,
+    /// The backbone: a model name from models/ (e.g. efficientnet-lite2, vgg16-keras) or a local
+    /// .onnx file [default: the one of efficientnet-lite0 and efficientnet-lite2 with the lowest
+    /// cross-validated log loss on your training photos].
+    #[arg(long)]
+    pub model: Option<String>,
     /// Preprocessing: caffe, torch or unit (default: the model's manifest).
     #[arg(long)]
     pub preprocess: Option<Preprocess>,
-    /// Side of the square network input in pixels.
-    #[arg(long, default_value_t = 224)]
-    pub size: u32,
+    /// Side of the square network input in pixels [default: the model manifest's, else 224].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// How photos are resized: nearest (Keras load_img), bilinear, bicubic, lanczos (squashed to the
+    /// square), or bilinear-crop, bicubic-crop (shorter side, then the centre) [default: the model
+    /// manifest's, else nearest].
+    #[arg(long)]
+    pub resize: Option<Resize>,
     /// Stop after the head (stage 3 costs minutes per hundred photos on a CPU).
     #[arg(long)]
     pub no_finetune: bool,
@@ -70,12 +77,18 @@ pub struct FitArgs {
 impl FitArgs {
     /// The library configuration: [`TutorialConfig::own_photos`], then the flags given.
     pub fn config(&self) -> TutorialConfig {
-        let mut cfg = TutorialConfig::new(&self.data, &self.model, &self.run).own_photos();
+        let candidates = tutorial::config::DEFAULT_CANDIDATES;
+        let model = self.model.as_deref().unwrap_or(candidates[0]);
+        let mut cfg = TutorialConfig::new(&self.data, model, &self.run).own_photos();
+        if self.model.is_none() {
+            cfg.candidates = candidates.iter().map(|c| c.to_string()).collect();
+        }
         if self.no_finetune {
             cfg.stages.retain(|s| *s != Stage::Finetune);
         }
         cfg.preprocess = self.preprocess;
         cfg.size = self.size;
+        cfg.resize = self.resize;
         cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
         cfg.finetune_lr = self.finetune_lr.unwrap_or(cfg.finetune_lr);
         cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);

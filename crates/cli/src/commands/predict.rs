@@ -85,6 +85,17 @@ pub fn run(args: &PredictArgs, global: &Global) -> anyhow::Result<()> {
     }
     let run = &args.classifier.run;
     let items = inputs::collect(&args.paths)?;
+    if let Some(skipped) = inputs::none_readable(&items) {
+        // Not one photo can be read: say why for each, without loading the classifier.
+        for s in &skipped {
+            progress::note(global, format!("skipped {}: {}", s.file, s.reason));
+        }
+        return nothing_classified(&predict::run::RunStats {
+            images: items.len(),
+            skipped,
+            ..Default::default()
+        });
+    }
     let classifier = predict::load(run, &args.classifier.load_options())
         .with_context(|| format!("loading the classifier of {}", run.display()))?;
     progress::note(global, classifier.describe());

@@ -106,7 +106,7 @@ impl TutorialArgs {
         }
         cfg.preprocess = self.preprocess;
         cfg.limit = self.limit.or(cfg.limit);
-        cfg.size = self.size.unwrap_or(cfg.size);
+        cfg.size = self.size.or(cfg.size);
         cfg.scratch_size = self.scratch_size;
         cfg.scratch_epochs = self.scratch_epochs.unwrap_or(cfg.scratch_epochs);
         cfg.head_epochs = self.head_epochs.unwrap_or(cfg.head_epochs);
@@ -259,7 +259,7 @@ mod tests {
         );
         assert_eq!(
             (full.limit, full.aug_cache, full.size, full.scratch_size),
-            (None, 5, 224, 150)
+            (None, 5, None, 150)
         );
         assert_eq!(full.finetune_lr, 1e-5);
         assert_eq!(
@@ -276,11 +276,11 @@ mod tests {
             (k.scratch_epochs, k.head_epochs, k.finetune_epochs),
             (50, 50, 50)
         );
-        assert_eq!((k.aug_cache, k.size, k.finetune_lr), (10, 150, 1e-4));
+        assert_eq!((k.aug_cache, k.size, k.finetune_lr), (10, Some(150), 1e-4));
         assert_eq!(k.finetune_precision, Precision::Fp32);
         assert!(!k.scratch_recipe);
         let s = config(&["--keras2016", "--size", "224", "--finetune-lr", "3e-5"]);
-        assert_eq!((s.size, s.finetune_lr), (224, 3e-5));
+        assert_eq!((s.size, s.finetune_lr), (Some(224), 3e-5));
 
         let quick = config(&["--quick", "--head-epochs", "7", "--stages", "extract,head"]);
         assert_eq!(

@@ -4,12 +4,14 @@
 
 pub mod build;
 mod describe;
+mod external;
 mod graph;
 pub mod node;
 mod surgery;
 mod tensor;
 
 pub use describe::describe;
+pub use external::refuse_external_data;
 pub use graph::{image_input, producers, ImageInput};
 pub use surgery::{cut_at, cut_conv_base};
 pub use tensor::{initializer_f32, initializers_f32};

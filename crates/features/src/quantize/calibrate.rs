@@ -214,7 +214,7 @@ pub fn draw(spec: &CalibSpec) -> Result<CalibSet> {
     let mut h = runfs::Digest::new();
     let mut images = Vec::with_capacity(picked.len());
     for (rel, path, label) in picked {
-        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read the file: {e}"));
+        let bytes = crate::image_io::read_photo(&path).map_err(crate::Error::skip_reason);
         h.part(rel.as_bytes()).raw(&(label as u64).to_le_bytes());
         match &bytes {
             Ok(b) => h.raw(&runfs::digest::sha256(b)),
@@ -277,7 +277,7 @@ fn prepare(
         reason: e.clone(),
     })?;
     let decoded = crate::image_io::decode_rgb8(bytes, &img.path)?;
-    let resized = preprocess::resize(&decoded.image, spec.size, spec.size, spec.resize)?;
+    let resized = preprocess::frame(&decoded.image, spec.size, spec.resize)?;
     preprocess::write_input(&resized, pre, layout, slot)
 }
 

@@ -58,13 +58,19 @@ pub struct Folds<'a> {
 /// Held-out sample indices of one fold and their logits for every C.
 type FoldLogits = (Vec<usize>, Vec<Vec<f64>>);
 
-/// Fits every C of `grid` (ascending) on each fold's training part and scores the held-out part.
-pub fn cross_validate(f: &Folds<'_>, grid: &[f64], stop: Stop) -> Result<CvResult> {
+/// Fits every C of `grid` (ascending) on each fold's training part and scores the held-out part;
+/// `fitted` is called (from any thread) after each of the `count × grid.len()` fits, for progress.
+pub fn cross_validate(
+    f: &Folds<'_>,
+    grid: &[f64],
+    stop: Stop,
+    fitted: &(dyn Fn() + Sync),
+) -> Result<CvResult> {
     let (labels, weights, classes) = (f.labels, f.weights, f.classes);
     let n = labels.len();
     let per_fold: Vec<Result<FoldLogits>> = (0..f.count)
         .into_par_iter()
-        .map(|k| fold_logits(f, k, grid, stop))
+        .map(|k| fold_logits(f, k, grid, stop, fitted))
         .collect();
     let mut oof = vec![vec![0.0; n * classes]; grid.len()];
     for r in per_fold {
@@ -99,7 +105,13 @@ pub fn cross_validate(f: &Folds<'_>, grid: &[f64], stop: Stop) -> Result<CvResul
 }
 
 /// Fits fold `k`'s training part along `grid` (warm-started) and returns its held-out logits.
-fn fold_logits(f: &Folds<'_>, k: usize, grid: &[f64], stop: Stop) -> Result<FoldLogits> {
+fn fold_logits(
+    f: &Folds<'_>,
+    k: usize,
+    grid: &[f64],
+    stop: Stop,
+    fitted: &(dyn Fn() + Sync),
+) -> Result<FoldLogits> {
     let n = f.labels.len();
     let train: Vec<usize> = (0..n).filter(|&i| f.fold_of[i] != k).collect();
     let held: Vec<usize> = (0..n).filter(|&i| f.fold_of[i] == k).collect();
@@ -113,6 +125,7 @@ fn fold_logits(f: &Folds<'_>, k: usize, grid: &[f64], stop: Stop) -> Result<Fold
     for &c in grid {
         minimize(&mut p, stop, &mut |x, g| problem.eval(c, x, g));
         logits.push(held_logits(&problem, &p, &cross));
+        fitted();
     }
     Ok((held, logits))
 }

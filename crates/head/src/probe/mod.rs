@@ -10,6 +10,9 @@ pub mod linalg;
 pub mod objective;
 pub mod primal;
 
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -100,6 +103,39 @@ fn solver_stop() -> Stop {
 /// 128 MiB at this size); beyond it, the primal problem in streamed passes ([`primal`]).
 pub const DUAL_MAX_ROWS: usize = 4096;
 
+/// Most `classes × rows²` for the dual solver: each of its objective evaluations costs that many
+/// multiply-adds (in f64, for every fold, C and L-BFGS step), so it is the solver for a few
+/// classes (2 classes up to [`DUAL_MAX_ROWS`] rows, 6 up to 3,344, 16 up to 2,048). Beyond it —
+/// many classes, such as 1,000 classes × 2 photos — the streamed primal solver, whose passes cost
+/// `classes × rows × features` in f32 products and whose steps [`primal::ROW_WORK_BUDGET`] bounds.
+pub const DUAL_MAX_WORK: usize = 1 << 26;
+
+/// True when the probe solves the dual problem for `rows` training rows of `classes` classes.
+pub fn uses_dual(rows: usize, classes: usize) -> bool {
+    rows <= DUAL_MAX_ROWS && classes.saturating_mul(rows).saturating_mul(rows) <= DUAL_MAX_WORK
+}
+
+/// A fit running longer than this reports its steps (fits of a value of C on a fold) on lines of
+/// their own, at most one per this interval.
+const SLOW: Duration = Duration::from_secs(3);
+
+/// `about 12 s left` from the time taken for `done` of `total` equal-ish steps.
+fn left(elapsed: Duration, done: usize, total: usize) -> String {
+    if done == 0 || done >= total {
+        return String::new();
+    }
+    let s = elapsed.as_secs_f64() / done as f64 * (total - done) as f64;
+    format!(", about {} left", seconds(s))
+}
+
+fn seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{:.1} min", s / 60.0)
+    }
+}
+
 /// What both fits share: balanced class weights, the feature scale and the folds.
 struct Setup {
     classes: usize,
@@ -153,18 +189,13 @@ pub fn fit(
         fold_of: stratified_folds(train.labels(), classes, folds, cfg.seed),
         folds,
     };
-    let fitted = if n <= DUAL_MAX_ROWS {
+    let fitted = if uses_dual(n, classes) {
         on_event(StageEvent::Info(format!(
             "linear probe: {n} samples × {d} features, {} values of C, {folds}-fold cross-validation",
             cfg.grid.len()
         )));
         fit_dual(train, cfg, &setup, on_event)?
     } else {
-        on_event(StageEvent::Info(format!(
-            "linear probe: {n} samples × {d} features (streamed passes), {} values of C chosen on \
-             1 of {folds} folds",
-            cfg.grid.len()
-        )));
         fit_primal(train, cfg, &setup, on_event)?
     };
     let s = &fitted.summary;
@@ -216,10 +247,12 @@ fn fit_dual(
 ) -> Result<Fitted> {
     let (classes, weights, scale, folds) = (s.classes, &s.weights[..], s.scale, s.folds);
     let (n, d) = (train.len(), train.dim());
+    let started = Instant::now();
     let k_full = gram(&train.features(), n, d, scale)?;
+    let fits = folds * cfg.grid.len();
     on_event(StageEvent::PhaseStart {
         name: "cross-validating C".into(),
-        total: folds,
+        total: fits,
     });
     let folds_of = Folds {
         gram: &k_full,
@@ -229,7 +262,44 @@ fn fit_dual(
         fold_of: &s.fold_of,
         count: folds,
     };
-    let cv = cross_validate(&folds_of, &cfg.grid, solver_stop())?;
+    // The folds run on the thread pool; this thread relays their progress to `on_event` (not from
+    // inside the pool, whose thread must not block waiting for it: then no progress is relayed).
+    let (tx, rx) = mpsc::channel::<()>();
+    let (cv, mut said) = if rayon::current_thread_index().is_some() {
+        drop(rx);
+        (
+            cross_validate(&folds_of, &cfg.grid, solver_stop(), &|| {})?,
+            started,
+        )
+    } else {
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(move || {
+                let fitted = move || {
+                    let _ = tx.send(());
+                };
+                cross_validate(&folds_of, &cfg.grid, solver_stop(), &fitted)
+            });
+            let (mut done, mut said) = (0, started);
+            while rx.recv().is_ok() {
+                done += 1;
+                on_event(StageEvent::Progress { done });
+                let elapsed = started.elapsed();
+                if said.elapsed() >= SLOW {
+                    said = Instant::now();
+                    on_event(StageEvent::Info(format!(
+                    "cross-validating C: {done} of {fits} fits ({folds} folds × {} values), {}{}",
+                    cfg.grid.len(),
+                    seconds(elapsed.as_secs_f64()),
+                    left(elapsed, done, fits)
+                )));
+                }
+            }
+            let cv = worker
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            cv.map(|cv| (cv, said))
+        })?
+    };
     on_event(StageEvent::PhaseEnd);
     let c = cfg.grid[cv.best];
     // Out-of-fold models saw 1/folds less data and are less sure than the final one, so a
@@ -239,10 +309,19 @@ fn fit_dual(
     let problem = Problem::new(&l, train.labels(), weights, classes);
     let mut p = vec![0.0; problem.params()];
     let mut outcome = None;
-    for &ci in cfg.grid.iter().take(cv.best + 1) {
+    for (i, &ci) in cfg.grid.iter().take(cv.best + 1).enumerate() {
         outcome = Some(minimize(&mut p, solver_stop(), &mut |x, g| {
             problem.eval(ci, x, g)
         }));
+        if said.elapsed() >= SLOW {
+            said = Instant::now();
+            on_event(StageEvent::Info(format!(
+                "refitting on all rows: C {ci:.3e} ({} of {} values up to the chosen one), {}",
+                i + 1,
+                cv.best + 1,
+                seconds(started.elapsed().as_secs_f64())
+            )));
+        }
     }
     let outcome = outcome.ok_or_else(|| Error::Invalid("empty C grid".into()))?;
     let m = problem.dual_coefficients(&p);
@@ -272,11 +351,81 @@ fn fit_primal(
     on_event: &mut dyn FnMut(StageEvent<'_>),
 ) -> Result<Fitted> {
     let (classes, weights, scale, folds) = (s.classes, &s.weights[..], s.scale, s.folds);
+    let (n, d, values) = (train.len(), train.dim(), cfg.grid.len());
+    let work = 2.0 * n as f64 * d as f64 * classes as f64;
+    let steps = primal::Steps::for_shape(d, classes, values);
+    let why = if n > DUAL_MAX_ROWS {
+        String::new()
+    } else {
+        format!(
+            ": classes × rows² = {:.1e} is over the exact solver's limit of {:.1e}",
+            classes as f64 * n as f64 * n as f64,
+            DUAL_MAX_WORK as f64
+        )
+    };
+    on_event(StageEvent::Info(format!(
+        "linear probe: {n} samples × {d} features × {classes} classes (streamed passes{why}), \
+         {values} values of C chosen on 1 of {folds} folds"
+    )));
+    let planned = values * steps.path + steps.last;
+    on_event(StageEvent::Info(format!(
+        "linear probe: at most {} L-BFGS steps per value of C{} and {} for the final fit, \
+         each a pass of {:.1e} multiply-adds (at most {planned} passes; the path stops {} values \
+         past the best C)",
+        steps.path,
+        if steps.cut() {
+            format!(" (cut from {} by the work budget)", primal::PATH_STEPS)
+        } else {
+            String::new()
+        },
+        steps.last,
+        work,
+        primal::PAST_BEST,
+    )));
     on_event(StageEvent::PhaseStart {
         name: "fitting C on a held-out fold".into(),
-        total: 1,
+        total: values,
     });
-    let f = primal::fit(train, scale, weights, classes, &cfg.grid, &s.fold_of)?;
+    let started = Instant::now();
+    let f = primal::fit(
+        train,
+        scale,
+        weights,
+        classes,
+        &cfg.grid,
+        &s.fold_of,
+        steps,
+        &mut |p| match p {
+            primal::Progress::Scored {
+                index,
+                point,
+                passes,
+            } => {
+                on_event(StageEvent::Progress { done: index + 1 });
+                let elapsed = started.elapsed().as_secs_f64();
+                let rest = (values - index - 1) * (steps.path + 1) + steps.last;
+                let per_pass = elapsed / passes.max(1) as f64;
+                on_event(StageEvent::Info(format!(
+                    "C {:.3e} ({} of {values}): held-out log loss {:.4}, accuracy {:.4}; \
+                     {passes} passes, {}, at most about {} left",
+                    point.c,
+                    index + 1,
+                    point.log_loss,
+                    point.accuracy,
+                    seconds(elapsed),
+                    seconds(per_pass * rest as f64),
+                )));
+            }
+            primal::Progress::Refit { c } => {
+                let elapsed = started.elapsed();
+                on_event(StageEvent::Info(format!(
+                    "refitting C {c:.3e} on all rows (at most {} passes), {}",
+                    steps.last,
+                    seconds(elapsed.as_secs_f64())
+                )));
+            }
+        },
+    )?;
     on_event(StageEvent::PhaseEnd);
     Ok(Fitted {
         w: f.w,

@@ -16,6 +16,13 @@ use train::kernels::{matmul_on, MatRef, Threads};
 /// backward products).
 const BLOCK_ROWS: usize = 32;
 
+/// Rows of one block when the weights `[d, classes]` outgrow [`CACHED_WEIGHTS`] (many classes):
+/// every block reads all the weights twice, so blocks carry more rows to pay for that.
+const WIDE_BLOCK_ROWS: usize = 256;
+
+/// Bytes of f32 weights up to which [`BLOCK_ROWS`] rows make a block.
+const CACHED_WEIGHTS: usize = 1 << 20;
+
 /// Most groups a pass is cut into (each group's rows are summed by one thread, the groups'
 /// sums in group order: results do not depend on the thread count).
 const GROUPS: usize = 64;
@@ -66,12 +73,26 @@ impl Primal<'_> {
             .collect()
     }
 
+    /// Rows of one block (fixed by the shapes alone).
+    fn block_rows(&self) -> usize {
+        if self.x.dim() * self.classes * 4 > CACHED_WEIGHTS {
+            WIDE_BLOCK_ROWS
+        } else {
+            BLOCK_ROWS
+        }
+    }
+
+    /// Multiply-adds of one pass (the forward and the backward product of every row).
+    pub fn work_per_pass(&self) -> f64 {
+        2.0 * self.x.len() as f64 * self.x.dim() as f64 * self.classes as f64
+    }
+
     /// The row ranges of the groups of a pass (fixed by the shapes alone).
     fn groups(&self) -> Vec<(usize, usize)> {
         let n = self.x.len();
         let per_group = (self.x.dim() * self.classes * 4).max(1);
         let count = (PARTIALS_BYTES / per_group).clamp(1, GROUPS);
-        let size = n.div_ceil(count).max(BLOCK_ROWS);
+        let size = n.div_ceil(count).max(self.block_rows());
         (0..n)
             .step_by(size)
             .map(|a| (a, (a + size).min(n)))
@@ -103,29 +124,48 @@ impl Primal<'_> {
         };
         let (mut z, mut g) = (Vec::new(), Vec::new());
         let (mut zi, mut gi) = (vec![0f64; k], vec![0f64; k]);
-        for first in (range.0..range.1).step_by(BLOCK_ROWS) {
-            let r = BLOCK_ROWS.min(range.1 - first);
-            let x = self.x.block(first, r);
-            self.block_logits(&x, w, &mut z);
+        let block = self.block_rows();
+        // With wide blocks (many classes) the rows left out are not multiplied at all: the rows
+        // that take part are gathered into the blocks. Narrow blocks keep every row in place.
+        let rows: Vec<usize> = if self.used.is_some() && block == WIDE_BLOCK_ROWS {
+            (range.0..range.1).filter(|&i| self.uses(i)).collect()
+        } else {
+            (range.0..range.1).collect()
+        };
+        let mut gathered = Vec::new();
+        for chunk in rows.chunks(block) {
+            let (first, r) = (chunk[0], chunk.len());
+            let in_place;
+            let x: &[f32] = if chunk[r - 1] - first + 1 == r {
+                in_place = self.x.block(first, r);
+                &in_place
+            } else {
+                gathered.clear();
+                for &i in chunk {
+                    gathered.extend_from_slice(self.x.row(i));
+                }
+                &gathered
+            };
+            self.block_logits(x, w, &mut z);
             g.resize(r * k, 0f32);
-            for i in 0..r {
+            for (i, &row) in chunk.iter().enumerate() {
                 let gr = &mut g[i * k..(i + 1) * k];
-                if !self.uses(first + i) {
+                if !self.uses(row) {
                     gr.fill(0.0);
                     continue;
                 }
                 for ((v, &zv), &b) in zi.iter_mut().zip(&z[i * k..(i + 1) * k]).zip(bias) {
                     *v = zv as f64 + b;
                 }
-                let wi = self.weights[first + i] / total;
-                out.loss += wi * cross_entropy_grad(&zi, labels[first + i] as usize, &mut gi);
+                let wi = self.weights[row] / total;
+                out.loss += wi * cross_entropy_grad(&zi, labels[row] as usize, &mut gi);
                 for ((o, &gv), acc) in gr.iter_mut().zip(&gi).zip(out.gb.iter_mut()) {
                     *o = (wi * gv) as f32;
                     *acc += wi * gv;
                 }
             }
             matmul_on(
-                MatRef::t(&x, r, d),
+                MatRef::t(x, r, d),
                 MatRef::new(&g, r, k),
                 &mut out.gw,
                 true,
@@ -174,13 +214,14 @@ impl Primal<'_> {
         let w = self.scaled(p);
         let bias = &p[d * k..];
         let held = |i: usize| self.used.is_none() || !self.uses(i);
+        let block = self.block_rows();
         let per_group: Vec<(Vec<usize>, Vec<f64>)> = self
             .groups()
             .into_par_iter()
             .map(|(a, b)| {
                 let (mut rows, mut out, mut z) = (Vec::new(), Vec::new(), Vec::new());
-                for first in (a..b).step_by(BLOCK_ROWS) {
-                    let r = BLOCK_ROWS.min(b - first);
+                for first in (a..b).step_by(block) {
+                    let r = block.min(b - first);
                     self.block_logits(&self.x.block(first, r), &w, &mut z);
                     for i in (0..r).filter(|&i| held(first + i)) {
                         rows.push(first + i);
@@ -234,15 +275,75 @@ fn stop(max_iter: usize) -> Stop {
 }
 
 /// Steps of each fit along the C path (warm-started from the previous C) and of the final fit.
-const PATH_STEPS: usize = 100;
-const FINAL_STEPS: usize = 200;
+pub const PATH_STEPS: usize = 100;
+pub const FINAL_STEPS: usize = 200;
+
+/// Fewest steps of one fit along the C path when [`ROW_WORK_BUDGET`] cuts them.
+pub const MIN_STEPS: usize = 20;
+
+/// Multiply-adds per training row the streamed probe may plan for (every pass of the C path and
+/// of the final fit at their step limits, `2 × features × classes` per row and pass). It cuts the
+/// step limits only when a pass is expensive per row — many classes × features, such as 1,000
+/// classes of 2,048 features (20 steps per C, the floor) — and leaves them at [`PATH_STEPS`] and
+/// [`FINAL_STEPS`] for a few classes whatever the rows (their time grows with the rows, as
+/// documented).
+pub const ROW_WORK_BUDGET: f64 = 1.0e9;
+
+/// Step limits of the streamed fits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Steps {
+    /// Each C along the path (warm-started from the previous one).
+    pub path: usize,
+    /// The final fit of the chosen C on every row.
+    pub last: usize,
+}
+
+impl Steps {
+    /// The limits for `values` values of C on rows of `dim` features and `classes` classes: the
+    /// defaults while the planned passes fit [`ROW_WORK_BUDGET`], else fewer (at least
+    /// [`MIN_STEPS`] per C, twice that for the final fit).
+    pub fn for_shape(dim: usize, classes: usize, values: usize) -> Steps {
+        let per_row = 2.0 * dim as f64 * classes as f64;
+        let passes = ROW_WORK_BUDGET / per_row.max(1.0);
+        let per_fit = passes / (values + 2) as f64;
+        let path = if per_fit >= PATH_STEPS as f64 {
+            PATH_STEPS
+        } else {
+            (per_fit as usize).max(MIN_STEPS)
+        };
+        Steps {
+            path,
+            last: (2 * path).min(FINAL_STEPS),
+        }
+    }
+
+    /// True when the budget cut the limits below the defaults.
+    pub fn cut(&self) -> bool {
+        self.path < PATH_STEPS
+    }
+}
+
+/// What the streamed fit reports as it goes.
+pub enum Progress<'a> {
+    /// Value `index` of C was fitted on the training part and scored on the held-out fold.
+    Scored {
+        index: usize,
+        point: &'a PathPoint,
+        /// Passes over the rows so far.
+        passes: usize,
+    },
+    /// The path stopped; the chosen C is refitted on every row.
+    Refit { c: f64 },
+}
 
 /// C values tried past the best one before the path stops (the held-out loss along C rises on
 /// both sides of its minimum; this saves the passes of the weakest penalties).
-const PAST_BEST: usize = 2;
+pub const PAST_BEST: usize = 2;
 
 /// Fits the C values of `grid` (ascending, warm-started) on the rows outside fold 0, scores
 /// fold 0, and stops [`PAST_BEST`] values after the best; then refits the best C on every row.
+/// Each fit takes at most `steps` L-BFGS steps; `progress` hears of every value of C.
+#[allow(clippy::too_many_arguments)]
 pub fn fit(
     x: &Samples,
     scale: f64,
@@ -250,6 +351,8 @@ pub fn fit(
     classes: usize,
     grid: &[f64],
     fold_of: &[usize],
+    steps: Steps,
+    progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<PrimalFit> {
     let used: Vec<bool> = fold_of.iter().map(|&f| f != 0).collect();
     let part = Primal {
@@ -267,7 +370,7 @@ pub fn fit(
         if best.as_ref().is_some_and(|b| ci > b.0 + PAST_BEST) {
             break;
         }
-        passes += part.minimize(c, &mut p, stop(PATH_STEPS)).1 + 1;
+        passes += part.minimize(c, &mut p, stop(steps.path)).1 + 1;
         let (held, logits) = part.held_logits(&p);
         let y: Vec<u32> = held.iter().map(|&i| x.labels()[i]).collect();
         let w: Vec<f64> = held.iter().map(|&i| weights[i]).collect();
@@ -281,6 +384,13 @@ pub fn fit(
             best = Some((ci, p.clone(), logits));
         }
         held_rows = held;
+        if let Some(point) = path.last() {
+            progress(Progress::Scored {
+                index: ci,
+                point,
+                passes,
+            });
+        }
     }
     let (best, mut p, logits) =
         best.ok_or_else(|| Error::Invalid("the probe's C grid is empty".into()))?;
@@ -288,7 +398,8 @@ pub fn fit(
     let w: Vec<f64> = held_rows.iter().map(|&i| weights[i]).collect();
     let temperature = fit_temperature(&logits, &y, &w, classes).max(1.0);
     let all = Primal { used: None, ..part };
-    let (outcome, last) = all.minimize(grid[best], &mut p, stop(FINAL_STEPS));
+    progress(Progress::Refit { c: grid[best] });
+    let (outcome, last) = all.minimize(grid[best], &mut p, stop(steps.last));
     let d = x.dim();
     let factor = scale / temperature;
     let w = Mat {

@@ -1,0 +1,153 @@
+//! A backbone that is only data (issue 29): a tiny MobileNet-shaped ONNX file (stride-2 stem, ReLU6 as
+//! `Clip`, a depthwise convolution with SAME_UPPER padding, a residual `Add`, `GlobalAveragePool`)
+//! described by a manifest the user writes goes through `extract`, `fit`, `predict` and `export` with
+//! its preprocessing, size and crop rule; a wrong manifest is refused naming the field.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(out: Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const MANIFEST: &str = "name = \"tiny-mobile\"\npreprocess = \"lite\"\nfeatures = \"pooled\"\nsize = 48\nresize = \"bilinear-crop\"\n";
+
+/// The model, its manifest and a data folder, in `dir`.
+fn inputs(dir: &Path, manifest: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("tiny-mobile.onnx");
+    fs::write(&model, testkit::mobile::mobile_like(1000, 7)).unwrap();
+    let m = dir.join("tiny-mobile.toml");
+    fs::write(&m, manifest).unwrap();
+    let data = dir.join("data");
+    if !data.exists() {
+        testkit::write_synthetic(&data, &[("train", 8), ("validation", 4)], 3).unwrap();
+    }
+    (model, m, data)
+}
+
+fn with_model(c: &mut Command, model: &Path, manifest: &Path) {
+    c.arg("--model").arg(model).arg("--manifest").arg(manifest);
+}
+
+#[test]
+fn a_manifest_only_backbone_goes_through_extract_fit_predict_and_export() {
+    let t = tempfile::tempdir().unwrap();
+    let (model, manifest, data) = inputs(t.path(), MANIFEST);
+
+    let run = t.path().join("extracted");
+    let mut c = bin();
+    c.args(["-q", "--json", "extract", "--threads", "1", "--data"])
+        .arg(&data)
+        .arg("--run")
+        .arg(&run);
+    with_model(&mut c, &model, &manifest);
+    let out = ok(c.output().unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shape = v["splits"][0]["shape"].clone();
+    assert_eq!(shape, serde_json::json!([16, 16]), "{v}");
+    let feats =
+        features::store::FeatureFile::read(&run.join("features/train.safetensors")).unwrap();
+    let p = &feats.meta.provenance;
+    assert_eq!(
+        (
+            p.preprocess.as_str(),
+            p.image_size,
+            p.resize.as_str(),
+            p.output_tensor.as_str()
+        ),
+        ("lite", 48, "bilinear-crop", "pooled")
+    );
+
+    let fitted = t.path().join("fitted");
+    let mut c = bin();
+    c.args(["fit", "--threads", "1", "--data"])
+        .arg(&data)
+        .arg("--run")
+        .arg(&fitted);
+    with_model(&mut c, &model, &manifest);
+    let out = ok(c.output().unwrap());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("fine-tuning is not available"), "{said}");
+    assert!(fitted.join("head/head.safetensors").is_file());
+    assert!(!fitted.join("finetune").exists());
+
+    let photo = data.join("validation/dark/dark.0.png");
+    let out = ok(bin()
+        .args(["--json", "predict", "--run"])
+        .arg(&fitted)
+        .arg(&photo)
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.to_string().contains("probabilit"), "{v}");
+
+    let exported = t.path().join("classifier.onnx");
+    ok(bin()
+        .args(["-q", "export", "--run"])
+        .arg(&fitted)
+        .arg("--out")
+        .arg(&exported)
+        .output()
+        .unwrap());
+    let m = features::onnx::build::decode(&fs::read(&exported).unwrap()).unwrap();
+    let meta: std::collections::HashMap<String, String> = m
+        .metadata_props
+        .iter()
+        .map(|p| {
+            (
+                p.key.clone().unwrap_or_default(),
+                p.value.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(meta["resize"], "bilinear-crop");
+    assert_eq!(meta["preprocess"], "lite");
+    assert_eq!(meta["image_size"], "48");
+}
+
+#[test]
+fn a_wrong_manifest_is_refused_naming_the_field() {
+    let t = tempfile::tempdir().unwrap();
+    for (manifest, named) in [
+        (MANIFEST.replace("features", "feature"), "feature"),
+        (MANIFEST.replace("\"lite\"", "\"tf\""), "preprocess"),
+        (MANIFEST.replace("\"pooled\"", "\"nope\""), "nope"),
+    ] {
+        let (model, m, data) = inputs(t.path(), &manifest);
+        let run = t.path().join("run");
+        let mut c = bin();
+        c.args(["-q", "extract", "--data"])
+            .arg(&data)
+            .arg("--run")
+            .arg(&run);
+        with_model(&mut c, &model, &m);
+        let err = fails(c.output().unwrap());
+        assert!(err.contains(named), "{named}: {err}");
+        assert!(!run.join("features").exists());
+    }
+}
