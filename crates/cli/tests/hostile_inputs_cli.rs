@@ -9,16 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::synth::{self, VggSpec};
+mod common;
+use common::{bin, extract, tiny_model};
 
 /// The most memory (peak resident set) a command may use on a hostile file.
 const MAX_PEAK_MB: u64 = 200;
 /// A child past this is killed at once (the old code read `/dev/zero` until the kernel killed it).
 const KILL_AT_MB: u64 = 1024;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
-}
 
 /// What a finished child did and its peak resident memory.
 struct Measured {
@@ -117,32 +114,6 @@ fn measure(cmd: &mut Command) -> Measured {
         // ru_maxrss is in kB on Linux.
         peak_mb: usage.ru_maxrss as u64 / 1024,
     }
-}
-
-fn tiny_model(dir: &Path) -> PathBuf {
-    let p = dir.join("tiny.onnx");
-    fs::write(&p, synth::vgg_like(&VggSpec::default())).unwrap();
-    p
-}
-
-fn extract(data: &Path, model: &Path, run: &Path) -> Command {
-    let mut c = bin();
-    c.args([
-        "extract",
-        "--preprocess",
-        "caffe",
-        "--size",
-        "64",
-        "--threads",
-        "1",
-        "--data",
-    ])
-    .arg(data)
-    .arg("--model")
-    .arg(model)
-    .arg("--run")
-    .arg(run);
-    c
 }
 
 /// A run with features and a head, made from synthetic photos and the tiny model.

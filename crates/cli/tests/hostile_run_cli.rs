@@ -5,53 +5,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use testkit::files_under;
-use testkit::synth::{self, VggSpec};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstderr: {}",
-        out.status.code(),
-        stderr(&out)
-    );
-    out
-}
-
-/// Exit code 1; returns stderr.
-fn fails(out: Output) -> String {
-    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
-    stderr(&out)
-}
+mod common;
+use common::{bin, fails, ok, tiny_model};
 
 fn extract(data: &Path, model: &Path, run: &Path) -> Command {
-    let mut c = bin();
-    c.args([
-        "-q",
-        "extract",
-        "--preprocess",
-        "caffe",
-        "--size",
-        "64",
-        "--threads",
-        "1",
-        "--data",
-    ])
-    .arg(data)
-    .arg("--model")
-    .arg(model)
-    .arg("--run")
-    .arg(run);
+    let mut c = common::extract(data, model, run);
+    c.arg("-q");
     c
 }
 
@@ -83,8 +46,7 @@ impl Base {
         let root = t.path().to_path_buf();
         let data = root.join("data");
         testkit::write_synthetic(&data, &[("train", 4), ("validation", 2)], 5).unwrap();
-        let model = root.join("tiny.onnx");
-        fs::write(&model, synth::vgg_like(&VggSpec::default())).unwrap();
+        let model = tiny_model(&root);
         let run = root.join("run");
         ok(extract(&data, &model, &run).output().unwrap());
         ok(train_head(&run).output().unwrap());

@@ -139,7 +139,8 @@ fn names_parse_and_bad_names_list_choices() {
 #[test]
 fn crop_rules_match_torchvision_resize_and_center_crop() {
     use features::preprocess::{frame, Resize};
-    let cases: [((u32, u32, u32), [[u8; 3]; 3]); 3] = [
+    type Pixels = [[u8; 3]; 3];
+    let cases: [((u32, u32, u32), Pixels); 3] = [
         (
             (200, 100, 35),
             [[56, 12, 73], [98, 96, 243], [141, 182, 157]],

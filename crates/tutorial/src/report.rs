@@ -634,7 +634,7 @@ mod tests {
         assert!(table.contains("&lt;b&gt;x&lt;/b&gt;"), "{table}");
         assert!(table.contains("a\\|b c"), "{table}");
         // Every row has as many cells as the header: nothing broke the table.
-        let cells = |l: &str| l.matches(" | ").count() - l.matches("\\|").count();
+        let cells = |l: &str| l.matches(" | ").count();
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 5, "{table}");
         assert!(

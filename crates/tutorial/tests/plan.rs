@@ -55,7 +55,7 @@ fn row(s: &Summary, stage: Stage) -> &tutorial::Row {
 fn extract_outside(s: &Setup, data: &Path) {
     let mut cfg = ExtractConfig::new(data, s.model.to_string_lossy(), &s.run);
     cfg.preprocess = Some(Preprocess::Caffe);
-    cfg.size = Some(64);
+    cfg.size = 64;
     extract(&cfg, &mut |_| {}).unwrap();
 }
 
