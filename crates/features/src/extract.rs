@@ -90,6 +90,10 @@ impl ExtractConfig {
     /// These settings resolving models with `hub` (e.g. a user's `--manifest`), with the input
     /// side and resize rule of the manifest `hub` finds for the model.
     pub fn with_hub(self, hub: HubOptions) -> Self {
+        // Without a user's manifest, `new` already looked the built-in one up (and hashed the file).
+        if hub.manifest.is_none() {
+            return ExtractConfig { hub, ..self };
+        }
         let m = manifest::find(&self.model, &hub);
         ExtractConfig {
             size: m.as_ref().and_then(|m| m.size).unwrap_or(self.size),
