@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{
-    augment_preview, bench, data, evaluate, export, extract, finetune, fit, merge, predict,
+    audit, augment_preview, bench, data, evaluate, export, extract, finetune, fit, merge, predict,
     quantize, scratch, train_head, tutorial,
 };
 
@@ -50,6 +50,8 @@ pub enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Classify images or folders with the best stage of a run (finetune, else head).
     Predict(predict::PredictArgs),
+    /// Find the photos that hurt: likely mislabeled, near-duplicates and leaks, out-of-place photos.
+    Audit(audit::AuditArgs),
     /// Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes on labelled data.
     Evaluate(evaluate::EvaluateArgs),
     /// Write one self-contained ONNX classifier (image batch in, class probabilities out).

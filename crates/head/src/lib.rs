@@ -11,6 +11,7 @@ pub mod headfile;
 pub mod mlp;
 pub mod model;
 pub mod onnx;
+pub mod oof;
 pub mod pipeline;
 pub mod probe;
 pub mod recipe;

@@ -10,8 +10,11 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::headfile::{self, HeadMeta, FORMAT_VERSION};
 use crate::mlp::{evaluate, TrainConfig};
+use crate::oof::{self, Oof, OofMeta};
+use crate::probe::ProbeSummary;
 use crate::recipe::{fit_head, Recipe};
 use crate::source::load_run;
+use crate::source::Dataset;
 use train::metrics::{write_json, ConfusionMatrix, Keep, Metrics};
 use train::plot::write_curves;
 use train::stage::StageEvent;
@@ -37,6 +40,8 @@ pub struct HeadPaths {
     pub confusion: PathBuf,
     pub curves_png: PathBuf,
     pub curves_svg: PathBuf,
+    /// The probe's out-of-fold probabilities on train ([`crate::oof`]).
+    pub oof: PathBuf,
 }
 
 impl HeadPaths {
@@ -49,6 +54,7 @@ impl HeadPaths {
             confusion: dir.join("confusion.json"),
             curves_png: dir.join("curves.png"),
             curves_svg: dir.join("curves.svg"),
+            oof: dir.join(oof::FILE_NAME),
             dir,
         }
     }
@@ -62,6 +68,37 @@ pub struct TrainReport {
     /// On the validation samples, with the kept weights.
     pub confusion: ConfusionMatrix,
     pub meta: HeadMeta,
+}
+
+/// Writes the probe's out-of-fold probabilities to `RUN/head/oof.safetensors`, or removes an older
+/// file when this head has none (the 2016 recipe), so that no stale predictions stay beside it.
+fn write_oof(
+    paths: &HeadPaths,
+    data: &Dataset,
+    oof: Option<&Oof>,
+    probe: Option<&ProbeSummary>,
+) -> Result<()> {
+    let (Some(oof), Some(probe)) = (oof, probe) else {
+        return match std::fs::remove_file(&paths.oof) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&paths.oof, e)),
+            _ => Ok(()),
+        };
+    };
+    let labels: Vec<u32> = oof.rows.iter().map(|&i| data.train.labels()[i]).collect();
+    let meta = OofMeta {
+        format_version: oof::FORMAT_VERSION,
+        classes: data.classes.clone(),
+        split: data.train_split.clone(),
+        files: oof
+            .rows
+            .iter()
+            .map(|&i| data.train_files[i].clone())
+            .collect(),
+        features_key: data.train_key.clone(),
+        folds: probe.folds,
+        all_rows: oof.rows.len() == data.train.len(),
+    };
+    oof::save(&paths.oof, oof, &labels, &meta)
 }
 
 /// Fails when `RUN/head` already holds files and `force` is off.
@@ -175,8 +212,8 @@ pub fn train_head(
         kept_epoch: trained.kept_epoch,
         val_loss: eval.loss,
         val_accuracy: eval.accuracy,
-        validation: data.validation,
-        hold_out: data.hold_out,
+        validation: data.validation.clone(),
+        hold_out: data.hold_out.clone(),
         classifier_sha256: None,
         recipe: cfg.recipe,
         probe_config: cfg.probe.clone(),
@@ -184,6 +221,7 @@ pub fn train_head(
     };
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
     headfile::save(&paths.weights, &trained.model, &meta)?;
+    write_oof(&paths, &data, trained.oof.as_ref(), meta.probe.as_ref())?;
     write_json(&paths.metrics, &metrics)?;
     write_json(&paths.confusion, &confusion)?;
     let title = match cfg.recipe {

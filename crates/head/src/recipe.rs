@@ -7,6 +7,7 @@ use crate::data::Samples;
 use crate::error::Result;
 use crate::mlp::{evaluate, train, TrainConfig};
 use crate::model::HeadModel;
+use crate::oof::Oof;
 use crate::probe::{self, ProbeSummary};
 use train::metrics::EpochMetrics;
 use train::stage::StageEvent;
@@ -35,6 +36,8 @@ pub struct FittedHead {
     pub diverged: Option<String>,
     /// What the probe chose (for [`Recipe::Probe`]).
     pub probe: Option<ProbeSummary>,
+    /// The probe's out-of-fold probabilities on train (for [`Recipe::Probe`]).
+    pub oof: Option<Oof>,
 }
 
 /// Fits the head `cfg.recipe` names on `train`; `val` is only scored, never used for a choice
@@ -55,6 +58,7 @@ pub fn fit_head(
                 kept_epoch: t.kept_epoch,
                 diverged: t.diverged,
                 probe: None,
+                oof: None,
             })
         }
         Recipe::Probe => {
@@ -81,6 +85,7 @@ pub fn fit_head(
                 kept_epoch: 1,
                 diverged: None,
                 probe: Some(fitted.summary),
+                oof: Some(fitted.oof),
             })
         }
     }

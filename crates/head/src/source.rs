@@ -23,6 +23,8 @@ pub struct SplitData {
     pub provenance: Provenance,
     /// Source file of every sample (relative to the data folder).
     pub files: Vec<String>,
+    /// The feature file's cache key (what its rows were computed from).
+    pub cache_key: String,
     /// Files of the split that could not be decoded (they count in the hold-out, see
     /// [`holdout::held_out`], as `finetune` lists them too).
     pub skipped: Vec<String>,
@@ -46,6 +48,7 @@ impl SplitData {
         }
         Ok(SplitData {
             name: meta.split,
+            cache_key: meta.cache_key,
             files: meta.files,
             skipped: meta.skipped.into_iter().map(|s| s.file).collect(),
             provenance: meta.provenance,
@@ -66,6 +69,11 @@ pub struct Dataset {
     pub validation: String,
     /// What was held out when the validation samples are part of the training split.
     pub hold_out: Option<HoldOut>,
+    /// Photo of every training sample (relative to the data folder).
+    pub train_files: Vec<String>,
+    /// The feature split the training samples come from, and its cache key.
+    pub train_split: String,
+    pub train_key: String,
 }
 
 fn missing_features(run: &Path) -> Error {
@@ -167,7 +175,7 @@ pub fn combine(
             train.name, classes[i]
         )));
     }
-    let (train_samples, val_samples, validation, hold_out) = match val {
+    let (train_samples, val_samples, validation, hold_out, train_rows) = match val {
         Some(val) => {
             if val.classes != classes {
                 return Err(Error::Data(format!(
@@ -203,7 +211,8 @@ pub fn combine(
                 return Err(Error::Data(format!("split {:?} has no samples", val.name)));
             }
             let v = format!("split {}", val.name);
-            (train.samples, val.samples, v, None)
+            let rows = (0..train.samples.len()).collect();
+            (train.samples, val.samples, v, None, rows)
         }
         None => {
             let Some(fraction) = val_split else {
@@ -211,8 +220,8 @@ pub fn combine(
                     "no validation split; pass --val-split 0.2 to hold out 20% of train".into(),
                 ));
             };
-            let (t, v, rec) = hold_out(&train, fraction, seed)?;
-            (t, v, rec.describe(), Some(rec))
+            let (t, v, rec, rows) = hold_out(&train, fraction, seed)?;
+            (t, v, rec.describe(), Some(rec), rows)
         }
     };
     Ok(Dataset {
@@ -222,12 +231,19 @@ pub fn combine(
         provenance: train.provenance,
         validation,
         hold_out,
+        train_files: train_rows.iter().map(|&i| train.files[i].clone()).collect(),
+        train_split: train.name,
+        train_key: train.cache_key,
     })
 }
 
 /// Holds out `fraction` of `split` by the rule every stage shares ([`holdout::held_out`]):
-/// `(train, validation, record)`.
-fn hold_out(split: &SplitData, fraction: f64, seed: u64) -> Result<(Samples, Samples, HoldOut)> {
+/// `(train, validation, record, the split's rows kept for training)`.
+fn hold_out(
+    split: &SplitData,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Samples, Samples, HoldOut, Vec<usize>)> {
     let classes = &split.classes;
     let keys: Vec<(&str, usize)> =
         split
@@ -259,5 +275,6 @@ fn hold_out(split: &SplitData, fraction: f64, seed: u64) -> Result<(Samples, Sam
         split.samples.select(&train_rows),
         split.samples.select(&val_rows),
         rec,
+        train_rows,
     ))
 }

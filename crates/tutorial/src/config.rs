@@ -214,6 +214,9 @@ pub struct TutorialConfig {
     pub candidates: Vec<String>,
     /// Replace outputs of RUN that were made from other inputs or settings.
     pub force: bool,
+    /// Audit the training photos after the head (`audit_step`; needs the probe's out-of-fold
+    /// predictions, so the 2016 head is not audited).
+    pub audit: bool,
     pub hub: HubOptions,
     /// Stage 2b's head: the tutorial's dense network, or the calibrated probe (`bottleneck fit`).
     pub head_recipe: Recipe,
@@ -257,6 +260,7 @@ impl TutorialConfig {
             split_at: None,
             candidates: Vec::new(),
             force: false,
+            audit: true,
             hub: HubOptions::from_env(),
             head_recipe: Recipe::Keras2016,
         }

@@ -8,6 +8,7 @@
 //! interrupted, and refused when `RUN` holds outputs of other inputs (unless `force`). Stage times
 //! accumulate in `RUN/tutorial.json` across sittings.
 
+pub mod audit_step;
 pub mod check;
 pub mod config;
 pub mod error;

@@ -585,6 +585,7 @@ pub fn write(
     record: &Record,
     inputs: &Inputs,
     stages: &[(Stage, Action, Found)],
+    audited: &crate::audit_step::Outcome,
 ) -> Result<Written> {
     let mut rows = stages
         .iter()
@@ -607,6 +608,10 @@ pub fn write(
         if let Some(at) = html_text.rfind("</body>") {
             html_text.insert_str(at, &selection_html(sel));
         }
+    }
+    md_text += &crate::audit_step::markdown(audited, run);
+    if let Some(at) = html_text.rfind("</body>") {
+        html_text.insert_str(at, &crate::audit_step::html(audited, run));
     }
     runfs::write_atomic(&md, md_text.as_bytes())?;
     runfs::write_atomic(&html_path, html_text.as_bytes())?;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use head::pipeline::{train_head, TrainHeadOptions};
 use serde::Serialize;
 
+use crate::audit_step;
 use crate::check::{self, Found};
 use crate::config::{Stage, TutorialConfig};
 use crate::error::{Error, Result};
@@ -72,6 +73,8 @@ pub enum Event<'a> {
     Head(train::stage::StageEvent<'a>),
     Finetune(finetune::Event<'a>),
     Scratch(scratch::Event<'a>),
+    /// The audit of the training photos after the head.
+    Audit(train::stage::StageEvent<'a>),
 }
 
 /// What [`run`] did.
@@ -84,6 +87,18 @@ pub struct Summary {
     pub inputs: Inputs,
     /// One row per stage, as in the report.
     pub stages: Vec<Row>,
+    /// What the audit found, when it ran.
+    pub audit: Option<AuditBrief>,
+}
+
+/// The audit's counts in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditBrief {
+    pub mislabeled: usize,
+    pub duplicates: usize,
+    pub leaks: usize,
+    pub outliers: usize,
+    pub csv: PathBuf,
 }
 
 /// Wall-clock time of a stage in this sitting, on top of earlier sittings' time.
@@ -243,7 +258,11 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
         did.push((stage, action, Found::Done));
     }
 
-    let written = report::write(&cfg.run, &record, &prep.inputs, &did)?;
+    let audited = audit_step::run(cfg, &mut |e| on_event(Event::Audit(e)));
+    if let audit_step::Outcome::Failed(e) = &audited {
+        on_event(Event::Info(format!("warning: the audit failed: {e}")));
+    }
+    let written = report::write(&cfg.run, &record, &prep.inputs, &did, &audited)?;
     Ok(Summary {
         run: cfg.run.clone(),
         report_md: written.md,
@@ -251,6 +270,16 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
         record: crate::record::path(&cfg.run),
         inputs: prep.inputs,
         stages: written.rows,
+        audit: match audited {
+            audit_step::Outcome::Done(a) => Some(AuditBrief {
+                mislabeled: a.mislabeled.len(),
+                duplicates: a.duplicates.len(),
+                leaks: a.leaks(),
+                outliers: a.outliers.len(),
+                csv: cfg.run.join("audit").join("audit.csv"),
+            }),
+            _ => None,
+        },
     })
 }
 

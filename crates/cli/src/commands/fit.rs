@@ -70,6 +70,10 @@ pub struct FitArgs {
     /// Replace outputs in RUN made from other inputs or settings.
     #[arg(long)]
     pub force: bool,
+    /// Skip the audit of the training photos after the head (likely mislabeled photos,
+    /// near-duplicates and leaks, photos out of place: `bottleneck audit`, seconds of work).
+    #[arg(long)]
+    pub no_audit: bool,
     #[command(flatten)]
     pub hub: HubFlags,
 }
@@ -99,6 +103,7 @@ impl FitArgs {
         cfg.train_precision = self.train_precision;
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;
+        cfg.audit = !self.no_audit;
         cfg.hub = self.hub.options();
         cfg
     }

@@ -1,5 +1,6 @@
 //! Dispatch from a parsed command line to the library call of each subcommand.
 
+pub mod audit;
 pub mod augment_preview;
 pub mod bench;
 pub mod data;
@@ -34,5 +35,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tutorial(a) => tutorial::run(&a, &cli.global),
         Command::Fit(a) => fit::run(&a, &cli.global),
         Command::Merge(a) => merge::run(&a, &cli.global),
+        Command::Audit(a) => audit::run(&a, &cli.global),
     }
 }

@@ -192,6 +192,7 @@ pub fn run_config(cfg: &TutorialConfig, global: &Global) -> anyhow::Result<()> {
         },
         Event::Head(e) | Event::Finetune(e) => out.stage_event(e, "  "),
         Event::Scratch(e) => out.stage_event(e, "  "),
+        Event::Audit(e) => out.stage_event(e, "  "),
     });
     out.end();
     let summary = summary?;
@@ -218,6 +219,16 @@ fn print_summary(s: &Summary) {
             r.number,
             r.stage.name(),
             r.state
+        );
+    }
+    if let Some(a) = &s.audit {
+        println!(
+            "audit: {} likely mislabeled, {} near-duplicate pairs ({} leaks), {} out of place: see {}",
+            a.mislabeled,
+            a.duplicates,
+            a.leaks,
+            a.outliers,
+            a.csv.display()
         );
     }
     println!(

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Samples;
 use crate::error::{Error, Result};
 use crate::model::{HeadConfig, HeadModel};
+use crate::oof::Oof;
 use cv::{cross_validate, fit_temperature, stratified_folds, Folds, PathPoint};
 use lbfgs::{minimize, Stop};
 use linalg::{cholesky, gram, Mat};
@@ -89,6 +90,8 @@ pub struct ProbeSummary {
 pub struct Probe {
     pub model: HeadModel,
     pub summary: ProbeSummary,
+    /// Out-of-fold probabilities of the training rows at the chosen C, temperature applied.
+    pub oof: Oof,
 }
 
 fn solver_stop() -> Stop {
@@ -153,6 +156,7 @@ struct Fitted {
     w: Mat,
     bias: Vec<f64>,
     summary: ProbeSummary,
+    oof: Oof,
 }
 
 /// Fits the probe on `train` (`classes` classes) and returns it as a head.
@@ -216,6 +220,7 @@ pub fn fit(
     Ok(Probe {
         model,
         summary: fitted.summary,
+        oof: fitted.oof,
     })
 }
 
@@ -327,9 +332,11 @@ fn fit_dual(
     let m = problem.dual_coefficients(&p);
     let w = primal_weights(train, &m, scale * scale / temperature);
     let bias: Vec<f64> = p[n * classes..].iter().map(|b| b / temperature).collect();
+    let oof = Oof::from_logits((0..n).collect(), &cv.oof_logits, classes, temperature);
     Ok(Fitted {
         w,
         bias,
+        oof,
         summary: ProbeSummary {
             c,
             temperature,
@@ -427,9 +434,11 @@ fn fit_primal(
         },
     )?;
     on_event(StageEvent::PhaseEnd);
+    let oof = Oof::from_logits(f.held, &f.held_logits, classes, f.temperature);
     Ok(Fitted {
         w: f.w,
         bias: f.bias,
+        oof,
         summary: ProbeSummary {
             c: cfg.grid[f.best],
             temperature: f.temperature,

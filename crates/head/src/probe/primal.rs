@@ -263,6 +263,9 @@ pub struct PrimalFit {
     pub outcome: Outcome,
     /// Passes over the rows, all fits together.
     pub passes: usize,
+    /// The held-out rows (fold 0) and their logits at the chosen C, before the temperature.
+    pub held: Vec<usize>,
+    pub held_logits: Vec<f64>,
 }
 
 /// Stopping rule of each fit: at most `max_iter` L-BFGS steps (scikit-learn's default is 100).
@@ -416,5 +419,7 @@ pub fn fit(
         path,
         outcome,
         passes: passes + last,
+        held: held_rows,
+        held_logits: logits,
     })
 }
