@@ -1,9 +1,11 @@
-//! Likely mislabeled photos by confident learning (Northcutt et al., 2021) on the out-of-fold
-//! probabilities: a per-class threshold `t_j` = the mean probability of class `j` over the photos
-//! labelled `j`; a photo labelled `i` whose probability reaches `t_j` for some other class `j`
-//! (the largest such, when several do) is counted in the off-diagonal of the confident joint and
-//! flagged, ranked by how little probability its own label got. Also the class pairs the
-//! out-of-fold predictions confuse most.
+//! Likely mislabeled photos by confident learning (Northcutt et al., 2021; cleanlab's
+//! `prune_by_noise_rate`) on the out-of-fold probabilities: a per-class threshold `t_j` = the mean
+//! probability of class `j` over the photos labelled `j`; a photo labelled `i` whose probability
+//! reaches `t_j` for some class `j` (the largest such) is counted in cell `(i, j)` of the confident
+//! joint; each row of counts is scaled to the number of photos labelled `i`, which estimates how
+//! many photos labelled `i` are really `j`; that many photos labelled `i` with the largest margin
+//! `p_j − p_i` (and `p_j > p_i`) are flagged, ranked by how little probability their own label got.
+//! Also the class pairs the out-of-fold predictions confuse most.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,32 +61,74 @@ pub fn thresholds(rows: &Rows) -> Vec<f32> {
         .collect()
 }
 
-/// The flagged photos, most doubtful first.
-pub fn mislabeled(rows: &Rows, t: &[f32]) -> Vec<Mislabeled> {
-    let mut out = Vec::new();
+/// The confident joint: `[given, confident class]` counts over the scored rows.
+fn confident_joint(rows: &Rows, t: &[f32]) -> Vec<Vec<usize>> {
+    let k = rows.classes.len();
+    let mut c = vec![vec![0usize; k]; k];
     for i in 0..rows.len() {
         let Some(p) = rows.probabilities(i) else {
             continue;
         };
-        let y = rows.labels[i] as usize;
-        let confident = (0..p.len())
+        let confident = (0..k)
             .filter(|&j| p[j] >= t[j])
             .max_by(|&a, &b| p[a].total_cmp(&p[b]));
-        let Some(j) = confident.filter(|&j| j != y) else {
+        if let Some(j) = confident {
+            c[rows.labels[i] as usize][j] += 1;
+        }
+    }
+    c
+}
+
+/// The flagged photos, most doubtful first.
+pub fn mislabeled(rows: &Rows, t: &[f32]) -> Vec<Mislabeled> {
+    let k = rows.classes.len();
+    let joint = confident_joint(rows, t);
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for i in 0..rows.len() {
+        if rows.probabilities(i).is_some() {
+            by_class[rows.labels[i] as usize].push(i);
+        }
+    }
+    let mut taken = vec![false; rows.len()];
+    let mut out = Vec::new();
+    for given in 0..k {
+        let counted: usize = joint[given].iter().sum();
+        if counted == 0 {
             continue;
-        };
-        out.push(Mislabeled {
-            path: rows.files[i].clone(),
-            split: rows.group_name(i).to_string(),
-            given: rows.classes[y].clone(),
-            suggested: rows.classes[j].clone(),
-            given_probability: p[y],
-            suggested_probability: p[j],
-            score: 1.0 - p[y],
-        });
+        }
+        let scale = by_class[given].len() as f64 / counted as f64;
+        for j in (0..k).filter(|&j| j != given) {
+            let m = (joint[given][j] as f64 * scale).round() as usize;
+            let margin = |i: usize| rows.probabilities(i).map_or(0.0, |p| p[j] - p[given]);
+            let mut pool: Vec<usize> = by_class[given]
+                .iter()
+                .copied()
+                .filter(|&i| !taken[i] && margin(i) > 0.0)
+                .collect();
+            pool.sort_by(|&a, &b| margin(b).total_cmp(&margin(a)));
+            for &i in pool.iter().take(m) {
+                taken[i] = true;
+                out.push(finding(rows, i, given, j));
+            }
+        }
     }
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.path.cmp(&b.path)));
     out
+}
+
+/// Row `i` (labelled `given`) flagged as looking like `j`.
+fn finding(rows: &Rows, i: usize, given: usize, j: usize) -> Mislabeled {
+    let p = rows.probabilities(i).unwrap_or(&[]);
+    let at = |c: usize| p.get(c).copied().unwrap_or(0.0);
+    Mislabeled {
+        path: rows.files[i].clone(),
+        split: rows.group_name(i).to_string(),
+        given: rows.classes[given].clone(),
+        suggested: rows.classes[j].clone(),
+        given_probability: at(given),
+        suggested_probability: at(j),
+        score: 1.0 - at(given),
+    }
 }
 
 /// Class pairs by how often the out-of-fold argmax swaps them, most confused first (pairs never

@@ -67,7 +67,7 @@ struct Listing {
 fn no_oof(run: &Path) -> Error {
     Error::Run(format!(
         "{} is missing: the audit needs out-of-fold predictions on train, which the calibrated \
-         linear probe writes (the 2016 tutorial head has none). Run `bottleneck fit --data DIR --run {}` \
+         linear probe writes (the 2016 tutorial head has none, nor do heads trained before audits existed). Run `bottleneck fit --data DIR --run {}` \
          or `bottleneck train-head --run {} --force` (the probe is its default), then audit again",
         oof::path(run).display(),
         run.display(),

@@ -93,7 +93,7 @@ pub fn outliers(data: &Path, found: &[Outlier], out: &Path) -> Result<()> {
                 data,
                 &o.path,
                 vec![
-                    format!("{:.1} sd off; like {}", o.score, o.nearest),
+                    format!("{:.1} sd; like {}", o.score, o.nearest),
                     format!("in {} ({})", o.given, o.split),
                 ],
                 [40, 90, 200],

@@ -27,8 +27,9 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(StageEvent<'_>)) -> Ou
     }
     if !head::oof::path(&cfg.run).is_file() {
         return Outcome::Skipped(
-            "the head has no out-of-fold predictions (the 2016 recipe); `bottleneck fit` or \
-             `train-head` without `--keras2016` writes them"
+            "the head has no out-of-fold predictions (the 2016 recipe has none, and heads trained \
+             before audits existed lack them); `bottleneck train-head --run RUN --force` without \
+             `--keras2016` writes them, then `bottleneck audit --run RUN`"
                 .into(),
         );
     }
