@@ -214,6 +214,9 @@ pub struct TutorialConfig {
     pub candidates: Vec<String>,
     /// Replace outputs of RUN that were made from other inputs or settings.
     pub force: bool,
+    /// A file of photo paths to leave out (`fit --exclude`), passed to every extraction (the
+    /// candidates' too); fine-tuning drops the photos the feature files record as left out.
+    pub exclude: Option<PathBuf>,
     pub hub: HubOptions,
     /// Stage 2b's head: the tutorial's dense network, or the calibrated probe (`bottleneck fit`).
     pub head_recipe: Recipe,
@@ -257,6 +260,7 @@ impl TutorialConfig {
             split_at: None,
             candidates: Vec::new(),
             force: false,
+            exclude: None,
             hub: HubOptions::from_env(),
             head_recipe: Recipe::Keras2016,
         }

@@ -70,6 +70,11 @@ pub struct FitArgs {
     /// Replace outputs in RUN made from other inputs or settings.
     #[arg(long)]
     pub force: bool,
+    /// A file of photo paths to leave out (one per line, relative to DATA, or audit.csv with its
+    /// `path` column): retrain without the photos `bottleneck audit` flagged. Recorded in the
+    /// feature files.
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
     #[command(flatten)]
     pub hub: HubFlags,
 }
@@ -99,6 +104,7 @@ impl FitArgs {
         cfg.train_precision = self.train_precision;
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;
+        cfg.exclude = self.exclude.clone();
         cfg.hub = self.hub.options();
         cfg
     }
