@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::dataset::{self, Dataset, Split};
 use crate::engine::{Backend, FeatureNet, NetRequest, Ort};
+use crate::exclude::{self, ExcludeList, Removed};
 use crate::infer::{self, BatchOut, InputSpec};
 use crate::manifest::{self, HubOptions, ResolvedModel};
 use crate::onnx::{self, CutModel, Layout};
@@ -47,6 +48,9 @@ pub struct ExtractConfig {
     /// Extract only this shard of every split into `RUN/features/<split>.shard-I-of-N.safetensors`
     /// (one task of a job array; `bottleneck merge` joins them).
     pub shard: Option<Shard>,
+    /// A file of photo paths to leave out (`--exclude`: one per line relative to the data
+    /// folder, or `audit.csv` with its `path` column); recorded in the feature files.
+    pub exclude: Option<PathBuf>,
 }
 
 crate::choices! {
@@ -84,6 +88,7 @@ impl ExtractConfig {
             hub,
             precision: Precision::Fp32,
             shard: None,
+            exclude: None,
         }
     }
 
@@ -151,6 +156,9 @@ pub struct SplitSummary {
     pub class_counts: Vec<usize>,
     pub shape: Vec<usize>,
     pub skipped: Vec<Skipped>,
+    /// Photos left out by `--exclude` (relative to the data folder, sorted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
     /// True when nothing was recomputed.
     pub up_to_date: bool,
     pub seconds: f64,
@@ -179,6 +187,19 @@ pub struct ExtractSummary {
     /// Photos of a non-training split that are byte-identical to a training photo (validation
     /// numbers over-state what the model does on new photos while these remain).
     pub duplicates: Vec<Duplicate>,
+    /// The `--exclude` list, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<ExcludeInfo>,
+}
+
+/// The `--exclude` list an extraction applied.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExcludeInfo {
+    pub list: PathBuf,
+    /// [`ExcludeList::sha256`] of its paths.
+    pub sha256: String,
+    /// Distinct paths listed.
+    pub paths: usize,
 }
 
 /// A photo found in two splits (same bytes).
@@ -309,6 +330,7 @@ pub fn cache_key(
     classes: &[String],
     split: &Split,
     precision_tag: &str,
+    excluded: &[String],
 ) -> Result<String> {
     let items = with_contents(split)?;
     Ok(key_of(
@@ -316,6 +338,7 @@ pub fn cache_key(
         precision_tag,
         classes,
         &items,
+        excluded,
     ))
 }
 
@@ -331,12 +354,15 @@ pub fn with_contents(split: &Split) -> Result<Vec<(String, usize, [u8; 32])>> {
         .collect()
 }
 
-/// The cache key from its parts (what [`cache_key`] hashes, also recomputed by `merge`).
+/// The cache key from its parts (what [`cache_key`] hashes, also recomputed by `merge`). The
+/// photos left out (`excluded`) join the key only when there are some, so that keys of runs
+/// without `--exclude` are what they always were.
 pub fn key_of(
     p: &Provenance,
     precision_tag: &str,
     classes: &[String],
     items: &[(String, usize, [u8; 32])],
+    excluded: &[String],
 ) -> String {
     let mut h = runfs::Digest::new();
     h.field("format", &store::FORMAT_VERSION.to_le_bytes())
@@ -355,6 +381,9 @@ pub fn key_of(
         h.field("file", rel.as_bytes())
             .field("label", &(*label as u64).to_le_bytes())
             .field("content", content);
+    }
+    for rel in excluded {
+        h.field("excluded", rel.as_bytes());
     }
     h.hex()
 }
@@ -378,6 +407,7 @@ fn target(
     classes: &[String],
     split: &Split,
     precision_tag: &str,
+    excluded: &[String],
 ) -> Result<(Target, Option<Split>, Contents)> {
     let Some(sh) = cfg.shard else {
         let items = with_contents(split)?;
@@ -386,6 +416,7 @@ fn target(
             precision_tag,
             classes,
             &items,
+            excluded,
         );
         let path = store::feature_path(&cfg.run, &split.name);
         let target = Target {
@@ -403,6 +434,7 @@ fn target(
         precision_tag,
         classes,
         &items,
+        excluded,
     );
     let key = runfs::digest::of_strings(&[
         ("part", &base),
@@ -474,10 +506,11 @@ pub fn extract_with(
             (cfg.size as f64).powi(2) * 64.0 * 4.0 * 2.0 / 1e9
         )));
     }
-    let data = dataset::scan(&cfg.data)?;
+    let mut data = dataset::scan(&cfg.data)?;
     for dir in &data.ignored {
         on_event(Event::Note(&dataset::ignored_note(dir)));
     }
+    let (removed, exclude) = apply_exclude(cfg, &mut data, on_event)?;
     let _lock = match cfg.shard {
         None => runfs::RunLock::acquire(&cfg.run, "extract")?,
         Some(sh) => runfs::RunLock::acquire_shard(
@@ -522,8 +555,16 @@ pub fn extract_with(
     let mut splits = Vec::new();
     let mut contents = Vec::new();
     for split in &data.splits {
-        let (target, part, items) =
-            target(&backbone, cfg, engine, &data.classes, split, &precision_tag)?;
+        let excluded = exclude::removed_from(&removed, &split.name);
+        let (target, part, items) = target(
+            &backbone,
+            cfg,
+            engine,
+            &data.classes,
+            split,
+            &precision_tag,
+            excluded,
+        )?;
         contents.push((split.name.clone(), items));
         let split = part.as_ref().unwrap_or(split);
         let path = target.path.clone();
@@ -541,6 +582,7 @@ pub fn extract_with(
                     class_counts: class_counts(&data, split, &meta.files),
                     shape,
                     skipped: meta.skipped,
+                    excluded: meta.excluded,
                     up_to_date: true,
                     seconds: 0.0,
                     images_per_second: 0.0,
@@ -567,6 +609,7 @@ pub fn extract_with(
             engine,
             data: &data,
             split,
+            excluded,
             target,
         };
         let summary = extract_split(r.as_mut(), &job, cfg, on_event)?;
@@ -579,6 +622,7 @@ pub fn extract_with(
     };
     Ok(ExtractSummary {
         stale,
+        exclude,
         duplicates: find_duplicates(&contents),
         model: backbone.model.name.clone(),
         model_sha256: backbone.model.sha256.clone(),
@@ -591,6 +635,44 @@ pub fn extract_with(
         classes: data.classes.clone(),
         splits,
     })
+}
+
+/// Reads `cfg.exclude` (when given) and removes its photos from `data`, saying how many left each
+/// split; returns what each split lost and what the summary records of the list.
+fn apply_exclude(
+    cfg: &ExtractConfig,
+    data: &mut Dataset,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(Removed, Option<ExcludeInfo>)> {
+    let Some(file) = &cfg.exclude else {
+        return Ok((Removed::new(), None));
+    };
+    let list = ExcludeList::read(file)?;
+    let removed = list.apply(data)?;
+    on_event(Event::Note(&exclude_note(&list, &removed)));
+    let info = ExcludeInfo {
+        list: file.clone(),
+        sha256: list.sha256(),
+        paths: list.len(),
+    };
+    Ok((removed, Some(info)))
+}
+
+/// `exclude LIST (sha256 …): left out 2 photos of train, 0 photos of validation`.
+fn exclude_note(list: &ExcludeList, removed: &Removed) -> String {
+    let per_split: Vec<String> = removed
+        .iter()
+        .map(|(split, rels)| {
+            let n = rels.len();
+            format!("{n} photo{} of {split}", if n == 1 { "" } else { "s" })
+        })
+        .collect();
+    format!(
+        "exclude {} (sha256 {}…): left out {}",
+        list.source.display(),
+        &list.sha256()[..12],
+        per_split.join(", ")
+    )
 }
 
 /// Rows per class among `files` (the rows of a feature file of `split`).
@@ -630,6 +712,8 @@ struct SplitJob<'a> {
     engine: Option<&'a str>,
     data: &'a Dataset,
     split: &'a Split,
+    /// The photos of the split `--exclude` left out.
+    excluded: &'a [String],
     target: Target,
 }
 
@@ -644,6 +728,7 @@ fn extract_split(
         engine,
         data,
         split,
+        excluded,
         ref target,
     } = *job;
     let start = Instant::now();
@@ -733,6 +818,7 @@ fn extract_split(
         provenance: backbone.provenance(cfg, engine),
         files: Vec::new(),
         skipped: skipped.clone(),
+        excluded: excluded.to_vec(),
         cache_key: target.key.clone(),
         shard: target.shard.clone(),
     };
@@ -751,6 +837,7 @@ fn extract_split(
         path,
         rows,
         skipped,
+        excluded: excluded.to_vec(),
         up_to_date: false,
         seconds,
         images_per_second: rows as f64 / seconds.max(1e-9),

@@ -1,12 +1,14 @@
 //! Whether a run's feature cache is current for a data folder, model and settings: the answer
 //! `extract` gives about its own outputs (absent, done, some splits missing, or made from other
-//! inputs, with the differences read from each split file's metadata).
+//! inputs, with the differences read from each split file's metadata). The photos of an
+//! `--exclude` list are left out of the folder first, as `extract` leaves them out.
 
 use std::collections::BTreeSet;
 
 use runfs::Status;
 
 use crate::dataset;
+use crate::exclude::{self, ExcludeList, Removed};
 use crate::extract::{self, ExtractConfig, Precision};
 use crate::store;
 use crate::Result;
@@ -15,7 +17,11 @@ use crate::Result;
 /// ([`crate::engine::Backend::engine`]: `None` for ONNX Runtime). With an FP32 backbone the image
 /// contents are compared too (through the cache key); an int8 one is compared by its settings.
 pub fn status(cfg: &ExtractConfig, engine: Option<&str>) -> Result<Status> {
-    let data = dataset::scan(&cfg.data)?;
+    let mut data = dataset::scan(&cfg.data)?;
+    let removed = match &cfg.exclude {
+        Some(file) => ExcludeList::read(file)?.apply(&mut data)?,
+        None => Removed::new(),
+    };
     let backbone = extract::load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
     let asked = backbone.provenance(cfg, engine);
     let (mut missing, mut present, mut diffs) = (Vec::new(), 0, Vec::new());
@@ -63,8 +69,29 @@ pub fn status(cfg: &ExtractConfig, engine: Option<&str>) -> Result<Status> {
                 there.intersection(&wanted).count()
             ));
         }
+        let excluded = exclude::removed_from(&removed, &split.name);
+        if meta.excluded != excluded {
+            diffs.push(format!(
+                "{tag} photos left out (--exclude): {} there vs {} asked{}",
+                meta.excluded.len(),
+                excluded.len(),
+                if meta.excluded.len() == excluded.len() {
+                    ", not the same ones"
+                } else {
+                    ""
+                }
+            ));
+        }
         if diffs.len() == before && cfg.precision == Precision::Fp32 {
-            let key = extract::cache_key(&backbone, cfg, engine, &data.classes, split, "fp32")?;
+            let key = extract::cache_key(
+                &backbone,
+                cfg,
+                engine,
+                &data.classes,
+                split,
+                "fp32",
+                excluded,
+            )?;
             if key != meta.cache_key {
                 diffs.push(format!(
                     "{tag}: the image contents differ from those the features were extracted from"

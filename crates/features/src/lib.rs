@@ -6,6 +6,7 @@ pub mod bench;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod exclude;
 pub mod extract;
 pub mod freshness;
 pub mod holdout;

@@ -1,6 +1,7 @@
 //! `bottleneck merge`: the shard files of a job array (`extract --shard I/N`) joined into the
 //! ordinary `<split>.safetensors`, byte for byte what one process would have written, after
-//! checking that every shard is there, that they agree, and that every photo is in exactly one.
+//! checking that every shard is there, that they agree (photos left out by `--exclude` included,
+//! and kept in the merged file), and that every photo is in exactly one.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -124,6 +125,9 @@ fn check_shards(run: &Path, split: &str, found: &[Found]) -> Result<Vec<ShardFil
         if s.record.precision_tag != first.record.precision_tag {
             diff.push("the int8 model".into());
         }
+        if s.meta.excluded != first.meta.excluded {
+            diff.push("the photos left out (--exclude)".into());
+        }
         if !diff.is_empty() {
             return Err(Error::Dataset(format!(
                 "{} differs from {} in {}: run every shard with the same data and options, then merge again",
@@ -194,6 +198,7 @@ fn merge_split(run: &Path, split: &str, found: &[Found]) -> Result<MergedSplit> 
         &first.record.precision_tag,
         &first.meta.classes,
         &items,
+        &first.meta.excluded,
     );
     let path = store::feature_path(run, split);
     let summary = |rows, up_to_date| MergedSplit {
@@ -218,6 +223,7 @@ fn merge_split(run: &Path, split: &str, found: &[Found]) -> Result<MergedSplit> 
         provenance: first.meta.provenance.clone(),
         files: Vec::new(),
         skipped,
+        excluded: first.meta.excluded.clone(),
         cache_key: key,
         shard: None,
     };

@@ -35,6 +35,10 @@ pub struct FeatureMeta {
     pub files: Vec<String>,
     /// Images that could not be decoded.
     pub skipped: Vec<Skipped>,
+    /// Photos of the split left out by `extract --exclude LIST`, relative to the data folder,
+    /// sorted (stored only when some were; later stages drop the same photos).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
     /// Digest of everything the features depend on; equal key ⇒ nothing to recompute.
     pub cache_key: String,
     /// Set in the file of one shard of a job array (`extract --shard I/N`), until `merge`.
@@ -61,6 +65,9 @@ impl FeatureMeta {
         }
         m.insert("files".into(), to_json(&self.files)?);
         m.insert("skipped".into(), to_json(&self.skipped)?);
+        if !self.excluded.is_empty() {
+            m.insert("excluded".into(), to_json(&self.excluded)?);
+        }
         m.insert("cache_key".into(), self.cache_key.clone());
         if let Some(shard) = &self.shard {
             m.insert("shard".into(), to_json(shard)?);
@@ -105,6 +112,11 @@ impl FeatureMeta {
             },
             files: parse(&get("files")?, "files", path)?,
             skipped: parse(&get("skipped")?, "skipped", path)?,
+            excluded: m
+                .get("excluded")
+                .map(|v| parse(v, "excluded", path))
+                .transpose()?
+                .unwrap_or_default(),
             cache_key: get("cache_key")?,
             shard: m
                 .get("shard")

@@ -22,6 +22,7 @@ fn meta() -> FeatureMeta {
         },
         files: vec![],
         skipped: vec![],
+        excluded: vec![],
         cache_key: "k".into(),
         shard: None,
     }

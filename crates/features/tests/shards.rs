@@ -77,3 +77,44 @@ fn merged_shards_equal_one_process_byte_for_byte() {
     let err = merge::merge(&broken).unwrap_err().to_string();
     assert!(err.contains("3 and 4"), "{err}");
 }
+
+#[test]
+fn exclude_sharded_then_merged_equals_one_process_and_keeps_the_record() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testkit::write_synthetic(&data, &[("train", 6), ("validation", 2)], 9).unwrap();
+    let model = t.path().join("tiny.onnx");
+    fs::write(&model, synth::vgg_like(&VggSpec::default())).unwrap();
+    let list = t.path().join("list.txt");
+    fs::write(&list, "train/dark/dark.1.jpg\ntrain/bright/bright.4.png\n").unwrap();
+    let with_list = |run: &Path, shard| ExtractConfig {
+        exclude: Some(list.clone()),
+        ..config(&data, &model, run, shard)
+    };
+    let (one, many) = (t.path().join("one"), t.path().join("many"));
+    extract::extract(&with_list(&one, None), &mut |_| {}).unwrap();
+    for i in 0..2 {
+        let sh = Shard::new(i, 2).unwrap();
+        extract::extract(&with_list(&many, Some(sh)), &mut |_| {}).unwrap();
+    }
+    merge::merge(&many).unwrap();
+    for split in ["train", "validation"] {
+        assert_eq!(bytes(&one, split), bytes(&many, split), "{split} differs");
+    }
+    let meta = store::read_meta(&store::feature_path(&many, "train")).unwrap();
+    assert_eq!(
+        meta.excluded,
+        ["train/bright/bright.4.png", "train/dark/dark.1.jpg"]
+    );
+    assert_eq!(meta.files.len(), 10);
+    assert_eq!(
+        features::freshness::status(&with_list(&many, None), None).unwrap(),
+        runfs::Status::Done
+    );
+    // Without the list, the same features are stale.
+    let plain = config(&data, &model, &many, None);
+    assert!(matches!(
+        features::freshness::status(&plain, None).unwrap(),
+        runfs::Status::Other(_)
+    ));
+}

@@ -22,6 +22,7 @@ fn meta() -> FeatureMeta {
             file: "train/cats/bad.jpg".into(),
             reason: "empty file".into(),
         }],
+        excluded: vec![],
         cache_key: "k".into(),
         shard: None,
     }

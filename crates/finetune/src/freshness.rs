@@ -74,7 +74,7 @@ fn asked_settings(
     there: &Settings,
 ) -> Result<Settings> {
     let (_, head_meta, model, split_at) = model_and_head(cfg, paths)?;
-    let data = features::dataset::scan(&cfg.data)?;
+    let data = crate::setup::scan_data(cfg, &mut |_| {})?;
     let skipped: BTreeSet<String> = there.skipped.iter().cloned().collect();
     let chosen = splits::choose(&data, cfg, &head_meta)?;
     let digest = |split: &features::dataset::Split| -> Result<String> {

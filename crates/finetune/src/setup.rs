@@ -170,6 +170,24 @@ fn load_images(
     Ok(set)
 }
 
+/// The data folder's photos less those the run's feature files record as left out
+/// (`extract --exclude`), so that fine-tuning trains and validates on the photos stage 2 did.
+pub(crate) fn scan_data(
+    cfg: &FinetuneConfig,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Dataset> {
+    let mut data = dataset::scan(&cfg.data)?;
+    let removed = features::exclude::apply_recorded(&cfg.run, &mut data)?;
+    let n: usize = removed.iter().map(|(_, r)| r.len()).sum();
+    if n > 0 {
+        on_event(Event::Info(format!(
+            "leaving out the {n} photo{} the feature files record as excluded (extract --exclude)",
+            if n == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(data)
+}
+
 /// Checks every input and decodes the images; returns them with the block and the head to train.
 pub fn prepare(
     cfg: &FinetuneConfig,
@@ -186,7 +204,7 @@ pub fn prepare(
     let resize: Resize = head_meta.features.resize.parse()?;
     let size = head_meta.features.image_size;
 
-    let data = dataset::scan(&cfg.data)?;
+    let data = scan_data(cfg, on_event)?;
     if data.classes != head_meta.classes {
         return Err(Error::Mismatch(format!(
             "{} has classes {:?} but the head was trained on {:?}; point --data at the data the head was trained on",

@@ -44,6 +44,7 @@ fn meta(split: &str) -> FeatureMeta {
         },
         files: vec![],
         skipped: vec![],
+        excluded: vec![],
         cache_key: "synthetic".into(),
         shard: None,
     }

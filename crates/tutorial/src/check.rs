@@ -31,6 +31,7 @@ pub fn extract_config(cfg: &TutorialConfig, prep: &Prepared) -> ExtractConfig {
         hub: cfg.hub.clone(),
         precision: cfg.precision,
         shard: None,
+        exclude: cfg.exclude.clone(),
     }
 }
 

@@ -217,6 +217,9 @@ pub struct TutorialConfig {
     /// Audit the training photos after the head (`audit_step`; needs the probe's out-of-fold
     /// predictions, so the 2016 head is not audited).
     pub audit: bool,
+    /// A file of photo paths to leave out (`fit --exclude`), passed to every extraction (the
+    /// candidates' too); fine-tuning drops the photos the feature files record as left out.
+    pub exclude: Option<PathBuf>,
     pub hub: HubOptions,
     /// Stage 2b's head: the tutorial's dense network, or the calibrated probe (`bottleneck fit`).
     pub head_recipe: Recipe,
@@ -261,6 +264,7 @@ impl TutorialConfig {
             candidates: Vec::new(),
             force: false,
             audit: true,
+            exclude: None,
             hub: HubOptions::from_env(),
             head_recipe: Recipe::Keras2016,
         }

@@ -139,6 +139,7 @@ fn measure(
         hub: cfg.hub.clone(),
         precision: cfg.precision,
         shard: None,
+        exclude: cfg.exclude.clone(),
     };
     let summary = accel::engine::extract(&ecfg, &mut |ev| on_event(Event::Extract(ev)))?;
     let images_per_second = summary

@@ -59,6 +59,11 @@ pub struct ExtractArgs {
     /// Number of shards when the environment gives only the index (Kubernetes), or to override it.
     #[arg(long, value_name = "N")]
     pub shards: Option<usize>,
+    /// A file of photo paths to leave out (one per line, relative to DATA, or audit.csv with its
+    /// `path` column): retrain without the photos `bottleneck audit` flagged. Recorded in the
+    /// feature files.
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
 }
 
 /// The library configuration these flags describe.
@@ -88,6 +93,7 @@ pub fn config(args: &ExtractArgs) -> ExtractConfig {
         strict: args.strict,
         precision: args.precision,
         shard: None,
+        exclude: args.exclude.clone(),
         ..defaults
     }
 }
@@ -221,6 +227,9 @@ fn print_summary(summary: &ExtractSummary) {
             counts.join(", "),
             s.path.display()
         );
+        if !s.excluded.is_empty() {
+            println!("{:>12}  {} left out (--exclude)", "", s.excluded.len());
+        }
         if !s.skipped.is_empty() {
             println!("{:>12}  {} skipped:", "", s.skipped.len());
             for k in &s.skipped {

@@ -74,6 +74,11 @@ pub struct FitArgs {
     /// near-duplicates and leaks, photos out of place: `bottleneck audit`, seconds of work).
     #[arg(long)]
     pub no_audit: bool,
+    /// A file of photo paths to leave out (one per line, relative to DATA, or audit.csv with its
+    /// `path` column): retrain without the photos `bottleneck audit` flagged. Recorded in the
+    /// feature files.
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
     #[command(flatten)]
     pub hub: HubFlags,
 }
@@ -104,6 +109,7 @@ impl FitArgs {
         cfg.threads = self.runtime.threads;
         cfg.force = self.force;
         cfg.audit = !self.no_audit;
+        cfg.exclude = self.exclude.clone();
         cfg.hub = self.hub.options();
         cfg
     }

@@ -50,6 +50,7 @@ pub fn meta(split: &str, classes: &[&str]) -> FeatureMeta {
         },
         files: vec![],
         skipped: vec![],
+        excluded: vec![],
         cache_key: "key".into(),
         shard: None,
     }
