@@ -30,7 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let y = i % CLASSES;
         let copy = i % 100 == 99;
         let row: Vec<f32> = if copy {
-            last.iter().map(|v| v + rng.random_range(0.0..0.05f32)).collect()
+            last.iter()
+                .map(|v| v + rng.random_range(0.0..0.05f32))
+                .collect()
         } else {
             centres[y]
                 .iter()

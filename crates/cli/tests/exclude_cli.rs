@@ -208,6 +208,21 @@ fn fit_exclude_on_one_folder_holds_out_the_same_photos_in_every_stage() {
             "{m}"
         );
     }
+    // Run again: every stage is reused (the head's status reads the `all` split of this layout).
+    assert_reused(&fit(&data, &model, &run, &list));
+}
+
+/// Every stage of the transfer chain was reused.
+fn assert_reused(again: &serde_json::Value) {
+    for stage in ["extract", "train-head", "finetune"] {
+        let row = again["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stage"] == stage)
+            .unwrap_or_else(|| panic!("no {stage} in {again}"));
+        assert_eq!(row["action"], "reuse", "{stage} should be reused: {again}");
+    }
 }
 
 #[test]
@@ -238,14 +253,5 @@ fn fit_exclude_leaves_the_photos_out_of_every_stage_then_reuses_them() {
     let val = features::store::read_meta(&run.join("features/val.safetensors")).unwrap();
     assert_eq!(val.excluded, ["val/bright/bright.0.png"]);
 
-    let again = fit(&data, &model, &run, &list);
-    for stage in ["extract", "train-head", "finetune"] {
-        let row = again["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["stage"] == stage)
-            .unwrap_or_else(|| panic!("no {stage} in {again}"));
-        assert_eq!(row["action"], "reuse", "{stage} should be reused: {again}");
-    }
+    assert_reused(&fit(&data, &model, &run, &list));
 }

@@ -138,7 +138,7 @@ pub fn status(run: &Path, config: &TrainConfig) -> Result<Status> {
         Err(e) => return Ok(Status::Other(vec![format!("unreadable head: {e}")])),
     };
     let mut d = Vec::new();
-    match features::store::read_meta(&features::store::feature_path(run, "train")) {
+    match features::store::read_meta(&crate::source::training_split_path(run)) {
         Ok(f) => {
             d.extend(
                 meta.features

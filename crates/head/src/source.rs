@@ -98,6 +98,18 @@ fn missing_features(run: &Path) -> Error {
 /// The fraction held out for validation when the data folder has no splits (`DIR/<class>/`).
 pub const ONE_SPLIT_HOLD_OUT: f64 = holdout::DEFAULT_FRACTION;
 
+/// The feature file the head trains on: `train`, or `all` for the one-split layout `DIR/<class>/`
+/// (whose held-out part is the validation).
+pub fn training_split_path(run: &Path) -> std::path::PathBuf {
+    let all = store::feature_path(run, "all");
+    let train = store::feature_path(run, "train");
+    if !train.is_file() && all.is_file() {
+        all
+    } else {
+        train
+    }
+}
+
 /// Reads `RUN/features/*` and assembles the training data. With `val_split` a stratified
 /// fraction of `train` is held out (seeded); otherwise the first of `validation`, `val`, `valid`,
 /// `dev`, `test` (else any other split) is used. A run whose only split is `all` (the one-split
