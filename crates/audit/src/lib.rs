@@ -48,6 +48,9 @@ pub struct AuditConfig {
     pub outlier_score: f32,
     /// Replace an `audit.csv` the user edited.
     pub force: bool,
+    /// When the head has no out-of-fold predictions (the 2016 recipe), fit the calibrated probe
+    /// for them (`RUN/audit/oof.safetensors`; seconds).
+    pub fit_probe: bool,
 }
 
 impl AuditConfig {
@@ -59,6 +62,7 @@ impl AuditConfig {
             duplicate_cosine: DUPLICATE_COSINE,
             outlier_score: OUTLIER_SCORE,
             force: false,
+            fit_probe: false,
         }
     }
 
@@ -119,12 +123,49 @@ pub fn run(cfg: &AuditConfig, on_event: &mut dyn FnMut(StageEvent<'_>)) -> Resul
     let _lock = runfs::RunLock::acquire(&cfg.run, "audit")?;
     let paths = AuditPaths::new(&cfg.run);
     output::check_csv(&paths, cfg.force)?;
-    let rows = Rows::open(&cfg.run)?;
+    let oof = out_of_fold(cfg, &paths, on_event)?;
+    let rows = Rows::open(&cfg.run, &oof)?;
     let mut audit = find(&rows, cfg, on_event);
     audit.sheets = draw(cfg, &paths, &audit, on_event)?;
     audit.seconds = started.elapsed().as_secs_f64();
     output::write(&paths, &mut audit)?;
     Ok(audit)
+}
+
+/// The out-of-fold file to read: the head's, else (with `fit_probe`) one fitted now.
+fn out_of_fold(
+    cfg: &AuditConfig,
+    paths: &AuditPaths,
+    on_event: &mut dyn FnMut(StageEvent<'_>),
+) -> Result<PathBuf> {
+    let run = &cfg.run;
+    let head = head::oof::path(run);
+    if head.is_file() {
+        return Ok(head);
+    }
+    if !head::pipeline::HeadPaths::new(run).weights.is_file() {
+        return Err(Error::Run(format!(
+            "{} has no trained head; run `bottleneck fit --data DIR --run {}` first",
+            run.display(),
+            run.display()
+        )));
+    }
+    if !cfg.fit_probe {
+        return Err(Error::Run(format!(
+            "{} is missing: the audit needs out-of-fold predictions on train, which the calibrated \
+             linear probe writes (the 2016 tutorial head has none, nor do heads trained before audits \
+             existed). Pass --fit-probe to fit the probe for them now (seconds; the head is not \
+             changed), or run `bottleneck fit --data DIR --run {}`",
+            head.display(),
+            run.display()
+        )));
+    }
+    on_event(StageEvent::Info(
+        "audit: the head has no out-of-fold predictions; fitting the calibrated probe for them"
+            .into(),
+    ));
+    head::pipeline::out_of_fold(run, &paths.oof, on_event)?;
+    Ok(paths.oof.clone())
 }
 
 /// The findings of every kind.

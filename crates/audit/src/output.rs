@@ -18,6 +18,8 @@ pub struct AuditPaths {
     pub mislabeled_png: PathBuf,
     pub duplicates_png: PathBuf,
     pub outliers_png: PathBuf,
+    /// Out-of-fold probabilities fitted by the audit when the head has none (`--fit-probe`).
+    pub oof: PathBuf,
 }
 
 impl AuditPaths {
@@ -30,6 +32,7 @@ impl AuditPaths {
             mislabeled_png: dir.join("mislabeled.png"),
             duplicates_png: dir.join("duplicates.png"),
             outliers_png: dir.join("outliers.png"),
+            oof: dir.join("oof.safetensors"),
             dir,
         }
     }

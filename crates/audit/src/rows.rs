@@ -63,26 +63,11 @@ struct Listing {
     source: Vec<(usize, usize)>,
 }
 
-/// The error for a run whose head has no out-of-fold predictions.
-fn no_oof(run: &Path) -> Error {
-    Error::Run(format!(
-        "{} is missing: the audit needs out-of-fold predictions on train, which the calibrated \
-         linear probe writes (the 2016 tutorial head has none, nor do heads trained before audits existed). Run `bottleneck fit --data DIR --run {}` \
-         or `bottleneck train-head --run {} --force` (the probe is its default), then audit again",
-        oof::path(run).display(),
-        run.display(),
-        run.display()
-    ))
-}
-
 impl Rows {
-    /// Opens the run's feature splits and out-of-fold file and checks that they belong together.
-    pub fn open(run: &Path) -> Result<Rows> {
-        let oof_path = oof::path(run);
-        if !oof_path.is_file() {
-            return Err(no_oof(run));
-        }
-        let oof = oof::load(&oof_path)?;
+    /// Opens the run's feature splits and the out-of-fold file `oof_path`, and checks that they
+    /// belong together.
+    pub fn open(run: &Path, oof_path: &Path) -> Result<Rows> {
+        let oof = oof::load(oof_path)?;
         let names = store::list_splits(run)?;
         if !names.contains(&oof.meta.split) {
             return Err(Error::Run(format!(

@@ -155,7 +155,8 @@ fn fit_audits_the_training_photos_and_finds_each_kind_of_problem() {
     ok(audit(true));
     assert_ne!(fs::read_to_string(&csv).unwrap(), edited);
 
-    // The 2016 head has no out-of-fold predictions: exit 1, saying how to get them.
+    // The 2016 head has no out-of-fold predictions: exit 1, saying how to get them; --fit-probe
+    // fits the probe for them and leaves the head as it is.
     ok(bin()
         .args([
             "-q",
@@ -172,7 +173,20 @@ fn fit_audits_the_training_photos_and_finds_each_kind_of_problem() {
     assert!(!run.join("head/oof.safetensors").exists());
     let err = fails(audit(true));
     assert!(
-        err.contains("out-of-fold") && err.contains("bottleneck fit"),
+        err.contains("out-of-fold") && err.contains("--fit-probe"),
         "{err}"
+    );
+    let head = fs::read(run.join("head/head.safetensors")).unwrap();
+    ok(bin()
+        .args(["-q", "audit", "--fit-probe", "--run"])
+        .arg(&run)
+        .output()
+        .unwrap());
+    assert!(run.join("audit/oof.safetensors").is_file());
+    assert_eq!(fs::read(run.join("head/head.safetensors")).unwrap(), head);
+    let again = audit_json(&run);
+    assert!(
+        again["mislabeled"].as_array().unwrap().len() >= 2,
+        "{again}"
     );
 }

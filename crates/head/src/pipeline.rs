@@ -101,6 +101,33 @@ fn write_oof(
     oof::save(&paths.oof, oof, &labels, &meta)
 }
 
+/// Out-of-fold probabilities for a run whose head has none (the 2016 recipe): the calibrated
+/// probe (default settings) cross-validated on the head's training photos — the same validation
+/// photos held out — written to `out`. Nothing of `RUN/head` changes.
+pub fn out_of_fold(run: &Path, out: &Path, on_event: &mut dyn FnMut(StageEvent<'_>)) -> Result<()> {
+    let head = headfile::read_meta(&HeadPaths::new(run).weights)?;
+    let val_split = head.hold_out.as_ref().map(|h| h.fraction);
+    let seed = head
+        .hold_out
+        .as_ref()
+        .map_or(features::holdout::DEFAULT_SEED, |h| h.seed);
+    let data = load_run(run, val_split, seed)?;
+    let probe = crate::probe::fit(
+        &data.train,
+        data.classes.len(),
+        &crate::probe::ProbeConfig::default(),
+        on_event,
+    )?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let paths = HeadPaths {
+        oof: out.to_path_buf(),
+        ..HeadPaths::new(run)
+    };
+    write_oof(&paths, &data, Some(&probe.oof), Some(&probe.summary))
+}
+
 /// Fails when `RUN/head` already holds files and `force` is off.
 pub fn check_output(paths: &HeadPaths, force: bool) -> Result<()> {
     let occupied = runfs::occupied(&paths.dir)?;

@@ -14,27 +14,24 @@ use crate::config::TutorialConfig;
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Done(Box<Audit>),
-    /// Not run: why (e.g. the 2016 head has no out-of-fold predictions, `--no-audit`).
+    /// Not run: why (`--no-audit`).
     Skipped(String),
     /// Run, but it failed: the error.
     Failed(String),
 }
 
-/// Runs the audit of `cfg.run` when its head wrote out-of-fold predictions.
+/// Runs the audit of `cfg.run` (on the probe's out-of-fold predictions: the head's, or for the
+/// 2016 head one fitted for the audit).
 pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(StageEvent<'_>)) -> Outcome {
     if !cfg.audit {
         return Outcome::Skipped("--no-audit".into());
     }
-    if !head::oof::path(&cfg.run).is_file() {
-        return Outcome::Skipped(
-            "the head has no out-of-fold predictions (the 2016 recipe has none, and heads trained \
-             before audits existed lack them); `bottleneck train-head --run RUN --force` without \
-             `--keras2016` writes them, then `bottleneck audit --run RUN`"
-                .into(),
-        );
+    if !head::pipeline::HeadPaths::new(&cfg.run).weights.is_file() {
+        return Outcome::Skipped("the run has no head (stage 2b) yet".into());
     }
     let acfg = AuditConfig {
         data: Some(cfg.data.clone()),
+        fit_probe: true,
         ..AuditConfig::new(&cfg.run)
     };
     match audit::run(&acfg, on_event) {

@@ -15,7 +15,7 @@ use crate::progress;
     after_help = "Examples:\n  bottleneck audit --run runs/mine --data photos/\n  \
 bottleneck fit --data photos/ --run runs/mine-clean --exclude runs/mine/audit/edited.csv\n\n\
 Reads the run's cached features and the out-of-fold probabilities the calibrated probe wrote on \
-train (`fit` and `train-head` without --keras2016 write them), never a validation photo for a choice, and \
+train (`fit` and `train-head` without --keras2016 write them; --fit-probe fits them for another head), never a validation photo for a choice, and \
 never moves or changes a photo. Writes RUN/audit/audit.json, audit.csv (split,path,issue,score,given,\
 suggested,partner) and, with --data, contact sheets. Copy audit.csv, delete the lines you disagree \
 with, and pass it to `fit --exclude` to retrain without the rest."
@@ -37,6 +37,11 @@ pub struct AuditArgs {
     /// Replace an audit.csv that was edited since the last audit wrote it.
     #[arg(long)]
     pub force: bool,
+    /// When the head has no out-of-fold predictions (the 2016 head of `tutorial`), fit the
+    /// calibrated probe for them first (seconds; written to RUN/audit/oof.safetensors, the head is
+    /// not changed).
+    #[arg(long)]
+    pub fit_probe: bool,
 }
 
 pub fn run(args: &AuditArgs, global: &Global) -> anyhow::Result<()> {
@@ -45,6 +50,7 @@ pub fn run(args: &AuditArgs, global: &Global) -> anyhow::Result<()> {
         duplicate_cosine: args.duplicate_cosine,
         outlier_score: args.outlier_score,
         force: args.force,
+        fit_probe: args.fit_probe,
         ..AuditConfig::new(&args.run)
     };
     let mut out = progress::Phases::new(global);
