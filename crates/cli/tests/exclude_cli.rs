@@ -148,27 +148,7 @@ fn extract_without_exclude_or_with_an_empty_list_writes_no_excluded_key() {
 
 /// `fit --json --exclude LIST` of `data` with `model` into `run` (64 px, one fine-tuning epoch).
 fn fit(data: &Path, model: &Path, run: &Path, list: &Path) -> serde_json::Value {
-    let out = ok(common::bin()
-        .args(["--json", "fit", "--data"])
-        .arg(data)
-        .arg("--model")
-        .arg(model)
-        .args([
-            "--preprocess",
-            "caffe",
-            "--size",
-            "64",
-            "--split-at",
-            "block4_pool",
-        ])
-        .args([
-            "--finetune-epochs",
-            "1",
-            "--aug-cache",
-            "1",
-            "--threads",
-            "1",
-        ])
+    let out = ok(common::fit_tiny(data, model)
         .arg("--exclude")
         .arg(list)
         .arg("--run")

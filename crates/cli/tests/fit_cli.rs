@@ -7,27 +7,11 @@ use std::process::{Command, Output};
 
 use testkit::synth::{self, VggSpec};
 
+mod common;
+
 fn fit(data: &Path, model: &Path, run: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bottleneck"))
-        .args(["--json", "fit", "--data"])
-        .arg(data)
-        .arg("--model")
-        .arg(model)
-        .args([
-            "--preprocess",
-            "caffe",
-            "--size",
-            "64",
-            "--split-at",
-            "block4_pool",
-            "--finetune-epochs",
-            "1",
-            "--aug-cache",
-            "1",
-            "--threads",
-            "1",
-            "--run",
-        ])
+    common::fit_tiny(data, model)
+        .arg("--run")
         .arg(run)
         .output()
         .expect("the binary runs")

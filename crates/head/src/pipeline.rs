@@ -70,17 +70,17 @@ pub struct TrainReport {
     pub meta: HeadMeta,
 }
 
-/// Writes the probe's out-of-fold probabilities to `RUN/head/oof.safetensors`, or removes an older
+/// Writes the probe's out-of-fold probabilities to `out` (`RUN/head/oof.safetensors`), or removes an older
 /// file when this head has none (the 2016 recipe), so that no stale predictions stay beside it.
 fn write_oof(
-    paths: &HeadPaths,
+    out: &Path,
     data: &Dataset,
     oof: Option<&Oof>,
     probe: Option<&ProbeSummary>,
 ) -> Result<()> {
     let (Some(oof), Some(probe)) = (oof, probe) else {
-        return match std::fs::remove_file(&paths.oof) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&paths.oof, e)),
+        return match std::fs::remove_file(out) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(out, e)),
             _ => Ok(()),
         };
     };
@@ -98,7 +98,7 @@ fn write_oof(
         folds: probe.folds,
         all_rows: oof.rows.len() == data.train.len(),
     };
-    oof::save(&paths.oof, oof, &labels, &meta)
+    oof::save(out, oof, &labels, &meta)
 }
 
 /// Out-of-fold probabilities for a run whose head has none (the 2016 recipe): the calibrated
@@ -121,11 +121,7 @@ pub fn out_of_fold(run: &Path, out: &Path, on_event: &mut dyn FnMut(StageEvent<'
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let paths = HeadPaths {
-        oof: out.to_path_buf(),
-        ..HeadPaths::new(run)
-    };
-    write_oof(&paths, &data, Some(&probe.oof), Some(&probe.summary))
+    write_oof(out, &data, Some(&probe.oof), Some(&probe.summary))
 }
 
 /// Fails when `RUN/head` already holds files and `force` is off.
@@ -248,7 +244,7 @@ pub fn train_head(
     };
     std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
     headfile::save(&paths.weights, &trained.model, &meta)?;
-    write_oof(&paths, &data, trained.oof.as_ref(), meta.probe.as_ref())?;
+    write_oof(&paths.oof, &data, trained.oof.as_ref(), meta.probe.as_ref())?;
     write_json(&paths.metrics, &metrics)?;
     write_json(&paths.confusion, &confusion)?;
     let title = match cfg.recipe {

@@ -9,6 +9,7 @@ use audit::{Audit, AuditConfig};
 use train::stage::StageEvent;
 
 use crate::config::TutorialConfig;
+use crate::report::{code_html, esc};
 
 /// What the audit step did.
 #[derive(Debug, Clone)]
@@ -43,27 +44,6 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(StageEvent<'_>)) -> Ou
 /// Rows per table of the report.
 const ROWS: usize = 10;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Inline `code` of already escaped text as `<code>` elements.
-fn code(text: &str) -> String {
-    text.split('`')
-        .enumerate()
-        .map(|(i, part)| {
-            if i % 2 == 1 {
-                format!("<code>{part}</code>")
-            } else {
-                part.to_string()
-            }
-        })
-        .collect()
-}
-
 /// The section as HTML (`md` false) or Markdown; table cells are escaped either way.
 fn section(o: &Outcome, run: &Path, md: bool) -> String {
     let cell = |s: &str| {
@@ -78,7 +58,7 @@ fn section(o: &Outcome, run: &Path, md: bool) -> String {
         if md {
             let _ = writeln!(s, "\n{text}");
         } else {
-            let _ = writeln!(s, "<p>{}</p>", code(text));
+            let _ = writeln!(s, "<p>{}</p>", code_html(text));
         }
     };
     let heading = |s: &mut String, level: usize, text: &str| {
@@ -115,11 +95,20 @@ fn section(o: &Outcome, run: &Path, md: bool) -> String {
     let a = match o {
         Outcome::Done(a) => a,
         Outcome::Skipped(why) => {
-            para(&mut s, &format!("Not run: {}.", cell(why)));
+            para(
+                &mut s,
+                &format!("Not run: {}.", if md { cell(why) } else { why.clone() }),
+            );
             return s;
         }
         Outcome::Failed(e) => {
-            para(&mut s, &format!("The audit failed: {}.", cell(e)));
+            para(
+                &mut s,
+                &format!(
+                    "The audit failed: {}.",
+                    if md { cell(e) } else { e.clone() }
+                ),
+            );
             return s;
         }
     };

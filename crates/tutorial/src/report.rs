@@ -390,15 +390,16 @@ fn intro(inputs: &Inputs, rows: &[Row], classes: &str) -> Vec<String> {
     lines
 }
 
-fn esc(s: &str) -> String {
+/// Text as HTML: `&`, `<`, `>` and `"` escaped.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-/// Markdown inline code (`x`) as HTML.
-fn code_html(s: &str) -> String {
+/// Markdown inline code (`x`) as HTML (the text escaped).
+pub(crate) fn code_html(s: &str) -> String {
     let mut out = String::new();
     for (i, part) in esc(s).split('`').enumerate() {
         if i % 2 == 1 {

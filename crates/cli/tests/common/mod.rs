@@ -61,3 +61,30 @@ pub fn extract(data: &Path, model: &Path, run: &Path) -> Command {
     .arg(run);
     c
 }
+
+/// `fit --json` of `data` with the tiny synthetic VGG `model`: 64 px, caffe, fine-tuning from
+/// `block4_pool` for one epoch over one cached draw, one thread; add `--run RUN` and any other flag.
+pub fn fit_tiny(data: &Path, model: &Path) -> Command {
+    let mut c = bin();
+    c.args(["--json", "fit", "--data"])
+        .arg(data)
+        .arg("--model")
+        .arg(model)
+        .args([
+            "--preprocess",
+            "caffe",
+            "--size",
+            "64",
+            "--split-at",
+            "block4_pool",
+        ])
+        .args([
+            "--finetune-epochs",
+            "1",
+            "--aug-cache",
+            "1",
+            "--threads",
+            "1",
+        ]);
+    c
+}
