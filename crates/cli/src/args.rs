@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands::{
     audit, augment_preview, bench, data, evaluate, export, extract, finetune, fit, merge, predict,
-    quantize, scratch, train_head, tutorial,
+    quantize, scratch, serve, train_head, tutorial,
 };
 
 /// Strong image classifiers from a few hundred photos per class, by transfer learning from VGG16.
@@ -50,6 +50,8 @@ pub enum Command {
     Finetune(finetune::FinetuneArgs),
     /// Classify images or folders with the best stage of a run (finetune, else head).
     Predict(predict::PredictArgs),
+    /// Serve the best stage of a run over HTTP: a JSON API, Prometheus metrics and a drag-and-drop page.
+    Serve(serve::ServeArgs),
     /// Find the photos that hurt: likely mislabeled, near-duplicates and leaks, out-of-place photos.
     Audit(audit::AuditArgs),
     /// Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes on labelled data.

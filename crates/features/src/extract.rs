@@ -705,6 +705,14 @@ pub fn prepare(
     preprocess::write_input(&img, pre, layout, slot)
 }
 
+/// [`prepare`] of a photo already in memory (e.g. an upload): the same decode limits, frame and
+/// preprocessing; `name` is only used in error messages.
+pub fn prepare_bytes(bytes: &[u8], name: &Path, spec: &InputSpec, slot: &mut [f32]) -> Result<()> {
+    let decoded = crate::image_io::decode_rgb8(bytes, name)?;
+    let img = preprocess::frame(&decoded.image, spec.size, spec.resize)?;
+    preprocess::write_input(&img, spec.preprocess, spec.layout, slot)
+}
+
 /// One split to extract and where its features go.
 struct SplitJob<'a> {
     backbone: &'a Backbone,

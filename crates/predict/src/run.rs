@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use features::dataset::Item;
 use features::engine::{FeatureNet, NetRequest};
-use features::infer::{run_images, BatchOut};
+use features::infer::{run_images, BatchOut, InputSpec};
 use features::runtime::{Device, Engine, SessionOptions};
 use features::store::Skipped;
 use serde::Serialize;
@@ -114,6 +114,34 @@ impl Prediction {
     }
 }
 
+/// Checks that a batch of classifier output is `k` finite probabilities per image; `names` are the
+/// batch's images in order, for the message.
+fn check_rows(
+    source: &std::path::Path,
+    row_shape: &[usize],
+    rows: &[f32],
+    k: usize,
+    names: impl Iterator<Item = String>,
+) -> Result<()> {
+    let width: usize = row_shape.iter().product();
+    if width != k {
+        return Err(Error::Mismatch(format!(
+            "the classifier returns rows of shape {row_shape:?} but has {k} classes"
+        )));
+    }
+    if let Some((name, bad)) = names
+        .zip(rows.chunks_exact(k.max(1)))
+        .find_map(|(name, row)| train::finite::first_non_finite(row).map(|b| (name, b)))
+    {
+        return Err(Error::Mismatch(format!(
+            "{} gave a probability that is not a number for {name} ({bad}): its weights (or the \
+             backbone's) are damaged; re-run the stage that wrote it, nothing was predicted from it",
+            source.display(),
+        )));
+    }
+    Ok(())
+}
+
 impl Predictor {
     /// Opens `classifier` on the engine `accel::engine::select` picks for `opts.device` and
     /// `engine`: ONNX Runtime on the CPU, Candle on a GPU. A classifier with an int8 part runs in
@@ -153,6 +181,31 @@ impl Predictor {
         self.runner.device()
     }
 
+    /// How images become this classifier's input, in the layout its engine takes.
+    pub fn input_spec(&self) -> InputSpec {
+        InputSpec {
+            layout: self.runner.layout(),
+            ..self.classifier.spec
+        }
+    }
+
+    /// Probabilities (`n` rows of one per class) of `n` images already prepared with
+    /// [`Predictor::input_spec`] (e.g. by `features::extract::prepare_bytes`); `names` name them
+    /// in messages. The same checks as [`Predictor::run`]: a row that is not finite is an error.
+    pub fn classify(&mut self, input: &[f32], n: usize, names: &[String]) -> Result<Vec<f32>> {
+        let size = self.classifier.spec.size as usize;
+        let (dims, values) = self.runner.run(input, n, size)?;
+        let k = self.classifier.classes.len();
+        check_rows(
+            &self.classifier.source,
+            dims.get(1..).unwrap_or(&[]),
+            &values,
+            k,
+            names.iter().cloned(),
+        )?;
+        Ok(values)
+    }
+
     /// Classifies `items` in batches of `batch`, calling `on_batch` with each batch's predictions
     /// and skipped files in input order. Only an error of the session or of `on_batch` stops it.
     pub fn run(
@@ -178,27 +231,12 @@ impl Predictor {
             items,
             batch,
             &mut |out: BatchOut| {
-                let width: usize = out.row_shape.iter().product();
-                if !out.items.is_empty() && width != k {
-                    failure = Some(Error::Mismatch(format!(
-                        "the classifier returns rows of shape {:?} but has {k} classes",
-                        out.row_shape
-                    )));
-                    return Err(features::Error::Invalid("stopped".into()));
-                }
-                if let Some((it, bad)) = out
-                    .items
-                    .iter()
-                    .zip(out.rows.chunks_exact(k.max(1)))
-                    .find_map(|(it, row)| train::finite::first_non_finite(row).map(|b| (it, b)))
-                {
-                    failure = Some(Error::Mismatch(format!(
-                        "{} gave a probability that is not a number for {} ({bad}): its weights (or the \
-                         backbone's) are damaged; re-run the stage that wrote it, nothing was predicted from it",
-                        source.display(),
-                        it.path.display()
-                    )));
-                    return Err(features::Error::Invalid("stopped".into()));
+                if !out.items.is_empty() {
+                    let names = out.items.iter().map(|it| it.path.display().to_string());
+                    if let Err(e) = check_rows(&source, out.row_shape, out.rows, k, names) {
+                        failure = Some(e);
+                        return Err(features::Error::Invalid("stopped".into()));
+                    }
                 }
                 let preds: Vec<Prediction> = out
                     .items

@@ -111,6 +111,26 @@ impl RunLock {
     }
 }
 
+/// The process writing `run` (`pid N (command …)`), or `None` when no writer holds it. Opens the
+/// lock file read-only and creates nothing, for readers that must not write to the run (`serve`).
+pub fn writer(run: &Path) -> Result<Option<String>> {
+    let path = run.join(LOCK_FILE);
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            Ok(Some(describe_holder(&text)))
+        }
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 /// `pid N (command …)` from the lock file's text.
 fn describe_holder(text: &str) -> String {
     let field = |k: &str| {
@@ -157,6 +177,21 @@ mod tests {
             holder.starts_with(&format!("pid {} (command ", std::process::id())),
             "{holder}"
         );
+    }
+
+    #[test]
+    fn writer_names_the_holder_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(writer(dir.path()).unwrap(), None);
+        assert!(!dir.path().join(LOCK_FILE).exists());
+        let lock = RunLock::acquire(dir.path(), "fit").unwrap();
+        let holder = writer(dir.path()).unwrap().expect("a writer holds the run");
+        assert!(
+            holder.starts_with(&format!("pid {}", std::process::id())),
+            "{holder}"
+        );
+        drop(lock);
+        assert_eq!(writer(dir.path()).unwrap(), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod merge;
 pub mod predict;
 pub mod quantize;
 pub mod scratch;
+pub mod serve;
 pub mod train_head;
 pub mod tutorial;
 
@@ -36,5 +37,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fit(a) => fit::run(&a, &cli.global),
         Command::Merge(a) => merge::run(&a, &cli.global),
         Command::Audit(a) => audit::run(&a, &cli.global),
+        Command::Serve(a) => serve::run(&a, &cli.global),
     }
 }
