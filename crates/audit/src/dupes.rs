@@ -3,11 +3,15 @@
 //! a group (two copies among the training photos) and across groups (a training photo that is also
 //! in validation: a leak that inflates validation numbers), at most [`MAX_PAIRS`] of them — and,
 //! for every photo, its [`NEIGHBOURS`] most similar training photos (what [`crate::outliers`]
-//! scores).
+//! scores). Pairs a little below the cosine threshold are kept when their pixels match
+//! ([`crate::fingerprint`]).
+
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use train::kernels::{product, MatRef, Threads};
 
+use crate::fingerprint;
 use crate::rows::{Embedding, Group, Rows};
 
 /// Rows of each side of one block of products.
@@ -63,6 +67,20 @@ pub struct DuplicatePair {
     pub cosine: f32,
     /// True when the two photos are in different groups (train ↔ validation).
     pub leak: bool,
+    /// For a pair below the cosine threshold confirmed by its pixels: how many bits its
+    /// perceptual hashes differ by ([`crate::fingerprint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_bits: Option<u32>,
+}
+
+impl DuplicatePair {
+    /// Why the two are one photo: `cosine 0.934`, or `cosine 0.842, pixels 3 bits apart`.
+    pub fn evidence(&self) -> String {
+        match self.hash_bits {
+            Some(b) => format!("cosine {:.3}, pixels {b} bits apart", self.cosine),
+            None => format!("cosine {:.3}", self.cosine),
+        }
+    }
 }
 
 /// What the search found.
@@ -70,6 +88,9 @@ pub struct Found {
     pub pairs: Vec<DuplicatePair>,
     /// True when more than [`MAX_PAIRS`] pairs passed the threshold (the most similar are kept).
     pub truncated: bool,
+    /// Pairs below the threshold checked by their pixels, and how many of them matched.
+    pub checked: usize,
+    pub confirmed: usize,
 }
 
 /// What [`blocked`] calls for each pair of blocks: `(first row of block a, first row of block b,
@@ -118,15 +139,16 @@ pub fn nearest(rows: &Rows) -> Vec<Nearest> {
     nearest
 }
 
-/// Every pair of rows whose [`Embedding::Root`] cosine is at least `threshold`, most similar first.
-pub fn find(rows: &Rows, threshold: f32) -> Found {
+/// Every pair of rows whose [`Embedding::Root`] cosine is at least `lower`, most similar first
+/// (at most [`MAX_PAIRS`]; the flag says when more passed).
+fn candidates(rows: &Rows, lower: f32) -> (Vec<(f32, usize, usize)>, bool) {
     let mut hits: Vec<(f32, usize, usize)> = Vec::new();
     let mut truncated = false;
     blocked(rows, Embedding::Root, &mut |a, b, nb, s| {
         for (i, row) in s.chunks(nb).enumerate() {
             let from = if b == a { i + 1 } else { 0 };
             for (j, &c) in row.iter().enumerate().skip(from) {
-                if c >= threshold {
+                if c >= lower {
                     hits.push((c, a + i, b + j));
                 }
             }
@@ -138,16 +160,46 @@ pub fn find(rows: &Rows, threshold: f32) -> Found {
         }
     });
     hits.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
-    let pairs = hits
+    (hits, truncated)
+}
+
+/// Near-duplicate pairs, most similar first: every pair whose cosine is at least `threshold`,
+/// and, when the photos can be read from `data`, the pairs from
+/// [`fingerprint::CANDIDATE_COSINE`] whose pixels match ([`fingerprint::check`]).
+pub fn find(rows: &Rows, threshold: f32, data: Option<&Path>) -> Found {
+    let lower = match data {
+        Some(_) => threshold.min(fingerprint::CANDIDATE_COSINE),
+        None => threshold,
+    };
+    let (hits, truncated) = candidates(rows, lower);
+    let (sure, unsure): (Vec<_>, Vec<_>) = hits.into_iter().partition(|h| h.0 >= threshold);
+    let unsure = &unsure[..unsure.len().min(fingerprint::MAX_CHECKED)];
+    let bits = data.map_or_else(Vec::new, |d| fingerprint::check(d, rows, unsure));
+    let mut pairs: Vec<DuplicatePair> = sure
         .into_iter()
-        .map(|(c, i, j)| pair(rows, c, i, j))
+        .map(|(c, i, j)| pair(rows, c, i, j, None))
         .collect();
-    Found { pairs, truncated }
+    let confirmed: Vec<DuplicatePair> = unsure
+        .iter()
+        .zip(&bits)
+        .filter_map(|(&(c, i, j), b)| {
+            b.filter(|&b| b <= fingerprint::MAX_DISTANCE)
+                .map(|b| pair(rows, c, i, j, Some(b)))
+        })
+        .collect();
+    let (checked, n_confirmed) = (bits.len(), confirmed.len());
+    pairs.extend(confirmed);
+    Found {
+        pairs,
+        truncated,
+        checked,
+        confirmed: n_confirmed,
+    }
 }
 
 /// The pair of rows `i < j`, the photo to act on first: for a leak the training copy, within a
 /// group the later of the two.
-fn pair(rows: &Rows, cosine: f32, i: usize, j: usize) -> DuplicatePair {
+fn pair(rows: &Rows, cosine: f32, i: usize, j: usize, hash_bits: Option<u32>) -> DuplicatePair {
     let leak = rows.group[i] != rows.group[j];
     let train_first = rows.group[i] == Group::Train;
     let (p, q) = if leak && train_first { (i, j) } else { (j, i) };
@@ -160,5 +212,6 @@ fn pair(rows: &Rows, cosine: f32, i: usize, j: usize) -> DuplicatePair {
         partner_given: rows.classes[rows.labels[q] as usize].clone(),
         cosine: cosine.min(1.0),
         leak,
+        hash_bits,
     }
 }

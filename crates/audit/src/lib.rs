@@ -7,6 +7,7 @@
 
 pub mod dupes;
 pub mod error;
+pub mod fingerprint;
 pub mod labels;
 pub mod outliers;
 pub mod output;
@@ -31,7 +32,8 @@ use rows::{Group, Rows};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Embedding cosine from which two photos count as near-duplicates (calibrated on made copies:
-/// re-encoded, resized and cropped photos; BENCHMARKS.md, "Finding the photos that hurt").
+/// re-encoded, resized and cropped photos; BENCHMARKS.md, "Finding the photos that hurt"). With
+/// the data folder, pairs from [`fingerprint::CANDIDATE_COSINE`] count too when their pixels match.
 pub const DUPLICATE_COSINE: f32 = 0.90;
 
 /// Distance to the nearest training photos, in robust standard deviations above the median
@@ -42,7 +44,8 @@ pub const OUTLIER_SCORE: f32 = 3.0;
 #[derive(Clone, Debug)]
 pub struct AuditConfig {
     pub run: PathBuf,
-    /// The data folder, for the contact sheets (none without it).
+    /// The data folder, for the contact sheets and the pixel check of near-duplicates (neither
+    /// without it).
     pub data: Option<PathBuf>,
     pub duplicate_cosine: f32,
     pub outlier_score: f32,
@@ -186,7 +189,16 @@ fn find(rows: &Rows, cfg: &AuditConfig, on_event: &mut dyn FnMut(StageEvent<'_>)
     let t = labels::thresholds(rows);
     let mislabeled = labels::mislabeled(rows, &t);
     let confused = labels::confused_pairs(rows);
-    let found = dupes::find(rows, cfg.duplicate_cosine);
+    let found = dupes::find(rows, cfg.duplicate_cosine, cfg.data.as_deref());
+    if found.checked > 0 {
+        on_event(StageEvent::Info(format!(
+            "audit: {} pairs with a cosine from {} to {} checked by their pixels, {} the same photo",
+            found.checked,
+            fingerprint::CANDIDATE_COSINE,
+            cfg.duplicate_cosine,
+            found.confirmed
+        )));
+    }
     let outliers = outliers::find(rows, &dupes::nearest(rows), cfg.outlier_score);
     Audit {
         format_version: FORMAT_VERSION,

@@ -16,7 +16,7 @@ pub const TILES: usize = 16;
 
 /// `data/rel` when `rel` is a plain relative path (no `..`, not absolute): feature files name
 /// photos that way, and nothing else is read.
-fn inside(data: &Path, rel: &str) -> Option<PathBuf> {
+pub(crate) fn inside(data: &Path, rel: &str) -> Option<PathBuf> {
     let p = Path::new(rel);
     p.components()
         .all(|c| matches!(c, Component::Normal(_)))
@@ -65,7 +65,13 @@ pub fn duplicates(data: &Path, found: &[DuplicatePair], out: &Path) -> Result<()
         tiles.push(tile(
             data,
             &d.path,
-            vec![format!("{kind} {:.3}", d.cosine), d.split.clone()],
+            vec![
+                match d.hash_bits {
+                    Some(_) => format!("{kind} {:.3}, pixels", d.cosine),
+                    None => format!("{kind} {:.3}", d.cosine),
+                },
+                d.split.clone(),
+            ],
             [200, 110, 0],
         ));
         tiles.push(tile(

@@ -1,6 +1,7 @@
 //! `bottleneck audit` (issue 30) on a small real subset of Dogs vs Cats with made problems: three
 //! cats moved into the dogs folder, a re-encoded copy of a validation photo in train (a leak), two
-//! scene photos among the cats. `fit` audits by default; the findings name those photos; an edited
+//! scene photos among the cats. `fit` audits by default; the findings name those photos (the copy
+//! also below the cosine threshold, by its pixels, when the data folder is given); an edited
 //! `audit.csv` is not replaced without `--force`; a head without out-of-fold predictions (the 2016
 //! recipe) makes `audit` exit 1 saying how to get them.
 
@@ -130,6 +131,32 @@ fn fit_audits_the_training_photos_and_finds_each_kind_of_problem() {
         );
     }
     assert!(run.join("audit/mislabeled.png").is_file());
+
+    // Below the cosine threshold, the copy is still found by its pixels when the photos can be
+    // read, and not without the data folder.
+    let strict = |with_data: bool| {
+        let mut c = bin();
+        c.args(["-q", "audit", "--duplicate-cosine", "1", "--run"])
+            .arg(&run);
+        if with_data {
+            c.arg("--data").arg(&data);
+        }
+        ok(c.output().unwrap());
+        audit_json(&run)["duplicates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == copy && d["partner"] == val_rel.as_str())
+            .cloned()
+    };
+    let by_pixels = strict(true).expect("the copy confirmed by its pixels");
+    assert!(
+        by_pixels["hash_bits"].as_u64().unwrap() <= 10,
+        "{by_pixels}"
+    );
+    assert!(by_pixels["cosine"].as_f64().unwrap() < 1.0);
+    assert_eq!(strict(false), None);
+
     let report = fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("Photos that may hurt"), "{report}");
     assert!(report.contains(copy), "{report}");

@@ -165,12 +165,12 @@ fn section(o: &Outcome, run: &Path, md: bool) -> String {
                 cell(&d.split),
                 cell(&d.partner),
                 cell(&d.partner_split),
-                format!("{:.3}", d.cosine),
+                cell(&d.evidence()),
             ]
         });
         table(
             &mut s,
-            &["photo", "in", "nearly equals", "in", "cosine"],
+            &["photo", "in", "nearly equals", "in", "why"],
             rows.collect(),
         );
         picture(&mut s, "duplicates.png");

@@ -27,7 +27,8 @@ pub struct AuditArgs {
     /// The data folder the run was made from: contact sheets of the findings are drawn from it.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Embedding cosine from which two photos are near-duplicates.
+    /// Embedding cosine from which two photos are near-duplicates (with --data, pairs from 0.80
+    /// are near-duplicates too when their pixels match).
     #[arg(long, default_value_t = audit::DUPLICATE_COSINE)]
     pub duplicate_cosine: f32,
     /// Distance to the nearest training photos (in robust standard deviations above the typical
@@ -90,8 +91,12 @@ fn print_summary(a: &Audit, run: &std::path::Path) {
     );
     for d in a.duplicates.iter().take(SHOWN) {
         println!(
-            "  {} ({}) ~ {} ({}), cosine {:.3}",
-            d.path, d.split, d.partner, d.partner_split, d.cosine
+            "  {} ({}) ~ {} ({}), {}",
+            d.path,
+            d.split,
+            d.partner,
+            d.partner_split,
+            d.evidence()
         );
     }
     println!("out of place: {} photos", a.outliers.len());
