@@ -101,6 +101,16 @@ impl Server {
         Server { child, url, stderr }
     }
 
+    /// The `/metrics` text.
+    fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     fn addr(&self) -> &str {
         self.url.trim_start_matches("http://")
     }
@@ -281,12 +291,7 @@ fn endpoints_answer_what_predict_answers() {
     let r = c.get(format!("{}/v1/predict", server.url)).send().unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains("bottleneck_http_requests_total{endpoint=\"predict\",outcome=\"ok\"} 2"),
         "{metrics}"
@@ -305,7 +310,7 @@ fn endpoints_answer_what_predict_answers() {
 fn bad_uploads_get_a_4xx_with_the_reason_and_good_ones_still_pass() {
     let base = Base::new();
     let good = base.photos()[0].clone();
-    let server = Server::start(&base.run, &["--max-body-mib", "1"]);
+    let server = Server::start(&base.run, &["--max-body-mib", "1", "--max-images", "4"]);
     let post = |body: Vec<u8>| post_body(&server, "name=x.jpg", body);
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
         (
@@ -378,17 +383,18 @@ fn bad_uploads_get_a_4xx_with_the_reason_and_good_ones_still_pass() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     let (status, v) = post_form(&server, multipart::Form::new());
     assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let (status, v) = post_form(&server, form_of(&vec![good.clone(); 5]));
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("--max-images 4"),
+        "{v}"
+    );
 
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     for line in [
         "{endpoint=\"predict\",outcome=\"ok\"} 5",
         "{endpoint=\"predict\",outcome=\"unreadable_image\"} 5",
-        "{endpoint=\"predict\",outcome=\"too_large\"} 2",
+        "{endpoint=\"predict\",outcome=\"too_large\"} 3",
         "{endpoint=\"predict\",outcome=\"bad_request\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");

@@ -31,6 +31,8 @@ pub(crate) struct AppState {
     pub decoder: Decoder,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<Semaphore>,
+    /// One permit per image of the requests in flight, taken before decoding.
+    pub images: Arc<Semaphore>,
     pub opts: Arc<Options>,
 }
 
@@ -235,17 +237,32 @@ async fn classify(st: &AppState, q: PredictQuery, req: Request) -> Result<Answer
             "no image in the request: send one image as the body, or several as multipart/form-data",
         ));
     }
+    let busy = || {
+        Problem::unavailable(format!(
+            "the server already holds {} images: retry shortly",
+            st.opts.max_images
+        ))
+    };
+    if uploads.len() > st.opts.max_images {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} images in one request, more than the server holds at once (--max-images {}): send them in several",
+                uploads.len(),
+                st.opts.max_images
+            ),
+        ));
+    }
+    // Held until the answer: decoded images in memory never exceed --max-images.
+    let _images = u32::try_from(uploads.len())
+        .ok()
+        .and_then(|n| st.images.clone().try_acquire_many_owned(n).ok())
+        .ok_or_else(busy)?;
     let names: Vec<String> = uploads.iter().map(|u| u.name.clone()).collect();
     let rows = st.decoder.prepare_all(uploads).await?;
     let mut pending = Vec::with_capacity(rows.len());
     for (row, name) in rows.into_iter().zip(&names) {
-        let rx = st.batcher.submit(row, name.clone()).map_err(|_| {
-            Problem::unavailable(format!(
-                "{} images are already waiting for the classifier: retry shortly",
-                st.opts.queue
-            ))
-        })?;
-        pending.push(rx);
+        pending.push(st.batcher.submit(row, name.clone()).map_err(|_| busy())?);
     }
     let classes = &st.card.classes;
     let top_k = q

@@ -12,8 +12,8 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BATCH: usize = 8;
 pub const DEFAULT_MAX_WAIT_MS: u64 = 2;
 pub const DEFAULT_MAX_BODY_MIB: usize = 32;
-pub const DEFAULT_MAX_INFLIGHT: usize = 64;
-pub const DEFAULT_QUEUE: usize = 256;
+pub const DEFAULT_MAX_INFLIGHT: usize = 32;
+pub const DEFAULT_MAX_IMAGES: usize = 256;
 pub const DEFAULT_TIMEOUT_S: u64 = 30;
 pub const DEFAULT_TOP_K: usize = 3;
 
@@ -30,8 +30,9 @@ pub struct Options {
     pub max_body: usize,
     /// Most requests at once (503 with `Retry-After` above it).
     pub max_inflight: usize,
-    /// Most decoded images waiting for the network (503 with `Retry-After` above it).
-    pub queue: usize,
+    /// Most images of the requests in flight, decoded or waiting for the network (503 with
+    /// `Retry-After` above it): with `max_inflight` × `max_body`, what bounds the memory.
+    pub max_images: usize,
     /// Longest a request may take, body upload included (408 after it).
     pub timeout: Duration,
     /// Answer `unknown` (`abstained: true`) when the top probability is below this.
@@ -58,7 +59,7 @@ impl Default for Options {
             max_wait: Duration::from_millis(DEFAULT_MAX_WAIT_MS),
             max_body: DEFAULT_MAX_BODY_MIB << 20,
             max_inflight: DEFAULT_MAX_INFLIGHT,
-            queue: DEFAULT_QUEUE,
+            max_images: DEFAULT_MAX_IMAGES,
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
             min_confidence: None,
             top_k: DEFAULT_TOP_K,
@@ -76,8 +77,8 @@ impl Options {
                 return bad("--min-confidence is a probability: give a value from 0 to 1");
             }
         }
-        if self.max_batch == 0 || self.max_inflight == 0 || self.queue == 0 {
-            return bad("--max-batch, --max-inflight and --queue must be at least 1");
+        if self.max_batch == 0 || self.max_inflight == 0 || self.max_images == 0 {
+            return bad("--max-batch, --max-inflight and --max-images must be at least 1");
         }
         if self.max_body == 0 || self.top_k == 0 || self.decode_threads == 0 {
             return bad("--max-body-mib, --top-k and --decode-threads must be at least 1");

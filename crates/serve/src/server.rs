@@ -157,7 +157,7 @@ pub fn serve(req: ServeRequest, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         Batching {
             max_batch: opts.max_batch,
             max_wait: opts.max_wait,
-            queue: opts.queue,
+            queue: opts.max_images,
         },
         metrics.clone(),
     )?;
@@ -167,6 +167,7 @@ pub fn serve(req: ServeRequest, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         decoder,
         metrics,
         inflight: Arc::new(Semaphore::new(opts.max_inflight)),
+        images: Arc::new(Semaphore::new(opts.max_images)),
         opts: Arc::new(opts.clone()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -39,9 +39,10 @@ pub struct ServeArgs {
     /// Most requests at once (503 with Retry-After above it).
     #[arg(long, default_value_t = serve::DEFAULT_MAX_INFLIGHT)]
     pub max_inflight: usize,
-    /// Most decoded images waiting for the network (503 with Retry-After above it).
-    #[arg(long, default_value_t = serve::DEFAULT_QUEUE)]
-    pub queue: usize,
+    /// Most images of the requests in flight, decoded or waiting for the network (503 with
+    /// Retry-After above it).
+    #[arg(long, default_value_t = serve::DEFAULT_MAX_IMAGES)]
+    pub max_images: usize,
     /// Longest a request may take, upload included, in seconds (408 after it).
     #[arg(long, default_value_t = serve::DEFAULT_TIMEOUT_S)]
     pub timeout_s: u64,
@@ -63,7 +64,7 @@ impl ServeArgs {
             max_wait: Duration::from_millis(self.max_wait_ms),
             max_body: self.max_body_mib.saturating_mul(1 << 20),
             max_inflight: self.max_inflight,
-            queue: self.queue,
+            max_images: self.max_images,
             timeout: Duration::from_secs(self.timeout_s),
             min_confidence: self.min_confidence,
             top_k: self.top_k,
