@@ -101,6 +101,16 @@ impl Server {
         Server { child, url, stderr }
     }
 
+    /// Waits (at most 30 s) until `n` prediction requests are in flight.
+    fn wait_in_flight(&self, n: usize) {
+        let want = format!("bottleneck_predict_requests_in_flight {n}\n");
+        let until = Instant::now() + Duration::from_secs(30);
+        while !self.metrics().contains(&want) {
+            assert!(Instant::now() < until, "never {n} requests in flight");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The `/metrics` text.
     fn metrics(&self) -> String {
         client()
@@ -471,10 +481,10 @@ fn read_response(mut s: TcpStream) -> (u16, String) {
 fn overload_is_503_with_retry_after_and_a_stalled_upload_times_out() {
     let base = Base::new();
     let photo = std::fs::read(&base.photos()[0]).unwrap();
-    let server = Server::start(&base.run, &["--max-inflight", "1", "--timeout-s", "1"]);
+    let server = Server::start(&base.run, &["--max-inflight", "1", "--timeout-s", "3"]);
     // A client that stops halfway through its upload holds the one slot…
     let slow = partial_post(server.addr(), photo.len(), &photo[..photo.len() / 2]);
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_in_flight(1);
     let r = client()
         .post(format!("{}/v1/predict", server.url))
         .body(photo.clone())
@@ -486,7 +496,7 @@ fn overload_is_503_with_retry_after_and_a_stalled_upload_times_out() {
     // …until the request timeout answers it 408 with the reason.
     let (code, text) = read_response(slow);
     assert_eq!(code, 408, "{text}");
-    assert!(text.contains("longer than 1 s"), "{text}");
+    assert!(text.contains("longer than 3 s"), "{text}");
     let (status, v) = post_body(&server, "", photo);
     assert_eq!(status, StatusCode::OK, "{v}");
 }
@@ -524,7 +534,7 @@ fn sigterm_answers_the_request_in_flight_then_exits_0() {
     let mut server = Server::start(&base.run, &[]);
     let half = photo.len() / 2;
     let mut s = partial_post(server.addr(), photo.len(), &photo[..half]);
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_in_flight(1);
     server.terminate();
     std::thread::sleep(Duration::from_millis(300));
     // Stopping: no new connection is accepted, the one in flight still is answered.

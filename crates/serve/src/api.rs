@@ -293,6 +293,7 @@ pub(crate) async fn predict(
         ))
         .into_response();
     };
+    let _counted = st.metrics.in_flight();
     match tokio::time::timeout(st.opts.timeout, classify(&st, q, req)).await {
         Ok(Ok(a)) => Json(a).into_response(),
         Ok(Err(p)) => p.into_response(),

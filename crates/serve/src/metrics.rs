@@ -29,6 +29,16 @@ pub(crate) struct Metrics {
     images: Counter,
     inference_seconds: Counter<f64, AtomicU64>,
     queue: Gauge,
+    in_flight: Gauge,
+}
+
+/// A request in flight; dropping it counts it out.
+pub(crate) struct InFlight(std::sync::Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
+    }
 }
 
 /// The outcome label of a status code.
@@ -88,7 +98,14 @@ impl Metrics {
             "Decoded images waiting for the network",
             queue.clone(),
         );
+        let in_flight = Gauge::default();
+        registry.register(
+            "predict_requests_in_flight",
+            "/v1/predict requests being read, decoded or classified",
+            in_flight.clone(),
+        );
         Metrics {
+            in_flight,
             registry,
             requests,
             latency,
@@ -122,6 +139,12 @@ impl Metrics {
     /// Images waiting for the network now.
     pub fn queued(&self, n: usize) {
         self.queue.set(n as i64);
+    }
+
+    /// Counts a prediction request in flight until the guard is dropped.
+    pub fn in_flight(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
     }
 
     /// The text exposition format.

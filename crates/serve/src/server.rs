@@ -170,8 +170,9 @@ pub fn serve(req: ServeRequest, on_event: &mut dyn FnMut(Event)) -> Result<()> {
         images: Arc::new(Semaphore::new(opts.max_images)),
         opts: Arc::new(opts.clone()),
     };
+    // Worker threads parse HTTP (one per core); decoding runs on the blocking pool, inference on
+    // the engine thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
