@@ -15,8 +15,106 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{bin, fails, ok, tiny_model};
 
-use reqwest::blocking::{multipart, Client};
-use reqwest::StatusCode;
+/// HTTP status codes the tests expect.
+mod code {
+    pub const OK: u16 = 200;
+    pub const BAD_REQUEST: u16 = 400;
+    pub const NOT_FOUND: u16 = 404;
+    pub const METHOD_NOT_ALLOWED: u16 = 405;
+    pub const PAYLOAD_TOO_LARGE: u16 = 413;
+    pub const UNPROCESSABLE_ENTITY: u16 = 422;
+    pub const SERVICE_UNAVAILABLE: u16 = 503;
+}
+
+/// A small blocking HTTP client (ureq, which `hf-hub` already builds).
+mod http {
+    use std::time::Duration;
+
+    /// A whole answer: status, headers, body.
+    pub struct Reply {
+        pub status: u16,
+        headers: Vec<(String, String)>,
+        pub text: String,
+    }
+
+    impl Reply {
+        /// A header's value ("" when absent).
+        pub fn header(&self, name: &str) -> &str {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map_or("", |(_, v)| v.as_str())
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build()
+    }
+
+    fn reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
+        let r = match r {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("no HTTP answer: {e}"),
+        };
+        let headers = r
+            .headers_names()
+            .into_iter()
+            .map(|n| (n.clone(), r.header(&n).unwrap_or_default().to_string()))
+            .collect();
+        Reply {
+            status: r.status(),
+            headers,
+            text: r.into_string().unwrap(),
+        }
+    }
+
+    pub fn get(url: &str) -> Reply {
+        reply(agent().get(url).call())
+    }
+
+    pub fn post(url: &str, content_type: &str, body: &[u8]) -> Reply {
+        reply(
+            agent()
+                .post(url)
+                .set("Content-Type", content_type)
+                .send_bytes(body),
+        )
+    }
+
+    /// A `multipart/form-data` body of image parts.
+    #[derive(Default)]
+    pub struct Form {
+        body: Vec<u8>,
+    }
+
+    const BOUNDARY: &str = "bottleneck-test-boundary-7d3f";
+
+    impl Form {
+        /// Adds one part named `image` with this file name and content.
+        pub fn file(mut self, name: &str, bytes: &[u8]) -> Self {
+            let head = format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            );
+            self.body.extend_from_slice(head.as_bytes());
+            self.body.extend_from_slice(bytes);
+            self.body.extend_from_slice(b"\r\n");
+            self
+        }
+
+        pub fn post(mut self, url: &str) -> Reply {
+            self.body
+                .extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+            post(
+                url,
+                &format!("multipart/form-data; boundary={BOUNDARY}"),
+                &self.body,
+            )
+        }
+    }
+}
 
 /// Generated photos, the tiny model and a run with features and a head.
 struct Base {
@@ -113,12 +211,7 @@ impl Server {
 
     /// The `/metrics` text.
     fn metrics(&self) -> String {
-        client()
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
+        http::get(&format!("{}/metrics", self.url)).text
     }
 
     fn addr(&self) -> &str {
@@ -151,47 +244,30 @@ impl Drop for Server {
     }
 }
 
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn json(r: reqwest::blocking::Response) -> (StatusCode, serde_json::Value) {
-    let status = r.status();
-    let text = r.text().unwrap();
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status}: {e}: {text}"));
-    (status, v)
+/// The status and JSON body of an answer.
+fn json(r: http::Reply) -> (u16, serde_json::Value) {
+    let v =
+        serde_json::from_str(&r.text).unwrap_or_else(|e| panic!("{}: {e}: {}", r.status, r.text));
+    (r.status, v)
 }
 
 /// POSTs `body` (one image) to `/v1/predict?QUERY`.
-fn post_body(server: &Server, query: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
-    json(
-        client()
-            .post(format!("{}/v1/predict?{query}", server.url))
-            .body(body)
-            .send()
-            .unwrap(),
-    )
+fn post_body(server: &Server, query: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let url = format!("{}/v1/predict?{query}", server.url);
+    json(http::post(&url, "image/jpeg", &body))
 }
 
 /// POSTs a multipart form to `/v1/predict`.
-fn post_form(server: &Server, form: multipart::Form) -> (StatusCode, serde_json::Value) {
-    json(
-        client()
-            .post(format!("{}/v1/predict", server.url))
-            .multipart(form)
-            .send()
-            .unwrap(),
-    )
+fn post_form(server: &Server, form: http::Form) -> (u16, serde_json::Value) {
+    json(form.post(&format!("{}/v1/predict", server.url)))
 }
 
 /// A form with one part per photo.
-fn form_of(photos: &[PathBuf]) -> multipart::Form {
-    photos
-        .iter()
-        .fold(multipart::Form::new(), |f, p| f.part("image", part(p)))
+fn form_of(photos: &[PathBuf]) -> http::Form {
+    photos.iter().fold(http::Form::default(), |f, p| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        f.file(&name, &std::fs::read(p).unwrap())
+    })
 }
 
 /// `predict --json` probabilities by file name.
@@ -231,11 +307,6 @@ fn served_probs(answer: &serde_json::Value, classes: &[&str]) -> Vec<f64> {
         .collect()
 }
 
-fn part(path: &Path) -> multipart::Part {
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    multipart::Part::bytes(std::fs::read(path).unwrap()).file_name(name)
-}
-
 #[test]
 fn endpoints_answer_what_predict_answers() {
     let base = Base::new();
@@ -243,10 +314,9 @@ fn endpoints_answer_what_predict_answers() {
     let expected = predict_probs(&base.run, &photos);
     assert_eq!(expected.len(), photos.len());
     let server = Server::start(&base.run, &[]);
-    let c = client();
 
-    let (status, card) = json(c.get(format!("{}/v1/model", server.url)).send().unwrap());
-    assert_eq!(status, StatusCode::OK);
+    let (status, card) = json(http::get(&format!("{}/v1/model", server.url)));
+    assert_eq!(status, code::OK);
     assert_eq!(card["classes"], serde_json::json!(["bright", "dark"]));
     assert_eq!(card["stage"], "head");
     assert_eq!(card["source"], "head/head.safetensors");
@@ -257,7 +327,7 @@ fn endpoints_answer_what_predict_answers() {
     let (name, want) = &expected[0];
     let body = std::fs::read(photos.iter().find(|p| p.ends_with(name)).unwrap()).unwrap();
     let (status, v) = post_body(&server, &format!("name={name}&top_k=1"), body);
-    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(status, code::OK, "{v}");
     let a = &v["predictions"][0];
     assert_eq!(a["file"], name.as_str());
     assert_eq!(a["top"].as_array().unwrap().len(), 1);
@@ -268,7 +338,7 @@ fn endpoints_answer_what_predict_answers() {
 
     // Every photo in one multipart request: same order, same probabilities as predict.
     let (status, v) = post_form(&server, form_of(&photos));
-    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(status, code::OK, "{v}");
     let answers = v["predictions"].as_array().unwrap();
     assert_eq!(answers.len(), photos.len());
     for (a, p) in answers.iter().zip(&photos) {
@@ -283,23 +353,22 @@ fn endpoints_answer_what_predict_answers() {
         assert_eq!(a["class"], best);
     }
 
-    let r = c.get(format!("{}/healthz", server.url)).send().unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = c.get(format!("{}/", server.url)).send().unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
+    let r = http::get(&format!("{}/healthz", server.url));
+    assert_eq!(r.status, code::OK);
+    let r = http::get(&format!("{}/", server.url));
+    assert_eq!(r.status, code::OK);
+    assert!(r
+        .header("content-security-policy")
         .contains("default-src 'none'"));
-    let page = r.text().unwrap();
+    let page = r.text;
     assert!(
         page.contains("id=\"drop\"") && !page.contains("http://") && !page.contains("https://")
     );
-    let (status, v) = json(c.get(format!("{}/v1/nothing", server.url)).send().unwrap());
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = json(http::get(&format!("{}/v1/nothing", server.url)));
+    assert_eq!(status, code::NOT_FOUND);
     assert!(v["error"].as_str().unwrap().contains("/v1/predict"));
-    let r = c.get(format!("{}/v1/predict", server.url)).send().unwrap();
-    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let r = http::get(&format!("{}/v1/predict", server.url));
+    assert_eq!(r.status, code::METHOD_NOT_ALLOWED);
 
     let metrics = server.metrics();
     assert!(
@@ -322,23 +391,18 @@ fn bad_uploads_get_a_4xx_with_the_reason_and_good_ones_still_pass() {
     let good = base.photos()[0].clone();
     let server = Server::start(&base.run, &["--max-body-mib", "1", "--max-images", "4"]);
     let post = |body: Vec<u8>| post_body(&server, "name=x.jpg", body);
-    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
-        (
-            "empty",
-            vec![],
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "empty file",
-        ),
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("empty", vec![], code::UNPROCESSABLE_ENTITY, "empty file"),
         (
             "text",
             b"not a photo at all".to_vec(),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            code::UNPROCESSABLE_ENTITY,
             "not an image",
         ),
         (
             "16000x16000 PNG bomb",
             testkit::synth::claimed_png(16_000, 16_000),
-            StatusCode::UNPROCESSABLE_ENTITY,
+            code::UNPROCESSABLE_ENTITY,
             "too large to decode safely",
         ),
         (
@@ -354,13 +418,13 @@ fn bad_uploads_get_a_4xx_with_the_reason_and_good_ones_still_pass() {
                 jpg.truncate(jpg.len() / 2);
                 jpg
             },
-            StatusCode::UNPROCESSABLE_ENTITY,
+            code::UNPROCESSABLE_ENTITY,
             "truncated",
         ),
         (
             "2 MiB body",
             vec![0u8; 2 << 20],
-            StatusCode::PAYLOAD_TOO_LARGE,
+            code::PAYLOAD_TOO_LARGE,
             "larger than 1 MiB (the server's --max-body-mib)",
         ),
     ];
@@ -371,30 +435,22 @@ fn bad_uploads_get_a_4xx_with_the_reason_and_good_ones_still_pass() {
         assert!(error.contains(reason) && !error.is_empty(), "{what}: {v}");
         // A good photo right after each bad one is answered.
         let (status, v) = post(std::fs::read(&good).unwrap());
-        assert_eq!(status, StatusCode::OK, "after {what}: {v}");
+        assert_eq!(status, code::OK, "after {what}: {v}");
     }
 
     // Multipart: a bad part is named and nothing is classified; too many parts; no part at all.
-    let form = multipart::Form::new().part("image", part(&good)).part(
-        "image",
-        multipart::Part::bytes(vec![]).file_name("zero.jpg"),
-    );
+    let form = form_of(std::slice::from_ref(&good)).file("zero.jpg", &[]);
     let (status, v) = post_form(&server, form);
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(status, code::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["file"], "zero.jpg");
-    let mut form = multipart::Form::new();
-    for _ in 0..=serve::MAX_IMAGES_PER_REQUEST {
-        form = form.part(
-            "image",
-            multipart::Part::bytes(vec![1u8]).file_name("a.jpg"),
-        );
-    }
+    let form = (0..=serve::MAX_IMAGES_PER_REQUEST)
+        .fold(http::Form::default(), |f, _| f.file("a.jpg", &[1]));
     let (status, v) = post_form(&server, form);
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
-    let (status, v) = post_form(&server, multipart::Form::new());
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(status, code::PAYLOAD_TOO_LARGE, "{v}");
+    let (status, v) = post_form(&server, http::Form::default());
+    assert_eq!(status, code::BAD_REQUEST, "{v}");
     let (status, v) = post_form(&server, form_of(&vec![good.clone(); 5]));
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(status, code::PAYLOAD_TOO_LARGE, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("--max-images 4"),
         "{v}"
@@ -416,7 +472,7 @@ fn below_min_confidence_the_answer_is_unknown() {
     let base = Base::new();
     let server = Server::start(&base.run, &["--min-confidence", "1"]);
     let (status, v) = post_form(&server, form_of(&base.photos()));
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, code::OK);
     let mut abstained = 0;
     for a in v["predictions"].as_array().unwrap() {
         let p = a["probability"].as_f64().unwrap();
@@ -428,12 +484,7 @@ fn below_min_confidence_the_answer_is_unknown() {
         }
     }
     assert!(abstained > 0, "{v}");
-    let (_, card) = json(
-        client()
-            .get(format!("{}/v1/model", server.url))
-            .send()
-            .unwrap(),
-    );
+    let (_, card) = json(http::get(&format!("{}/v1/model", server.url)));
     assert_eq!(card["min_confidence"], 1.0);
     let out = bin()
         .args([
@@ -485,20 +536,16 @@ fn overload_is_503_with_retry_after_and_a_stalled_upload_times_out() {
     // A client that stops halfway through its upload holds the one slot…
     let slow = partial_post(server.addr(), photo.len(), &photo[..photo.len() / 2]);
     server.wait_in_flight(1);
-    let r = client()
-        .post(format!("{}/v1/predict", server.url))
-        .body(photo.clone())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.headers()["retry-after"], "1");
+    let r = http::post(&format!("{}/v1/predict", server.url), "image/jpeg", &photo);
+    assert_eq!(r.status, code::SERVICE_UNAVAILABLE);
+    assert_eq!(r.header("retry-after"), "1");
     assert!(json(r).1["error"].as_str().unwrap().contains("in flight"));
     // …until the request timeout answers it 408 with the reason.
     let (code, text) = read_response(slow);
     assert_eq!(code, 408, "{text}");
     assert!(text.contains("longer than 3 s"), "{text}");
     let (status, v) = post_body(&server, "", photo);
-    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(status, code::OK, "{v}");
 }
 
 #[test]
@@ -520,11 +567,8 @@ fn a_request_head_sent_too_slowly_is_cut_off() {
     );
     assert!(n == 0 || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"));
     // The server still answers.
-    let r = client()
-        .get(format!("{}/healthz", server.url))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let r = http::get(&format!("{}/healthz", server.url));
+    assert_eq!(r.status, code::OK);
 }
 
 #[test]
@@ -597,12 +641,9 @@ struct DevTools {
 impl DevTools {
     /// Connects to the first page of the browser listening on `port`.
     fn page(port: u16) -> DevTools {
-        let list: serde_json::Value = client()
-            .get(format!("http://127.0.0.1:{port}/json/list"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let list: serde_json::Value =
+            serde_json::from_str(&http::get(&format!("http://127.0.0.1:{port}/json/list")).text)
+                .unwrap();
         let url = list
             .as_array()
             .unwrap()
@@ -761,7 +802,7 @@ fn the_page_classifies_a_dropped_photo_in_headless_chromium() {
              return r ? {{cls: r.dataset.class, bars: r.querySelectorAll('.bar').length}} : null; }})()"
         ));
         let (status, v) = post_body(&server, &format!("name={name}"), bytes);
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, code::OK);
         let api = &v["predictions"][0];
         assert_eq!(shown["cls"], api["class"], "page {shown} vs API {api}");
         let classes = api["probabilities"].as_object().unwrap().len();
