@@ -77,7 +77,9 @@ if [ "${1:-}" != "--build-example" ]; then
   fi
   # accel's device tests in the CUDA build (with BOTTLENECK_EXPECT_NO_CUDA they insist on the
   # missing-driver error), then its code, tests and examples linted with the feature.
-  cargo test --release -p bottleneck-accel --features cuda --lib device
+  # The same package selection as the build above, so cargo resolves the same features and reuses its
+  # artifacts (accel alone would resolve fewer and rebuild most dependencies).
+  cargo test --release -p bottleneck-accel -p bottleneck-cli --features bottleneck-cli/cuda --lib device
   cargo clippy --release -p bottleneck-accel --features cuda --all-targets -- -D warnings
   echo "cuda_check: the cuda feature built, started without CUDA and linted in $(( $(date +%s) - t0 )) s"
   exit 0

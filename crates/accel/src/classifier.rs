@@ -1,7 +1,9 @@
 //! A run's exported classifier (the conv chain, then the dense head `head::onnx::append_head`
 //! writes: Flatten → Gemm → Relu → Gemm → Softmax, or for two classes Sigmoid → `[1 − p, p]`) as
 //! a Candle network, so `predict` and `evaluate` run on a GPU without ONNX Runtime's CUDA build.
-//! The conv chain is [`Vgg`]; this module reads the head back out of the graph and computes it.
+//! The body is the conv chain [`Vgg`] when the graph is one, else the nodes [`crate::nodes`]
+//! rebuilds (MobileNetV2, EfficientNet-Lite); this module reads the head back out of the graph and
+//! computes it.
 
 use std::collections::HashMap;
 
@@ -214,11 +216,20 @@ impl DenseHead {
     }
 }
 
-/// A network from the image to a named tensor: the conv chain, and the dense head when the
-/// tensor is a classifier's output.
+/// What computes the image → feature part.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A VGG-style conv chain.
+    Vgg(Vgg),
+    /// Any other graph of the operators [`crate::nodes`] rebuilds, its weights on the device.
+    Nodes(crate::nodes::OnDevice),
+}
+
+/// A network from the image to a named tensor: the body, and the dense head when the tensor is a
+/// classifier's output.
 #[derive(Debug, Clone)]
 pub struct Network {
-    pub vgg: Vgg,
+    pub body: Body,
     pub head: Option<DenseHead>,
 }
 
@@ -227,13 +238,35 @@ impl Network {
     pub fn from_onnx(model: &[u8], output: &str, device: &Device) -> Result<Self> {
         let head = DenseHead::from_onnx(model, output, device)?;
         let cut = head.as_ref().map_or(output, |h| h.input.as_str());
-        let vgg = Vgg::from_onnx(model, Cut::At(cut), device, DType::F32)?;
-        Ok(Network { vgg, head })
+        let body = match Vgg::from_onnx(model, Cut::At(cut), device, DType::F32) {
+            Ok(vgg) => Body::Vgg(vgg),
+            Err(chain) => {
+                let input = features::onnx::image_input(model)?.name;
+                let net = crate::nodes::NodeNet::from_onnx(model, &input, cut).map_err(|e| {
+                    Error::Graph(format!(
+                        "neither a VGG conv chain ({chain}) nor a graph Candle rebuilds ({e})"
+                    ))
+                })?;
+                Body::Nodes(net.on(device)?)
+            }
+        };
+        Ok(Network { body, head })
+    }
+
+    /// The device it computes on.
+    pub fn device(&self) -> &Device {
+        match &self.body {
+            Body::Vgg(v) => v.device(),
+            Body::Nodes(n) => n.device(),
+        }
     }
 
     /// `[N, 3, H, W]` preprocessed images → the output tensor (feature maps or probabilities).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.vgg.forward(x)?;
+        let y = match &self.body {
+            Body::Vgg(v) => v.forward(x)?,
+            Body::Nodes(n) => n.forward(x)?,
+        };
         match &self.head {
             Some(h) => h.forward(&y),
             None => Ok(y),

@@ -170,8 +170,9 @@ pub fn extract(
     )?)
 }
 
-/// Candle's frozen networks ([`Network`]: a VGG conv chain, and a classifier's dense head when the
-/// requested output is one) on one device.
+/// Candle's frozen networks ([`Network`]: a VGG conv chain or a graph of the nodes
+/// [`crate::nodes`] rebuilds, and a classifier's dense head when the requested output is one) on
+/// one device.
 #[derive(Debug, Clone)]
 pub struct Candle {
     pub device: Device,
@@ -235,7 +236,7 @@ impl FeatureNet for CandleNet {
                     n * 3 * size * size
                 )));
             }
-            let x = Tensor::from_slice(input, (n, 3, size, size), self.net.vgg.device())?;
+            let x = Tensor::from_slice(input, (n, 3, size, size), self.net.device())?;
             let y = self.net.forward(&x)?;
             let dims = y.dims().to_vec();
             Ok((dims, crate::ops::to_host(&y)?))

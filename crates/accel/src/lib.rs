@@ -11,10 +11,12 @@
 //! kernels `[in, out]` with the head's `w1` rows in NHWC order.
 
 pub mod classifier;
+pub mod depthwise;
 pub mod device;
 pub mod engine;
 pub mod error;
 mod graph;
+pub mod nodes;
 pub mod ops;
 pub mod optim;
 pub mod train;

@@ -67,6 +67,7 @@ fn synthetic_net(rng: &mut ChaCha8Rng, cin: usize, side: usize, classes: usize) 
     let (d, hidden) = (shape.iter().product::<usize>(), 24);
     let outputs = if classes == 2 { 1 } else { classes };
     let head = Classifier {
+        pooled: false,
         feature_shape: shape,
         hidden,
         num_classes: classes,
@@ -108,7 +109,7 @@ fn compare(what: &str, names: &[String], cpu: &[Vec<f32>], ours: &[Vec<f32>]) ->
 
 fn finetune_case(net: &Net, x: &[f32], d: Nhwc, labels: &[u32], mask: Option<&[f32]>, what: &str) {
     let cpu = net.step(x, d, labels, mask).unwrap();
-    let (block, head) = handover(net);
+    let (block, head) = handover(net).unwrap();
     let gpu_like = FineTuneNet::new(&block, &head, &Device::Cpu, DType::F32).unwrap();
     let xt = nchw_from_nhwc(x, (d.n, d.h, d.w, d.c), &Device::Cpu, DType::F32).unwrap();
     let dropout = mask.map_or(Dropout::Off, Dropout::Mask);
@@ -190,6 +191,7 @@ fn finetune_step_on_real_block5_weights_equals_the_cpu_kernels() {
         .collect();
     let dim = 512 * 4 * 4;
     let head = Classifier {
+        pooled: false,
         feature_shape: [512, 4, 4],
         hidden,
         num_classes: 2,

@@ -1,7 +1,8 @@
 //! A backbone that is only data (issue 29): a tiny MobileNet-shaped ONNX file (stride-2 stem, ReLU6 as
 //! `Clip`, a depthwise convolution with SAME_UPPER padding, a residual `Add`, `GlobalAveragePool`)
-//! described by a manifest the user writes goes through `extract`, `fit`, `predict` and `export` with
-//! its preprocessing, size and crop rule; a wrong manifest is refused naming the field.
+//! described by a manifest the user writes goes through `extract`, `fit` (stage 3 included: the top
+//! from the depthwise convolution on, rebuilt from the graph's own nodes), `predict` and `export`
+//! with its preprocessing, size and crop rule; a wrong manifest is refused naming the field.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::process::Command;
 mod common;
 use common::{bin, fails, ok};
 
-const MANIFEST: &str = "name = \"tiny-mobile\"\npreprocess = \"lite\"\nfeatures = \"pooled\"\nsize = 48\nresize = \"bilinear-crop\"\n";
+const MANIFEST: &str = "name = \"tiny-mobile\"\npreprocess = \"lite\"\nfeatures = \"pooled\"\nsize = 48\nresize = \"bilinear-crop\"\ntrainable_from = \"stem_act\"\n";
 
 /// The model, its manifest and a data folder, in `dir`.
 fn inputs(dir: &Path, manifest: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -60,7 +61,7 @@ fn a_manifest_only_backbone_goes_through_extract_fit_predict_and_export() {
 
     let fitted = t.path().join("fitted");
     let mut c = bin();
-    c.args(["fit", "--threads", "1", "--data"])
+    c.args(["fit", "--threads", "1", "--finetune-epochs", "2", "--data"])
         .arg(&data)
         .arg("--run")
         .arg(&fitted);
@@ -71,9 +72,20 @@ fn a_manifest_only_backbone_goes_through_extract_fit_predict_and_export() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("fine-tuning is not available"), "{said}");
+    assert!(said.contains("stem_act"), "{said}");
     assert!(fitted.join("head/head.safetensors").is_file());
-    assert!(!fitted.join("finetune").exists());
+    assert!(fitted.join("finetune/model.onnx").is_file(), "{said}");
+    // The trained tensors under their ONNX names: the depthwise and 1×1 convolutions' weights.
+    let block = fs::read(fitted.join("finetune/block.safetensors")).unwrap();
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&block)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    for n in ["dw_W", "dw_B", "pw_W", "pw_B"] {
+        assert!(names.iter().any(|m| m == n), "{n} not in {names:?}");
+    }
 
     let photo = data.join("validation/dark/dark.0.png");
     let out = ok(bin()
@@ -84,6 +96,10 @@ fn a_manifest_only_backbone_goes_through_extract_fit_predict_and_export() {
         .unwrap());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.to_string().contains("probabilit"), "{v}");
+    assert!(
+        v.to_string().contains("finetune"),
+        "predict uses the fine-tuned model: {v}"
+    );
 
     let exported = t.path().join("classifier.onnx");
     ok(bin()
@@ -129,4 +145,30 @@ fn a_wrong_manifest_is_refused_naming_the_field() {
         assert!(err.contains(named), "{named}: {err}");
         assert!(!run.join("features").exists());
     }
+}
+
+#[test]
+fn fit_stops_at_the_head_where_the_manifest_says_fine_tuning_does_not_pay() {
+    let t = tempfile::tempdir().unwrap();
+    let manifest = format!("{MANIFEST}fit_finetunes = false\n");
+    let (model, m, data) = inputs(t.path(), &manifest);
+    let run = t.path().join("fitted");
+    let mut c = bin();
+    c.args(["fit", "--threads", "1", "--no-audit", "--data"])
+        .arg(&data)
+        .arg("--run")
+        .arg(&run);
+    with_model(&mut c, &model, &m);
+    let out = ok(c.output().unwrap());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.join("head/head.safetensors").is_file());
+    assert!(!run.join("finetune").exists(), "{said}");
+    assert!(
+        said.contains("gained too little") && said.contains("bottleneck finetune"),
+        "the plan says why and how to fine-tune anyway: {said}"
+    );
 }

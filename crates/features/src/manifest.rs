@@ -44,6 +44,14 @@ pub struct Manifest {
     /// Input of the top block that fine-tuning trains.
     #[serde(default)]
     pub trainable_from: Option<String>,
+    /// Whether `fit` fine-tunes that block by default (`false`: `fit` stops at the calibrated head,
+    /// because fine-tuning gained too little for its cost; `bottleneck finetune` still can).
+    #[serde(default = "yes")]
+    pub fit_finetunes: bool,
+    /// Whether the frozen part of fine-tuning runs in int8 on the CPU by default (where it measured
+    /// faster at the same accuracy); otherwise FP32.
+    #[serde(default)]
+    pub frozen_int8: bool,
     /// The input side the weights were trained at (used when no `--size` is given).
     #[serde(default)]
     pub size: Option<u32>,
@@ -59,6 +67,10 @@ pub struct Manifest {
     /// Paths relative to the workspace root where the file may already be.
     #[serde(default)]
     pub local: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn auto() -> String {

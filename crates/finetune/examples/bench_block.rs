@@ -109,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let f = t.elapsed().as_secs_f64();
             let g = vec![1f32; trace.dims.len()];
             let (grads, _) = block.backward(trace, g, false)?;
-            assert_eq!(grads.len(), 3);
+            assert_eq!(grads.len(), 6, "three convs: weight and bias each");
             if i > 0 {
                 all.push(t.elapsed().as_secs_f64());
                 fwd.push(f);

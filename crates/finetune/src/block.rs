@@ -1,7 +1,10 @@
-//! The trainable conv block (e.g. VGG16 block5: three 3×3 convs + ReLU, then a 2×2 max pool) with
-//! its forward pass, which keeps what the backward pass needs, and its hand-written backward pass.
-//! Weights are held as im2col matrices `[9·in, out]`; the products run on
-//! `train::kernels::convolve` in the block's precision.
+//! The trainable block between the frozen part and the head, with its forward pass, which keeps
+//! what the backward pass needs, and its backward pass. Two kinds: a VGG-style chain (e.g. VGG16
+//! block5: three 3×3 convs + ReLU, then a 2×2 max pool) with hand-written passes, weights held as
+//! im2col matrices `[9·in, out]` and products on `train::kernels::convolve` in the block's
+//! precision; or any other top rebuilt from the ONNX graph's own nodes ([`GraphLayer`]: depthwise
+//! and 1×1 convolutions, Clip, residual Add, pooling, as in MobileNetV2 and EfficientNet-Lite),
+//! computed by Candle with autograd on the run's device.
 
 use crate::error::{Error, Result};
 use train::kernels::conv::{self, Nhwc};
@@ -60,6 +63,21 @@ impl ConvLayer {
     }
 }
 
+/// A top rebuilt from the ONNX graph's own nodes (`accel::nodes`), on a Candle device (the CPU,
+/// or the GPU of `--device cuda`); its weights are the graph's initializers, in ONNX layout.
+#[derive(Clone, Debug)]
+pub struct GraphLayer {
+    pub net: accel::nodes::NodeNet,
+    /// Where Candle computes it (not part of the weights).
+    pub device: accel::Device,
+}
+
+impl PartialEq for GraphLayer {
+    fn eq(&self, other: &Self) -> bool {
+        self.net == other.net
+    }
+}
+
 /// One layer of the block.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
@@ -68,6 +86,8 @@ pub enum Layer {
     MaxPool {
         node: String,
     },
+    /// Everything between the block's input and output tensors, from the graph's nodes.
+    Graph(GraphLayer),
 }
 
 /// The block between the frozen part's output and the head's input.
@@ -94,12 +114,18 @@ enum Saved {
         out: Vec<f32>,
         input: Nhwc,
     },
+    Graph {
+        out: Vec<f32>,
+        /// The layer's input, NCHW (autograd recomputes the forward pass from it).
+        nchw: Vec<f32>,
+        input: Nhwc,
+    },
 }
 
 impl Saved {
     fn out(&self) -> &[f32] {
         match self {
-            Saved::Conv { out, .. } | Saved::Pool { out, .. } => out,
+            Saved::Conv { out, .. } | Saved::Pool { out, .. } | Saved::Graph { out, .. } => out,
         }
     }
 }
@@ -120,28 +146,127 @@ impl Trace {
     }
 }
 
-/// Gradients of one conv layer: weight matrix `[9·cin, cout]` and bias.
-#[derive(Clone, Debug)]
-pub struct ConvGrad {
-    pub wm: Vec<f32>,
-    pub bias: Vec<f32>,
-}
+/// One gradient per trainable tensor, in [`Block::params`] order.
+pub type Grads = Vec<Vec<f32>>;
 
 impl Block {
-    /// The conv layers in order.
+    /// The conv layers of a chain in order.
     pub fn convs(&self) -> impl Iterator<Item = &ConvLayer> {
         self.layers.iter().filter_map(|l| match l {
             Layer::Conv(c) => Some(c),
-            Layer::MaxPool { .. } => None,
+            Layer::MaxPool { .. } | Layer::Graph(_) => None,
         })
     }
 
-    /// The conv layers in order, mutably.
-    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut ConvLayer> {
-        self.layers.iter_mut().filter_map(|l| match l {
-            Layer::Conv(c) => Some(c),
-            Layer::MaxPool { .. } => None,
+    /// The part rebuilt from graph nodes, if the block is one.
+    pub fn graph(&self) -> Option<&GraphLayer> {
+        self.layers.iter().find_map(|l| match l {
+            Layer::Graph(g) => Some(g),
+            _ => None,
         })
+    }
+
+    /// Where a graph block computes (the chain's kernels always run on the CPU).
+    pub fn set_device(&mut self, device: &accel::Device) {
+        for l in &mut self.layers {
+            if let Layer::Graph(g) = l {
+                g.device = device.clone();
+            }
+        }
+    }
+
+    /// Names of the trainable tensors in [`Block::params`] order: `<conv node>.weight`,
+    /// `<conv node>.bias` for a chain, the ONNX initializer names for a graph block.
+    pub fn param_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for l in &self.layers {
+            match l {
+                Layer::Conv(c) => {
+                    names.extend([format!("{}.weight", c.node), format!("{}.bias", c.node)])
+                }
+                Layer::Graph(g) => names.extend(g.net.params.iter().map(|p| p.name.clone())),
+                Layer::MaxPool { .. } => {}
+            }
+        }
+        names
+    }
+
+    /// Every trainable tensor in a fixed order (a chain's weight matrices and biases; a graph
+    /// block's initializers).
+    pub fn params(&self) -> Vec<&[f32]> {
+        let mut p: Vec<&[f32]> = Vec::new();
+        for l in &self.layers {
+            match l {
+                Layer::Conv(c) => p.extend([c.wm.as_slice(), c.bias.as_slice()]),
+                Layer::Graph(g) => p.extend(g.net.params.iter().map(|p| p.values.as_slice())),
+                Layer::MaxPool { .. } => {}
+            }
+        }
+        p
+    }
+
+    /// Every trainable tensor, mutably, in [`Block::params`] order.
+    pub fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut p: Vec<&mut Vec<f32>> = Vec::new();
+        for l in &mut self.layers {
+            match l {
+                Layer::Conv(c) => p.extend([&mut c.wm, &mut c.bias]),
+                Layer::Graph(g) => p.extend(g.net.params.iter_mut().map(|p| &mut p.values)),
+                Layer::MaxPool { .. } => {}
+            }
+        }
+        p
+    }
+
+    /// The trainable tensors as the ONNX model holds them: initializer name, shape, values.
+    pub fn initializers(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            match l {
+                Layer::Conv(c) => {
+                    out.push((
+                        c.weight_name.clone(),
+                        vec![c.cout, c.cin, 3, 3],
+                        c.onnx_weight(),
+                    ));
+                    out.push((c.bias_name.clone(), vec![c.cout], c.bias.clone()));
+                }
+                Layer::Graph(g) => out.extend(
+                    g.net
+                        .params
+                        .iter()
+                        .map(|p| (p.name.clone(), p.shape.clone(), p.values.clone())),
+                ),
+                Layer::MaxPool { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// The block in words, for the plan: `3 convs, bf16 products` (a chain trained with `products`),
+    /// or `9 ONNX nodes, 1013696 parameters, fp32 in Candle on cpu`.
+    pub fn describe(&self, products: TrainPrecision) -> String {
+        match self.graph() {
+            Some(g) => format!(
+                "{} ONNX nodes, {} parameters, fp32 in Candle on {}",
+                g.net.node_names().len(),
+                g.net.parameter_count(),
+                accel::device::name(&g.device)
+            ),
+            None => format!(
+                "{} convs, {} products",
+                self.convs().count(),
+                products.name()
+            ),
+        }
+    }
+
+    /// The ONNX nodes the block trains (a chain's convs; every node of a graph block).
+    pub fn node_names(&self) -> Vec<String> {
+        match self.graph() {
+            Some(g) => g.net.node_names(),
+            None => self.convs().map(|c| c.node.clone()).collect(),
+        }
     }
 
     /// Channels the block expects at its input.
@@ -171,6 +296,10 @@ impl Block {
                         )));
                     }
                     d.pooled()
+                }
+                Layer::Graph(g) => {
+                    let [c, h, w] = g.net.output_dims([d.c, d.h, d.w])?;
+                    Nhwc { n: d.n, h, w, c }
                 }
             };
         }
@@ -221,6 +350,17 @@ impl Block {
                     dims = dims.pooled();
                     s
                 }
+                Layer::Graph(g) => {
+                    let nchw = nhwc_to_nchw(input, dims);
+                    let out = g.net.forward(&nchw, [dims.c, dims.h, dims.w], &g.device)?;
+                    let s = Saved::Graph {
+                        out,
+                        nchw,
+                        input: dims,
+                    };
+                    dims = self.output_dims(dims)?;
+                    s
+                }
             };
             saved.push(s);
         }
@@ -236,13 +376,15 @@ impl Block {
         let mut t = self.forward(x, d)?;
         let dims = t.dims;
         let out = match t.saved.pop() {
-            Some(Saved::Conv { out, .. }) | Some(Saved::Pool { out, .. }) => out,
+            Some(Saved::Conv { out, .. } | Saved::Pool { out, .. } | Saved::Graph { out, .. }) => {
+                out
+            }
             None => x.to_vec(),
         };
         Ok((out, dims))
     }
 
-    /// Backward pass: gradients of every conv layer (in order) given the gradient of the block
+    /// Backward pass: gradients of every trainable tensor (in [`Block::params`] order) given the gradient of the block
     /// output. The input gradient is computed only when `want_input_grad` is set (the frozen part
     /// below never needs it, which saves a third of the first layer's backward work).
     pub fn backward(
@@ -250,7 +392,7 @@ impl Block {
         trace: Trace,
         grad_out: Vec<f32>,
         want_input_grad: bool,
-    ) -> Result<(Vec<ConvGrad>, Option<Vec<f32>>)> {
+    ) -> Result<(Grads, Option<Vec<f32>>)> {
         if grad_out.len() != trace.dims.len() {
             return Err(Error::Invalid(format!(
                 "output gradient holds {} values, the block output {}",
@@ -258,7 +400,8 @@ impl Block {
                 trace.dims.len()
             )));
         }
-        let mut grads = Vec::new();
+        // Per layer, last layer first.
+        let mut grads: Vec<Vec<Vec<f32>>> = Vec::new();
         let mut g = grad_out;
         let Trace {
             input: block_input,
@@ -293,7 +436,7 @@ impl Block {
                         c.cout,
                         &mut wm,
                     );
-                    grads.push(ConvGrad { wm, bias });
+                    grads.push(vec![wm, bias]);
                     if first && !want_input_grad {
                         g = Vec::new();
                     } else {
@@ -310,6 +453,16 @@ impl Block {
                         g = dx;
                     }
                 }
+                (Saved::Graph { nchw, input, .. }, Layer::Graph(layer)) => {
+                    if want_input_grad {
+                        return Err(Error::Invalid(
+                            "the input gradient of a graph block is not computed".into(),
+                        ));
+                    }
+                    let chw = [input.c, input.h, input.w];
+                    grads.push(layer.net.gradients(&nchw, chw, &g, &layer.device)?);
+                    g = Vec::new();
+                }
                 _ => {
                     return Err(Error::Invalid(
                         "trace does not match the block's layers".into(),
@@ -318,12 +471,15 @@ impl Block {
             }
         }
         grads.reverse();
-        Ok((grads, want_input_grad.then_some(g)))
+        Ok((
+            grads.into_iter().flatten().collect(),
+            want_input_grad.then_some(g),
+        ))
     }
 
     /// Number of trainable values.
     pub fn parameter_count(&self) -> usize {
-        self.convs().map(|c| c.wm.len() + c.bias.len()).sum()
+        self.params().iter().map(|p| p.len()).sum()
     }
 }
 

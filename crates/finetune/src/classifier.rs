@@ -14,8 +14,10 @@ use train::kernels::{product, MatRef, Threads};
 /// file stores them in CHW (Flatten of NCHW) order: see [`Classifier::from_head`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Classifier {
-    /// Shape of one input sample `[C, h, w]` (as in the head file).
+    /// Shape of one input sample `[C, h, w]` (as in the head file; `[C, 1, 1]` for a vector).
     pub feature_shape: [usize; 3],
+    /// The head file's input is a vector `[C]` (features cut at a pooled tensor).
+    pub pooled: bool,
     pub hidden: usize,
     pub num_classes: usize,
     pub dropout: f32,
@@ -63,12 +65,16 @@ impl Classifier {
     /// Converts a trained `head` model (Keras layout, CHW rows) into NHWC row order.
     pub fn from_head(model: &HeadModel) -> Result<Self> {
         let cfg = model.config();
-        let shape: [usize; 3] = cfg.input_shape.as_slice().try_into().map_err(|_| {
-            Error::Mismatch(format!(
-                "the head expects features of shape {:?}; fine-tuning needs a conv feature map [C, h, w]",
-                cfg.input_shape
-            ))
-        })?;
+        let pooled = cfg.input_shape.len() == 1;
+        let shape: [usize; 3] = match cfg.input_shape.as_slice() {
+            [c] => [*c, 1, 1],
+            s => s.try_into().map_err(|_| {
+                Error::Mismatch(format!(
+                    "the head expects features of shape {:?}; fine-tuning needs a feature map [C, h, w] or a vector [C]",
+                    cfg.input_shape
+                ))
+            })?,
+        };
         let vars = model.vars();
         let values: Vec<Vec<f32>> = vars
             .iter()
@@ -85,6 +91,7 @@ impl Classifier {
         }
         Ok(Classifier {
             feature_shape: shape,
+            pooled,
             hidden: h,
             num_classes: cfg.num_classes,
             dropout: cfg.dropout,
@@ -109,7 +116,11 @@ impl Classifier {
     /// The `head` crate model with these weights (Keras layout), e.g. for `head::save`.
     pub fn to_head(&self) -> Result<HeadModel> {
         let cfg = HeadConfig {
-            input_shape: self.feature_shape.to_vec(),
+            input_shape: if self.pooled {
+                vec![self.feature_shape[0]]
+            } else {
+                self.feature_shape.to_vec()
+            },
             hidden: self.hidden,
             num_classes: self.num_classes,
             dropout: self.dropout,

@@ -63,9 +63,28 @@ fn dims(rows: &[f32], [c, h, w]: [usize; 3]) -> Result<Nhwc> {
     })
 }
 
-/// The CPU kernels of [`Net`] (im2col + GEMM, or bf16 direct convolutions) and the CPU optimizer.
+/// The host step of [`Net`] and the CPU optimizer: a chain block on the CPU kernels (im2col +
+/// GEMM, or bf16 direct convolutions); a graph block on its own Candle device ([`for_block`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
+
+/// The compute for `block` on `device` (`None`: the CPU kernels): a chain block on a device
+/// trains there entirely ([`OnDevice`]); a graph block computes on the device and keeps its
+/// weights and optimizer on the host ([`Cpu`], the block moved to the device).
+pub fn for_block(
+    device: Option<&Device>,
+    block: &mut crate::block::Block,
+    compute: DType,
+) -> Box<dyn Compute> {
+    match device {
+        None => Box::new(Cpu),
+        Some(d) if block.graph().is_some() => {
+            block.set_device(d);
+            Box::new(Cpu)
+        }
+        Some(d) => Box::new(OnDevice::new(d.clone(), compute)),
+    }
+}
 
 impl Compute for Cpu {
     fn name(&self) -> String {
@@ -144,7 +163,7 @@ impl OnDevice {
                     *loaded = Some(net.clone());
                 }
                 _ => {
-                    let (block, head) = handover(net);
+                    let (block, head) = handover(net)?;
                     let dev = FineTuneNet::new(&block, &head, &self.device, self.compute)?;
                     self.net = Some((dev, Some(net.clone())));
                 }
@@ -182,23 +201,28 @@ fn same_shapes(a: &Net, b: &Net) -> bool {
     pa.len() == pb.len() && pa.iter().zip(&pb).all(|(x, y)| x.len() == y.len())
 }
 
-/// The network in `accel`'s layouts (which are this crate's: kernels `[3, 3, in, out]`).
-pub fn handover(net: &Net) -> (Vec<BlockLayer>, HeadWeights) {
+/// A chain block + head in `accel`'s layouts (which are this crate's: kernels `[3, 3, in, out]`).
+/// A graph block has no such form: it already computes on its device through [`Cpu`].
+pub fn handover(net: &Net) -> Result<(Vec<BlockLayer>, HeadWeights)> {
     let block = net
         .block
         .layers
         .iter()
         .map(|l| match l {
-            Layer::Conv(c) => BlockLayer::Conv {
+            Layer::Conv(c) => Ok(BlockLayer::Conv {
                 cin: c.cin,
                 cout: c.cout,
                 relu: c.relu,
                 kernel: c.wm.clone(),
                 bias: c.bias.clone(),
-            },
-            Layer::MaxPool { .. } => BlockLayer::MaxPool,
+            }),
+            Layer::MaxPool { .. } => Ok(BlockLayer::MaxPool),
+            Layer::Graph(_) => Err(Error::Invalid(
+                "a block rebuilt from graph nodes trains through the host step on its device"
+                    .into(),
+            )),
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let h = &net.head;
     let head = HeadWeights {
         feature_shape: h.feature_shape,
@@ -210,7 +234,7 @@ pub fn handover(net: &Net) -> (Vec<BlockLayer>, HeadWeights) {
         w2: h.w2.clone(),
         b2: h.b2.clone(),
     };
-    (block, head)
+    Ok((block, head))
 }
 
 /// True when every gradient is finite (one number per gradient read back).

@@ -43,24 +43,17 @@ pub fn export_onnx(
         .graph
         .as_mut()
         .ok_or_else(|| Error::Block("the model has no graph".into()))?;
-    for c in net.block.convs() {
-        let w = c.onnx_weight();
-        for (name, dims, values) in [
-            (&c.weight_name, vec![c.cout, c.cin, 3, 3], &w[..]),
-            (&c.bias_name, vec![c.cout], &c.bias[..]),
-        ] {
-            let t = g
-                .initializer
-                .iter_mut()
-                .find(|t| t.name.as_ref() == Some(name))
-                .ok_or_else(|| {
-                    Error::Block(format!(
-                        "initializer '{name}' of {} is not in the model",
-                        c.node
-                    ))
-                })?;
-            *t = f32_tensor(name, &dims, values);
-        }
+    for (name, dims, values) in net.block.initializers() {
+        let t = g
+            .initializer
+            .iter_mut()
+            .find(|t| t.name.as_ref() == Some(&name))
+            .ok_or_else(|| {
+                Error::Block(format!(
+                    "initializer '{name}' of the trained block is not in the model"
+                ))
+            })?;
+        *t = f32_tensor(&name, &dims, &values);
     }
     if let Some(part) = frozen {
         crate::splice::splice_frozen(&mut m, part, &net.block.input_tensor)?;

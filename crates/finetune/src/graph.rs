@@ -1,7 +1,9 @@
 //! Reading the trainable block out of an ONNX model: the chain of nodes from the split tensor
 //! (e.g. `block4_pool`) to the head's input tensor (e.g. `block5_pool`), which must be 3×3
 //! stride-1 "same" convolutions (each optionally followed by ReLU) and 2×2 stride-2 max pools;
-//! their weights come from the model's initializers.
+//! their weights come from the model's initializers. Any other top (depthwise and 1×1
+//! convolutions, Clip, residual Add, pooling) becomes one [`GraphLayer`] that `accel::nodes`
+//! rebuilds from the same nodes and initializers.
 
 use std::collections::HashMap;
 
@@ -9,7 +11,7 @@ use features::onnx::node::{int, ints, label, op, string};
 use features::onnx::proto::{GraphProto, ModelProto, NodeProto};
 use prost::Message;
 
-use crate::block::{Block, ConvLayer, Layer};
+use crate::block::{Block, ConvLayer, GraphLayer, Layer};
 use crate::error::{Error, Result};
 
 /// Decodes a serialized ONNX model.
@@ -89,8 +91,39 @@ fn check_pool(n: &NodeProto) -> Result<()> {
     }
 }
 
-/// The chain of nodes between `from` and `to` as a [`Block`] with the model's weights.
+/// The trainable block between `from` and `to` with the model's weights: a VGG-style chain
+/// ([`chain_from_onnx`], trained on the CPU kernels) when it is one, else the nodes rebuilt by
+/// `accel::nodes` (on the CPU until [`Block::set_device`]).
 pub fn block_from_onnx(model: &[u8], from: &str, to: &str) -> Result<Block> {
+    let nothing = || {
+        Error::Block(format!("'{from}' is '{to}' itself or holds no weights below it: nothing to train (split lower)"))
+    };
+    if from == to {
+        return Err(nothing());
+    }
+    match chain_from_onnx(model, from, to) {
+        Ok(block) => Ok(block),
+        Err(_) => {
+            let net = accel::nodes::NodeNet::from_onnx(model, from, to)
+                .map_err(|e| Error::Block(format!("the block from '{from}' to '{to}': {e}")))?;
+            if net.parameter_count() == 0 {
+                return Err(nothing());
+            }
+            Ok(Block {
+                input_tensor: from.to_string(),
+                output_tensor: to.to_string(),
+                layers: vec![Layer::Graph(GraphLayer {
+                    net,
+                    device: accel::Device::Cpu,
+                })],
+                precision: train::kernels::TrainPrecision::Fp32,
+            })
+        }
+    }
+}
+
+/// The chain of nodes between `from` and `to` as a [`Block`] with the model's weights.
+pub fn chain_from_onnx(model: &[u8], from: &str, to: &str) -> Result<Block> {
     let m = decode(model)?;
     let g = graph(&m)?;
     let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -190,6 +223,7 @@ pub fn block_from_onnx(model: &[u8], from: &str, to: &str) -> Result<Block> {
         let node = match &layers[*at] {
             Layer::MaxPool { node } => node.clone(),
             Layer::Conv(c) => c.node.clone(),
+            Layer::Graph(_) => String::new(),
         };
         layers[*at] = Layer::Conv(ConvLayer::from_onnx(
             [&node, wn, bn],

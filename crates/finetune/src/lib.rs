@@ -1,6 +1,8 @@
-//! Stage 3, fine-tuning: the top conv block of the backbone (VGG16 block5) trained together with
-//! the stage-2 head on augmented images, the frozen part below it running in ONNX Runtime (or, on
-//! a GPU, everything in Candle through `accel`: see [`compute`] and `accel::engine`).
+//! Stage 3, fine-tuning: the top block of the backbone (VGG16 block5; the last inverted-residual
+//! block and 1×1 convolution of MobileNetV2/EfficientNet-Lite, rebuilt from the graph) trained
+//! together with the stage-2 head on augmented images, the frozen part below it running in ONNX
+//! Runtime (or, on a GPU, everything in Candle through `accel`: see [`compute`] and
+//! `accel::engine`).
 
 pub mod block;
 pub mod caches;

@@ -1,7 +1,7 @@
 //! The trainable network: the conv block followed by the dense head, its parameters as one
 //! ordered list (what the optimizer and checkpoints see), one training step and inference.
 
-use crate::block::{Block, ConvGrad};
+use crate::block::Block;
 use crate::classifier::Classifier;
 use crate::error::{Error, Result};
 use train::kernels::Nhwc;
@@ -46,25 +46,17 @@ impl Net {
         Ok(Net { block, head })
     }
 
-    /// Parameter names in [`Net::params`] order: `<conv node>.weight`, `<conv node>.bias`, …,
-    /// then the head's `dense_1.kernel`, `dense_1.bias`, `dense_2.kernel`, `dense_2.bias`.
+    /// Parameter names in [`Net::params`] order: the block's ([`Block::param_names`]), then
+    /// the head's `dense_1.kernel`, `dense_1.bias`, `dense_2.kernel`, `dense_2.bias`.
     pub fn param_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .block
-            .convs()
-            .flat_map(|c| [format!("{}.weight", c.node), format!("{}.bias", c.node)])
-            .collect();
+        let mut names = self.block.param_names();
         names.extend(HEAD_NAMES.iter().map(|s| s.to_string()));
         names
     }
 
-    /// Every trainable tensor, in a fixed order (block convs' weight matrix and bias, then head).
+    /// Every trainable tensor, in a fixed order (the block's, then the head's).
     pub fn params(&self) -> Vec<&[f32]> {
-        let mut p: Vec<&[f32]> = self
-            .block
-            .convs()
-            .flat_map(|c| [c.wm.as_slice(), c.bias.as_slice()])
-            .collect();
+        let mut p = self.block.params();
         let h = &self.head;
         p.extend([h.w1.as_slice(), &h.b1, &h.w2, &h.b2]);
         p
@@ -72,11 +64,7 @@ impl Net {
 
     /// Every trainable tensor, mutably, in [`Net::params`] order.
     pub fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
-        let mut p: Vec<&mut Vec<f32>> = Vec::new();
-        for c in self.block.convs_mut() {
-            p.push(&mut c.wm);
-            p.push(&mut c.bias);
-        }
+        let mut p = self.block.params_mut();
         let h = &mut self.head;
         p.extend([&mut h.w1, &mut h.b1, &mut h.w2, &mut h.b2]);
         p
@@ -97,12 +85,7 @@ impl Net {
     ) -> Result<StepResult> {
         let trace = self.block.forward(x, d)?;
         let hs = self.head.train_step(trace.output(), d.n, labels, mask)?;
-        let (conv_grads, _) = self.block.backward(trace, hs.dx, false)?;
-        let mut grads = Vec::with_capacity(conv_grads.len() * 2 + 4);
-        for ConvGrad { wm, bias } in conv_grads {
-            grads.push(wm);
-            grads.push(bias);
-        }
+        let (mut grads, _) = self.block.backward(trace, hs.dx, false)?;
         grads.extend(hs.grads);
         Ok(StepResult {
             loss_sum: hs.loss_sum,

@@ -17,28 +17,16 @@ use crate::tensors::{self, F32Tensor};
 /// Format marker of `block.safetensors`.
 pub const BLOCK_FORMAT: &str = "bottleneck-finetune-block";
 
-/// Writes `block.safetensors`: each conv's weight `[out, in, 3, 3]` and bias under its ONNX
-/// initializer name, with the settings and the kept epoch as metadata.
+/// Writes `block.safetensors`: each trained tensor under its ONNX initializer name, in ONNX layout
+/// (a conv's weight `[out, in/groups, kh, kw]`, its bias), with the settings and the kept epoch as
+/// metadata.
 pub fn write_block(
     paths: &FinetunePaths,
     net: &Net,
     settings: &Settings,
     kept_epoch: usize,
 ) -> Result<()> {
-    let weights: Vec<(String, Vec<usize>, Vec<f32>)> = net
-        .block
-        .convs()
-        .flat_map(|c| {
-            [
-                (
-                    c.weight_name.clone(),
-                    vec![c.cout, c.cin, 3, 3],
-                    c.onnx_weight(),
-                ),
-                (c.bias_name.clone(), vec![c.cout], c.bias.clone()),
-            ]
-        })
-        .collect();
+    let weights = net.block.initializers();
     let t = weights
         .iter()
         .map(|(n, s, v)| {
@@ -55,15 +43,7 @@ pub fn write_block(
     m.insert("format".to_string(), BLOCK_FORMAT.to_string());
     m.insert("input_tensor".into(), net.block.input_tensor.clone());
     m.insert("output_tensor".into(), net.block.output_tensor.clone());
-    m.insert(
-        "nodes".into(),
-        json(
-            &net.block
-                .convs()
-                .map(|c| c.node.clone())
-                .collect::<Vec<_>>(),
-        ),
-    );
+    m.insert("nodes".into(), json(&net.block.node_names()));
     m.insert("kept_epoch".into(), kept_epoch.to_string());
     m.insert("precision".into(), settings.precision.name().into());
     if let Some(k) = &settings.int8_key {

@@ -103,15 +103,20 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         cfg.threads,
         s.size,
     )?;
-    let mut compute: Box<dyn Compute> = match &selected.train {
-        None => Box::new(compute::Cpu),
-        Some(d) => Box::new(compute::OnDevice::new(
-            d.clone(),
-            accel::engine::compute_dtype(engine.train_precision),
-        )),
-    };
+    let mut block = block;
+    let mut compute = compute::for_block(
+        selected.train.as_ref(),
+        &mut block,
+        accel::engine::compute_dtype(engine.train_precision),
+    );
     let compute = compute.as_mut();
-    announce(&s, &frozen, compute, block.convs().count(), on_event);
+    announce(
+        &s,
+        &frozen,
+        compute,
+        &block.describe(s.settings.train_precision),
+        on_event,
+    );
     let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
     let checked = check_network(
         &s,
@@ -247,7 +252,7 @@ fn announce(
     s: &Setup,
     frozen: &Frozen,
     compute: &dyn Compute,
-    convs: usize,
+    block: &str,
     on_event: &mut dyn FnMut(Event<'_>),
 ) {
     if let Some(q) = &s.int8 {
@@ -268,14 +273,12 @@ fn announce(
         )));
     }
     on_event(Event::Info(format!(
-        "model {} → frozen up to {} ({}) on {}, training {} ({} convs, {} products) + head on {}, {} preprocessing, {} px",
+        "model {} → frozen up to {} ({}) on {}, training {} ({block}) + head on {}, {} preprocessing, {} px",
         s.model.name,
         s.settings.split_at,
         s.settings.precision.name(),
         frozen.device(),
         s.settings.output_tensor,
-        convs,
-        s.settings.train_precision.name(),
         compute.name(),
         s.spec.preprocess.name(),
         s.size

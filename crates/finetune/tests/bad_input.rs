@@ -148,6 +148,7 @@ fn an_epoch_with_a_nan_loss_leaves_the_last_good_state() {
     let model = vgg_like(&VggSpec::default());
     let block = finetune::graph::block_from_onnx(&model, "block4_pool", "block5_pool").unwrap();
     let head = Classifier {
+        pooled: false,
         feature_shape: [16, 2, 2],
         hidden: 4,
         num_classes: 2,

@@ -42,6 +42,7 @@ fn tiny_net(rng: &mut ChaCha8Rng, classes: usize) -> (Net, Nhwc) {
     let k = if classes == 2 { 1 } else { classes };
     let d = c * 3 * 3;
     let head = Classifier {
+        pooled: false,
         feature_shape: [c, 3, 3],
         hidden,
         num_classes: classes,

@@ -52,7 +52,7 @@ pub fn finetune_config(cfg: &TutorialConfig, prep: &Prepared) -> FinetuneConfig 
     f.epochs = cfg.finetune_epochs;
     f.sgd.learning_rate = cfg.finetune_lr;
     f.aug_cache = cfg.aug_cache;
-    f.precision = cfg.finetune_precision;
+    f.precision = prep.finetune_precision;
     f.train_precision = cfg.train_precision;
     f.calibrate = cfg.finetune_calibrate;
     f.device = cfg.device;

@@ -184,8 +184,9 @@ pub struct TutorialConfig {
     pub scratch_size: u32,
     /// Backbone precision of extraction.
     pub precision: Precision,
-    /// Precision of the frozen part of fine-tuning (and of its `model.onnx`).
-    pub finetune_precision: Precision,
+    /// Precision of the frozen part of fine-tuning (and of its `model.onnx`); `None`: see
+    /// [`TutorialConfig::finetune_precision_for`].
+    pub finetune_precision: Option<Precision>,
     /// Precision of the training products of stage 1 and of fine-tuning's block (`auto`: bf16
     /// products with FP32 sums on CPUs with AVX512-BF16).
     pub train_precision: train::kernels::TrainPrecision,
@@ -248,7 +249,7 @@ impl TutorialConfig {
             resize: None,
             scratch_size: 150,
             precision: Precision::Fp32,
-            finetune_precision: Precision::Int8,
+            finetune_precision: None,
             train_precision: train::kernels::TrainPrecision::Auto,
             finetune_calibrate: 0,
             device: Device::Cpu,
@@ -281,15 +282,30 @@ impl TutorialConfig {
         self
     }
 
-    /// Runs the stages on `device`; fine-tuning's frozen part in `finetune_precision`, or by
-    /// default int8 on the CPU (3-4× faster, same accuracy) and FP32 elsewhere.
+    /// Runs the stages on `device`; fine-tuning's frozen part in `finetune_precision` when given
+    /// (else [`TutorialConfig::finetune_precision_for`] decides).
     pub fn set_device(&mut self, device: Device, finetune_precision: Option<Precision>) {
         self.device = device;
-        self.finetune_precision = match finetune_precision {
+        if finetune_precision.is_some() {
+            self.finetune_precision = finetune_precision;
+        }
+    }
+
+    /// The precision of fine-tuning's frozen part for a backbone with `manifest`: the one asked
+    /// for, else int8 on the CPU where the manifest says int8 pays there (`frozen_int8`: VGG16,
+    /// 3-4× faster at the same accuracy) or where there is no manifest (a VGG-style file split at
+    /// `block4_pool`, as before manifests), else FP32 (a GPU, the depthwise backbones).
+    pub fn finetune_precision_for(
+        &self,
+        manifest: Option<&features::manifest::Manifest>,
+    ) -> Precision {
+        match self.finetune_precision {
             Some(p) => p,
-            None if device != Device::Cpu => Precision::Fp32,
-            None => self.finetune_precision,
-        };
+            None if self.device == Device::Cpu && manifest.is_none_or(|m| m.frozen_int8) => {
+                Precision::Int8
+            }
+            None => Precision::Fp32,
+        }
     }
 
     /// The 2016 tutorial's settings: 150-px images everywhere, 50 epochs per stage, stage 1 with
@@ -298,7 +314,7 @@ impl TutorialConfig {
     pub fn keras2016(mut self) -> Self {
         self.size = Some(150);
         self.scratch_size = 150;
-        self.finetune_precision = Precision::Fp32;
+        self.finetune_precision = Some(Precision::Fp32);
         self.scratch_epochs = 50;
         self.head_epochs = 50;
         self.finetune_epochs = 50;

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use features::dataset::{self, Dataset};
+use features::extract::Precision;
 use features::manifest;
 use features::preprocess::{Preprocess, Resize, PREPROCESS_CHOICES};
+use head::recipe::Recipe;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TutorialConfig;
@@ -69,9 +71,12 @@ pub struct Prepared {
     /// Input side and resize rule of stages 2 and 3 ([`TutorialConfig::input`]).
     pub size: u32,
     pub resize: Resize,
-    /// Why stage 3 cannot run on this backbone, when it cannot: its manifest names no block to
-    /// fine-tune (`trainable_from`) and no `--split-at` was given.
+    /// Why stage 3 does not run on this backbone, when it does not: its manifest names no block
+    /// to fine-tune (`trainable_from`) and no `--split-at` was given, or `fit` leaves it out
+    /// (`fit_finetunes = false`: fine-tuning gained too little for its cost).
     pub no_finetune: Option<String>,
+    /// Precision of fine-tuning's frozen part ([`TutorialConfig::finetune_precision_for`]).
+    pub finetune_precision: Precision,
 }
 
 /// Resolves the model, links the `--limit` subset, scans and hashes the data.
@@ -111,12 +116,21 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
     let (size, resize) = cfg.input(model.manifest.as_ref());
     let no_finetune = match model.manifest.as_ref() {
         Some(m) if m.trainable_from.is_none() && cfg.split_at.is_none() => Some(format!(
-            "fine-tuning is not available for {} yet (its manifest names no block to train): its \
+            "fine-tuning is not available for {} (its manifest names no block to train): its \
              calibrated head is the result",
             m.name
         )),
+        Some(m) if !m.fit_finetunes && cfg.split_at.is_none() && cfg.head_recipe == Recipe::Probe => Some(format!(
+            "fine-tuning {}'s top gained too little over its calibrated head for its cost on the shared \
+             sets (BENCHMARKS.md), so the head is the result; `bottleneck finetune --run {} --data {} \
+             --lr 1e-3 --calibrate 2` trains the top on request",
+            m.name,
+            cfg.run.display(),
+            cfg.data.display()
+        )),
         _ => None,
     };
+    let finetune_precision = cfg.finetune_precision_for(model.manifest.as_ref());
     let mut all = runfs::Digest::new();
     for split in &dataset.splits {
         for item in &split.items {
@@ -143,7 +157,7 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         image_size: size,
         precision: cfg.precision.name().into(),
         scratch_size: cfg.scratch_size,
-        finetune_precision: cfg.finetune_precision.name().into(),
+        finetune_precision: finetune_precision.name().into(),
     };
     Ok(Prepared {
         inputs,
@@ -154,6 +168,7 @@ pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
         size,
         resize,
         no_finetune,
+        finetune_precision,
     })
 }
 

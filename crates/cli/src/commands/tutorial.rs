@@ -275,12 +275,25 @@ mod tests {
         assert_eq!(full.finetune_lr, 1e-5);
         assert_eq!(
             (full.precision, full.finetune_precision),
-            (Precision::Fp32, Precision::Int8)
+            (Precision::Fp32, None)
         );
+        let vgg = features::manifest::builtin()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "vgg16-keras");
+        let lite = features::manifest::builtin()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "efficientnet-lite0");
+        assert_eq!(full.finetune_precision_for(vgg.as_ref()), Precision::Int8);
+        assert_eq!(full.finetune_precision_for(lite.as_ref()), Precision::Fp32);
+        assert_eq!(full.finetune_precision_for(None), Precision::Int8);
         assert!(full.scratch_recipe);
         assert_eq!(full.stages, Stage::ALL.to_vec());
         let gpu = config(&["--device", "cuda"]);
-        assert_eq!(gpu.finetune_precision, Precision::Fp32);
+        assert_eq!(gpu.finetune_precision_for(vgg.as_ref()), Precision::Fp32);
+        let asked = config(&["--finetune-precision", "int8"]);
+        assert_eq!(asked.finetune_precision_for(lite.as_ref()), Precision::Int8);
 
         let k = config(&["--keras2016"]);
         assert_eq!(
@@ -288,7 +301,7 @@ mod tests {
             (50, 50, 50)
         );
         assert_eq!((k.aug_cache, k.size, k.finetune_lr), (10, Some(150), 1e-4));
-        assert_eq!(k.finetune_precision, Precision::Fp32);
+        assert_eq!(k.finetune_precision_for(vgg.as_ref()), Precision::Fp32);
         assert!(!k.scratch_recipe);
         let s = config(&["--keras2016", "--size", "224", "--finetune-lr", "3e-5"]);
         assert_eq!((s.size, s.finetune_lr), (Some(224), 3e-5));
