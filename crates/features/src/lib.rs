@@ -15,7 +15,6 @@ pub mod infer;
 pub mod manifest;
 pub mod mapped;
 pub mod merge;
-pub mod names;
 pub mod onnx;
 pub mod preprocess;
 pub mod provenance;
@@ -27,3 +26,5 @@ pub mod store;
 pub mod tensorfile;
 
 pub use error::{Error, Result};
+// Named choices live in the leaf crate `base`; `features::choices!` and `features::names` stay valid.
+pub use base::{choices, names};

@@ -1,10 +1,9 @@
 //! Pictures made of photos: contact sheets (thumbnails in a grid, optionally with a title and lines of
-//! text under each), the bundled DejaVu Sans font (no system font lookup) registered once for plotters,
-//! and atomic PNG/JPEG writing. Augmentation previews, the worst-mistakes sheet and every plot use it.
+//! text under each, in the bundled font of [`base::font`]) and atomic PNG/JPEG writing. Augmentation
+//! previews and the worst-mistakes sheet use it.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Once;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
@@ -12,26 +11,8 @@ use image::imageops::{self, FilterType};
 use image::{ImageEncoder, Rgb, RgbImage};
 use plotters::backend::{BitMapBackend, RGBPixel};
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use crate::{Error, Result};
-
-/// DejaVu Sans (Bitstream Vera licence, see `assets/DejaVuSans-LICENSE.txt`).
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
-/// The family name the bundled font is registered under.
-pub const FAMILY: &str = "sans-serif";
-
-/// Registers the bundled font with plotters (once) and returns its family name.
-pub fn font() -> &'static str {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // The bundled font is a valid TTF; if registration ever failed, plotters would skip the
-        // text rather than crash.
-        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
-    });
-    FAMILY
-}
 
 /// One cell of a sheet: an image (`None`: a grey placeholder) and lines of text below it.
 pub struct Tile {
@@ -179,7 +160,7 @@ fn draw_text(
     style: &Style,
     origin: &dyn Fn(usize) -> (u32, u32),
 ) -> Result<()> {
-    let family = font();
+    let family = base::font::font();
     let (w, h) = canvas.dimensions();
     let err = |e: String| Error::Image {
         path: "contact sheet".into(),

@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A name (of a device, filter, optimizer, …) that is none of the choices.
     #[error(transparent)]
-    Name(#[from] features::names::UnknownName),
+    Name(#[from] base::UnknownName),
     /// A setting or an argument is out of range.
     #[error("{0}")]
     Invalid(String),

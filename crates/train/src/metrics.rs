@@ -21,7 +21,7 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-features::choices! {
+base::choices! {
     /// Which epoch's weights to keep.
     #[derive(Default)]
     pub enum Keep("keep rule") {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-features::choices! {
+base::choices! {
     /// Which update rule to use.
     pub enum OptimizerKind("optimizer") {
         /// RMSprop (Keras default optimizer of the tutorial).

@@ -55,7 +55,7 @@ fn draw<DB: DrawingBackend>(
     title: &str,
 ) -> std::result::Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    let family = features::sheet::font();
+    let family = base::font::font();
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (family, 24).into_font()).map_err(err)?;
     let panels = root.split_evenly((1, 2));

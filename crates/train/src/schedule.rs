@@ -1,7 +1,7 @@
 //! Learning-rate schedules by epoch ([`LrSchedule`]), shared by the training stages: the rate of
 //! an epoch depends only on its number, so a resumed run follows the same schedule.
 
-features::choices! {
+base::choices! {
     /// How the learning rate changes over the epochs of a run.
     #[derive(Default)]
     pub enum LrSchedule("learning-rate schedule") {

@@ -4,7 +4,7 @@
 
 use super::bf16;
 
-features::choices! {
+base::choices! {
     /// Precision of the matrix products of training (forward and backward).
     pub enum TrainPrecision("training precision") {
         /// bf16 products with FP32 accumulation when the CPU has AVX512-BF16, else FP32.
