@@ -128,6 +128,13 @@ struct Forward {
     dilation: usize,
 }
 
+impl Forward {
+    /// The geometry of this convolution on an input `x` with `taps`.
+    fn geometry(&self, x: &[usize], taps: &[usize]) -> candle_core::Result<Geometry> {
+        Geometry::new(x, taps, self.kernel, self.stride, self.dilation)
+    }
+}
+
 impl CustomOp2 for Forward {
     fn name(&self) -> &'static str {
         "depthwise"
@@ -140,13 +147,7 @@ impl CustomOp2 for Forward {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(
-            l1.dims(),
-            l2.dims(),
-            self.kernel,
-            self.stride,
-            self.dilation,
-        )?;
+        let g = self.geometry(l1.dims(), l2.dims())?;
         let (x, taps) = (slice(s1, l1)?, slice(s2, l2)?);
         let mut out = vec![0f32; g.n * g.oh * g.ow * g.c];
         accumulate(&g, x, taps, &mut out, false);
@@ -193,13 +194,7 @@ impl CustomOp2 for InputGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = l1.dims();
         let x_dims = [d[0], self.hw[0], self.hw[1], d[3]];
-        let g = Geometry::new(
-            &x_dims,
-            l2.dims(),
-            self.op.kernel,
-            self.op.stride,
-            self.op.dilation,
-        )?;
+        let g = self.op.geometry(&x_dims, l2.dims())?;
         if (g.oh, g.ow) != (d[1], d[2]) {
             candle_core::bail!("depthwise: gradient {d:?} does not fit input {x_dims:?}")
         }
@@ -227,13 +222,7 @@ impl CustomOp2 for TapGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let xd = l1.dims();
         let k = self.0.kernel[0] * self.0.kernel[1];
-        let g = Geometry::new(
-            xd,
-            &[k, xd[3]],
-            self.0.kernel,
-            self.0.stride,
-            self.0.dilation,
-        )?;
+        let g = self.0.geometry(xd, &[k, xd[3]])?;
         if l2.dims() != [g.n, g.oh, g.ow, g.c] {
             candle_core::bail!(
                 "depthwise: gradient {:?} does not fit input {xd:?}",
