@@ -26,6 +26,15 @@ fn inputs(dir: &Path, manifest: &str) -> (PathBuf, PathBuf, PathBuf) {
     (model, m, data)
 }
 
+/// What a command printed, stdout then stderr.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn with_model(c: &mut Command, model: &Path, manifest: &Path) {
     c.arg("--model").arg(model).arg("--manifest").arg(manifest);
 }
@@ -67,11 +76,7 @@ fn a_manifest_only_backbone_goes_through_extract_fit_predict_and_export() {
         .arg(&fitted);
     with_model(&mut c, &model, &manifest);
     let out = ok(c.output().unwrap());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(said.contains("stem_act"), "{said}");
     assert!(fitted.join("head/head.safetensors").is_file());
     assert!(fitted.join("finetune/model.onnx").is_file(), "{said}");
@@ -160,11 +165,7 @@ fn fit_stops_at_the_head_where_the_manifest_says_fine_tuning_does_not_pay() {
         .arg(&run);
     with_model(&mut c, &model, &m);
     let out = ok(c.output().unwrap());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = said(&out);
     assert!(run.join("head/head.safetensors").is_file());
     assert!(!run.join("finetune").exists(), "{said}");
     assert!(

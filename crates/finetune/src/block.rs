@@ -384,9 +384,10 @@ impl Block {
         Ok((out, dims))
     }
 
-    /// Backward pass: gradients of every trainable tensor (in [`Block::params`] order) given the gradient of the block
-    /// output. The input gradient is computed only when `want_input_grad` is set (the frozen part
-    /// below never needs it, which saves a third of the first layer's backward work).
+    /// Backward pass: gradients of every trainable tensor (in [`Block::params`] order) given the
+    /// gradient of the block output. The input gradient is computed only when `want_input_grad`
+    /// is set (the frozen part below never needs it, which saves a third of the first layer's
+    /// backward work).
     pub fn backward(
         &self,
         trace: Trace,
