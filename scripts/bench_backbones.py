@@ -7,11 +7,12 @@
    wall time of the whole `fit`;
 2. the VGG16 conv base through the same probe (`fit --model vgg16-keras --no-finetune`, 224 px);
 3. extraction speed of each backbone next to raw ONNX Runtime on the same photos in the same process
-   (`bottleneck bench`, 96 photos, 2 threads).
+   (`bottleneck bench`, 480 photos, 2 threads).
 
 Validation photos are used for no choice. Prints Markdown tables.
 
-Usage: .venv/bin/python scripts/bench_backbones.py BIN NAME=DATA ... [--runs DIR] [--skip-vgg]
+Usage: .venv/bin/python scripts/bench_backbones.py BIN NAME=DATA ... [--runs DIR] [--skip-vgg] [--skip-fit]
+       [--bench-images N]
 e.g.   .venv/bin/python scripts/bench_backbones.py target/release/bottleneck \\
            dvc=../shared/data/dogs_vs_cats intel=../shared/data/intel_scenes_dev
 """
@@ -25,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_heads import sh  # noqa: E402  (run a command, return its stdout and seconds)
 
-BACKBONES = ["vgg16-keras", "mobilenet-v2", "efficientnet-lite0", "efficientnet-lite2"]
+BACKBONES = ["vgg16-keras", "mobilenet-v2", "efficientnet-lite0", "efficientnet-lite2", "efficientnet-lite0+lite2"]
 
 
 def head_numbers(run):
@@ -50,8 +51,10 @@ def one_set(a, spec):
     acc, loss, ece, cv = head_numbers(run)
     winner = sel["candidates"][sel["chosen"]]["model"]
     for c in sel["candidates"]:
+        # A combination probed on its parts' features side by side was not extracted.
+        ips = None if c.get("from_parts") else c["images_per_second"]
         rows.append((c["model"], c["cv_log_loss"], c["val_accuracy"], c["val_log_loss"], c["val_ece"],
-                     c["images_per_second"], c["seconds"]))
+                     ips, c["seconds"]))
     if not a.skip_vgg:
         vrun = os.path.join(a.runs, f"backbones-{name}-vgg16")
         _, vsecs = sh([a.bin, "-q", "fit", "--data", data, "--run", vrun, "--model", "vgg16-keras",
@@ -74,7 +77,7 @@ def speeds(a, data):
     print("|---|---|---|---|---|")
     for b in BACKBONES:
         out, _ = sh([a.bin, "--json", "bench", "--data", data, "--model", b, "--run",
-                     os.path.join(a.runs, "bench-unused"), "--threads", "2", "--images", "96"])
+                     os.path.join(a.runs, "bench-unused"), "--threads", "2", "--images", str(a.bench_images)])
         r = json.loads(out)
         print(f"| {b} | {r['size']} px | {r['raw_images_per_second']:.2f} ({r['raw_before']:.2f} / "
               f"{r['raw_after']:.2f}) | {r['pipeline_images_per_second']:.2f} | {r['ratio']:.3f} |")
@@ -86,11 +89,13 @@ def main():
     p.add_argument("sets", nargs="+", help="NAME=DATA")
     p.add_argument("--runs", default="runs/bench")
     p.add_argument("--skip-vgg", action="store_true")
+    p.add_argument("--skip-fit", action="store_true", help="only the extraction speeds")
+    p.add_argument("--bench-images", type=int, default=480)
     a = p.parse_args()
     os.makedirs(a.runs, exist_ok=True)
     first = None
     for spec in a.sets:
-        data = one_set(a, spec)
+        data = one_set(a, spec) if not a.skip_fit else spec.split("=", 1)[1]
         first = first or data
     speeds(a, first)
 

@@ -32,18 +32,19 @@ pub struct BenchReport {
     pub prepare_ms_per_image: f64,
 }
 
+/// `n` of `all` at an even stride over the whole list (so every split and class of a sorted list
+/// is sampled, whatever `n`).
+fn spread<T>(all: &[T], n: usize) -> Vec<&T> {
+    let n = n.min(all.len());
+    (0..n).map(|k| &all[k * all.len() / n]).collect()
+}
+
 /// Measures raw ORT and the pipeline on `n` images of `cfg.data`, taken at an even stride over all splits
 /// and classes.
 pub fn compare(cfg: &ExtractConfig, n: usize) -> Result<BenchReport> {
     let data = dataset::scan(&cfg.data)?;
     let all: Vec<&dataset::Item> = data.splits.iter().flat_map(|s| s.items.iter()).collect();
-    let stride = (all.len() / n.max(1)).max(1);
-    let items: Vec<dataset::Item> = all
-        .iter()
-        .step_by(stride)
-        .take(n)
-        .map(|&i| i.clone())
-        .collect();
+    let items: Vec<dataset::Item> = spread(&all, n).into_iter().map(|&i| i.clone()).collect();
     if items.len() < cfg.batch {
         return Err(Error::Invalid(format!(
             "need at least one full batch ({}) of images",
@@ -149,5 +150,22 @@ fn link(src: &std::path::Path, dst: &std::path::Path) -> Result<()> {
         std::fs::copy(&src, dst)
             .map(|_| ())
             .map_err(|e| Error::io(dst, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn the_sample_reaches_the_end_of_the_list_whatever_its_size() {
+        // 2,800 photos sorted by split and class, 480 asked: the old `step_by(len / n)` stopped at
+        // 2,400 and missed the last class of validation.
+        let all: Vec<usize> = (0..2800).collect();
+        let s = spread(&all, 480);
+        assert_eq!(s.len(), 480);
+        assert!(*s[479] > 2800 - 2 * 2800 / 480, "{}", s[479]);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(spread(&all[..10], 96).len(), 10);
     }
 }

@@ -22,6 +22,7 @@ pub mod quantize;
 pub mod runtime;
 pub mod shard;
 pub mod sheet;
+pub mod side_by_side;
 pub mod store;
 pub mod tensorfile;
 

@@ -15,6 +15,7 @@ const BUILTIN: &[&str] = &[
     include_str!("../../../models/mobilenet-v2.toml"),
     include_str!("../../../models/efficientnet-lite0.toml"),
     include_str!("../../../models/efficientnet-lite2.toml"),
+    include_str!("../../../models/efficientnet-lite0+lite2.toml"),
 ];
 
 /// Where a hub model lives.
@@ -41,6 +42,10 @@ pub struct Manifest {
     /// Feature tensor, or `auto` for the last MaxPool before the classifier.
     #[serde(default = "auto")]
     pub features: String,
+    /// A combination: the built-in backbones whose features are concatenated, in order (each cut at
+    /// its own `features`, fed the same photo at its own `size`); the combination has no file of its own.
+    #[serde(default)]
+    pub parts: Vec<String>,
     /// Input of the top block that fine-tuning trains.
     #[serde(default)]
     pub trainable_from: Option<String>,
@@ -225,6 +230,9 @@ pub fn resolve(model: &str, hub: &HubOptions) -> Result<ResolvedModel> {
         return load_local(&abs.to_string_lossy(), &abs, &manifests);
     }
     if let Some(m) = manifests.iter().find(|m| m.name == model) {
+        if !m.parts.is_empty() {
+            return combination(m, &manifests, hub);
+        }
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         for rel in &m.local {
             let p = workspace.join(rel);
@@ -265,6 +273,61 @@ pub fn resolve(model: &str, hub: &HubOptions) -> Result<ResolvedModel> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// A manifest with `parts`: each part resolved by its name, then the parts side by side in one graph
+/// ([`crate::onnx::side_by_side`]), checked against the manifest's sha256 when it pins one.
+fn combination(m: &Manifest, manifests: &[Manifest], hub: &HubOptions) -> Result<ResolvedModel> {
+    let wrong = |what: String| Error::Manifest(format!("manifest '{}': {what}", m.name));
+    let size = m
+        .size
+        .ok_or_else(|| wrong("a combination needs `size` (the side of its one input)".into()))?;
+    let mut resolved = Vec::new();
+    for name in &m.parts {
+        let part = manifests
+            .iter()
+            .find(|p| &p.name == name)
+            .ok_or_else(|| wrong(format!("part '{name}' is not a built-in model")))?;
+        if !part.parts.is_empty() {
+            return Err(wrong(format!("part '{name}' is itself a combination")));
+        }
+        if part.preprocess != m.preprocess {
+            return Err(wrong(format!(
+                "part '{name}' wants preprocessing {}, the combination {}: the parts share one input",
+                part.preprocess.name(),
+                m.preprocess.name()
+            )));
+        }
+        resolved.push((resolve(name, hub)?, part));
+    }
+    let parts: Vec<crate::onnx::Part<'_>> = resolved
+        .iter()
+        .map(|(r, p)| crate::onnx::Part {
+            name: &p.name,
+            bytes: &r.bytes,
+            features: &p.features,
+            size: p.size.unwrap_or(size),
+        })
+        .collect();
+    let path = PathBuf::from(format!("models/{}.toml", m.name));
+    let bytes = crate::onnx::side_by_side(&parts, size, &m.features).map_err(|e| Error::Model {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let sha256 = sha256_hex(&bytes);
+    if !m.sha256.is_empty() && m.sha256 != sha256 {
+        return Err(wrong(format!(
+            "its parts combine to sha256 {sha256}, the manifest pins {}: a part changed",
+            m.sha256
+        )));
+    }
+    Ok(ResolvedModel {
+        name: m.name.clone(),
+        path,
+        bytes,
+        sha256,
+        manifest: Some(m.clone()),
+    })
 }
 
 fn load_local(name: &str, path: &Path, manifests: &[Manifest]) -> Result<ResolvedModel> {

@@ -17,7 +17,8 @@ fn builtin_manifests_parse() {
             "vgg16-keras",
             "mobilenet-v2",
             "efficientnet-lite0",
-            "efficientnet-lite2"
+            "efficientnet-lite2",
+            "efficientnet-lite0+lite2"
         ]
     );
     let keras = &all[1];
@@ -35,6 +36,12 @@ fn builtin_manifests_parse() {
     assert_eq!(all[2].preprocess, Preprocess::Torch);
     assert_eq!(all[4].preprocess, Preprocess::Lite);
     assert_eq!((all[3].size, all[4].size), (Some(224), Some(260)));
+    // The combination: two parts of the same preprocessing, fed at the larger part's size.
+    assert_eq!(all[5].parts, ["efficientnet-lite0", "efficientnet-lite2"]);
+    assert_eq!(
+        (all[5].preprocess, all[5].size),
+        (Preprocess::Lite, Some(260))
+    );
 }
 
 #[test]

@@ -130,6 +130,14 @@ pub(crate) fn model_and_head(
     let split_at = match (&cfg.split_at, model.manifest.as_ref().and_then(|m| m.trainable_from.clone())) {
         (Some(s), _) => s.clone(),
         (None, Some(s)) => s,
+        (None, None) if model.manifest.as_ref().is_some_and(|m| !m.parts.is_empty()) => {
+            return Err(Error::Invalid(format!(
+                "'{}' is a combination of backbones ({}): it has no block to fine-tune; fine-tune one of them \
+                 (`bottleneck fit --model NAME --data … --run NEW_RUN`, then `bottleneck finetune`)",
+                model.name,
+                model.manifest.as_ref().map(|m| m.parts.join(", ")).unwrap_or_default()
+            )))
+        }
         (None, None) => {
             return Err(Error::Invalid(format!(
                 "{} has no manifest naming its trainable block: pass --split-at TENSOR (the input of the block to \

@@ -522,7 +522,11 @@ fn selection_cells(sel: &Selection) -> Vec<(bool, [String; 8])> {
                     format!("{:.4}", c.val_accuracy),
                     format!("{:.4}", c.val_log_loss),
                     c.val_ece.map_or("—".into(), |e| format!("{e:.4}")),
-                    format!("{:.1}", c.images_per_second),
+                    if c.from_parts {
+                        "not run (probed on its parts' features)".into()
+                    } else {
+                        format!("{:.1}", c.images_per_second)
+                    },
                     format!("{} px {}", c.image_size, c.resize),
                 ],
             )

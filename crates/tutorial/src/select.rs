@@ -1,7 +1,9 @@
 //! `fit`'s choice of backbone by measurement: each candidate's features are extracted into
 //! `RUN/candidates/<name>/` (resumable, reused while up to date), the calibrated probe is fitted there
 //! with k-fold cross-validation on the training photos only, and the candidate with the lowest
-//! cross-validated log loss wins. Validation numbers are computed and shown beside, never used.
+//! cross-validated log loss wins. A combination of candidates measured before it (a manifest with
+//! `parts`) is first probed on their features side by side and extracted only when that beats them.
+//! Validation numbers are computed and shown beside, never used.
 //! The choice and every candidate's numbers go to `RUN/candidates/selection.json` for the report.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +43,10 @@ pub struct Candidate {
     /// seconds (extraction and probe) in this call.
     pub images_per_second: f64,
     pub seconds: f64,
+    /// A combination measured on its parts' features side by side, without running it: it did not
+    /// beat the best candidate before it there, so it was not extracted (and cannot be chosen).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_parts: bool,
 }
 
 /// The choice among the candidates.
@@ -74,14 +80,18 @@ pub fn load(run: &Path) -> Option<Selection> {
 /// Measures every candidate of `cfg` and returns the choice (also written to
 /// [`SELECTION_FILE`]). Needs at least two candidates.
 pub fn select(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Selection> {
-    let mut measured = Vec::new();
+    let mut measured: Vec<Candidate> = Vec::new();
     for (i, name) in cfg.candidates.iter().enumerate() {
         on_event(Event::Info(format!(
             "backbone candidate {}/{}: {name}",
             i + 1,
             cfg.candidates.len()
         )));
-        measured.push(measure(cfg, name, on_event)?);
+        let candidate = match measured_parts(cfg, name, &measured) {
+            Some(parts) => measure_combination(cfg, name, &parts, &measured, on_event)?,
+            None => measure(cfg, name, on_event)?,
+        };
+        measured.push(candidate);
     }
     let chosen = best(&measured).ok_or_else(|| {
         Error::Invalid("no backbone candidate gave a finite cross-validated log loss".into())
@@ -113,6 +123,60 @@ fn candidate_run(cfg: &TutorialConfig, name: &str) -> PathBuf {
         })
         .collect();
     cfg.run.join(CANDIDATES_DIR).join(safe)
+}
+
+/// The parts of combination `name` when every one of them is among the candidates measured before it.
+fn measured_parts(cfg: &TutorialConfig, name: &str, measured: &[Candidate]) -> Option<Vec<String>> {
+    let parts = manifest::find(name, &cfg.hub)?.parts;
+    let all_there = parts
+        .iter()
+        .all(|p| measured.iter().any(|c| &c.model == p && !c.from_parts));
+    (!parts.is_empty() && all_there).then_some(parts)
+}
+
+/// A combination whose parts were measured: the probe on their features side by side first (no
+/// extraction); only if that beats every candidate so far is the combination extracted and measured.
+fn measure_combination(
+    cfg: &TutorialConfig,
+    name: &str,
+    parts: &[String],
+    measured: &[Candidate],
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Candidate> {
+    let started = std::time::Instant::now();
+    let run = candidate_run(cfg, &format!("{name}.parts"));
+    let part_runs: Vec<PathBuf> = parts.iter().map(|p| candidate_run(cfg, p)).collect();
+    let part_refs: Vec<&Path> = part_runs.iter().map(PathBuf::as_path).collect();
+    let m = manifest::find(name, &cfg.hub);
+    let (size, resize) = cfg.input(m.as_ref());
+    let provenance = features::provenance::Provenance {
+        model: format!("{name} (its parts' features side by side)"),
+        model_sha256: String::new(),
+        output_tensor: m.as_ref().map_or("pooled".into(), |m| m.features.clone()),
+        preprocess: m.as_ref().map_or("", |m| m.preprocess.name()).into(),
+        image_size: size,
+        resize: resize.name().into(),
+        precision: cfg.precision.name().into(),
+        engine: None,
+    };
+    features::side_by_side::join(&part_refs, &run, &provenance)?;
+    let mut c = probe(cfg, &run, name, on_event)?;
+    let best_so_far = measured
+        .iter()
+        .map(|c| c.cv_log_loss)
+        .fold(f64::INFINITY, f64::min);
+    if c.cv_log_loss < best_so_far {
+        on_event(Event::Info(format!(
+            "{name}: cross-validated log loss {:.4} on its parts' features side by side (best so far {best_so_far:.4}); extracting it",
+            c.cv_log_loss
+        )));
+        return measure(cfg, name, on_event);
+    }
+    c.image_size = size;
+    c.resize = resize.name().into();
+    c.from_parts = true;
+    c.seconds = started.elapsed().as_secs_f64();
+    Ok(c)
 }
 
 /// Extracts `name`'s features and fits the probe on them.
@@ -148,8 +212,24 @@ fn measure(
         .find(|s| s.split == "train" || s.split == "all")
         .or(summary.splits.first())
         .map_or(0.0, |s| s.images_per_second);
+    let mut c = probe(cfg, &run, name, on_event)?;
+    c.image_size = size;
+    c.resize = resize.name().into();
+    c.images_per_second = images_per_second;
+    c.seconds = started.elapsed().as_secs_f64();
+    Ok(c)
+}
+
+/// Fits the calibrated probe on the features in `run` and reads its cross-validated and
+/// validation numbers (input, speed and time are the caller's to fill).
+fn probe(
+    cfg: &TutorialConfig,
+    run: &Path,
+    name: &str,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Candidate> {
     let opts = TrainHeadOptions {
-        run: run.clone(),
+        run: run.to_path_buf(),
         config: check::head_config(cfg),
         val_split: None,
         force: true,
@@ -169,16 +249,17 @@ fn measure(
     Ok(Candidate {
         model: name.to_string(),
         model_sha256: report.meta.features.model_sha256.clone(),
-        image_size: size,
-        resize: resize.name().into(),
+        image_size: 0,
+        resize: String::new(),
         cv_log_loss: at_c.log_loss,
         cv_accuracy: at_c.accuracy,
         folds: probe.folds,
         val_accuracy: report.metrics.kept_val_accuracy,
         val_log_loss: report.metrics.kept_val_loss,
         val_ece: report.metrics.kept_val_ece,
-        images_per_second,
-        seconds: started.elapsed().as_secs_f64(),
+        images_per_second: 0.0,
+        seconds: 0.0,
+        from_parts: false,
     })
 }
 
@@ -187,7 +268,7 @@ fn best(candidates: &[Candidate]) -> Option<usize> {
     candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.cv_log_loss.is_finite())
+        .filter(|(_, c)| c.cv_log_loss.is_finite() && !c.from_parts)
         .min_by(|a, b| a.1.cv_log_loss.total_cmp(&b.1.cv_log_loss))
         .map(|(i, _)| i)
 }
@@ -199,7 +280,14 @@ fn reason(candidates: &[Candidate], chosen: usize) -> String {
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != chosen)
-        .map(|(_, c)| format!("{} {:.4}", c.model, c.cv_log_loss))
+        .map(|(_, c)| {
+            let how = if c.from_parts {
+                " on its parts' features side by side, so not extracted"
+            } else {
+                ""
+            };
+            format!("{} {:.4}{how}", c.model, c.cv_log_loss)
+        })
         .collect();
     format!(
         "chose {} for the lowest cross-validated log loss on the training photos ({:.4}, {}-fold; {}); \
@@ -254,6 +342,7 @@ mod tests {
             val_ece: None,
             images_per_second: 1.0,
             seconds: 1.0,
+            from_parts: false,
         }
     }
 
@@ -271,5 +360,13 @@ mod tests {
             reason(&all, 1)
         );
         assert_eq!(best(&[c("n", f64::NAN, 0.0)]), None);
+        // A combination measured only on its parts' features is never the choice.
+        let parts_only = Candidate {
+            from_parts: true,
+            ..c("a+b", 0.10, 0.0)
+        };
+        assert_eq!(best(&[c("a", 0.30, 0.0), parts_only.clone()]), Some(0));
+        let why = reason(&[c("a", 0.30, 0.0), parts_only], 0);
+        assert!(why.contains("a+b 0.1000 on its parts' features"), "{why}");
     }
 }

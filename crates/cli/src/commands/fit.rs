@@ -27,8 +27,8 @@ pub struct FitArgs {
     #[arg(long)]
     pub run: PathBuf,
     /// The backbone: a model name from models/ (e.g. efficientnet-lite2, vgg16-keras) or a local
-    /// .onnx file [default: the one of efficientnet-lite0 and efficientnet-lite2 with the lowest
-    /// cross-validated log loss on your training photos].
+    /// .onnx file [default: the one of efficientnet-lite0, efficientnet-lite2 and the two side by
+    /// side (efficientnet-lite0+lite2) with the lowest cross-validated log loss on your training photos].
     #[arg(long)]
     pub model: Option<String>,
     /// Preprocessing: caffe, torch or unit (default: the model's manifest).

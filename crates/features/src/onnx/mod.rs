@@ -1,8 +1,9 @@
 //! ONNX graph surgery: cutting a VGG-style model at its conv base or at a named tensor, reading
-//! initializers, describing a model, and building graphs (`build`): the one place that reads and
-//! writes ONNX protobufs.
+//! initializers, describing a model, building graphs (`build`) and combining backbones side by side
+//! (`combine`): the one place that reads and writes ONNX protobufs.
 
 pub mod build;
+mod combine;
 mod describe;
 mod external;
 mod graph;
@@ -10,6 +11,7 @@ pub mod node;
 mod surgery;
 mod tensor;
 
+pub use combine::{side_by_side, Part};
 pub use describe::describe;
 pub use external::refuse_external_data;
 pub use graph::{image_input, producers, ImageInput};
