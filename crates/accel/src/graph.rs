@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use features::onnx::node::{int, ints, label, op, string};
+use features::onnx::node::{int, ints, is_plain_2x2_pool, label, op, string};
 use features::onnx::proto::NodeProto;
 use features::onnx::Layout;
 
@@ -91,17 +91,7 @@ fn check_conv(n: &NodeProto) -> Result<()> {
 }
 
 fn check_pool(n: &NodeProto) -> Result<()> {
-    let ok = ints(n, "kernel_shape").as_deref() == Some(&[2, 2][..])
-        && ints(n, "strides").is_some_and(|s| s == [2, 2])
-        && ints(n, "pads").is_none_or(|p| p.iter().all(|&v| v == 0))
-        && ints(n, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1))
-        && int(n, "ceil_mode").unwrap_or(0) == 0
-        && matches!(
-            string(n, "auto_pad").as_deref(),
-            None | Some("") | Some("NOTSET") | Some("VALID")
-        )
-        && n.output.iter().skip(1).all(|o| o.is_empty());
-    if ok {
+    if is_plain_2x2_pool(n) {
         Ok(())
     } else {
         Err(Error::Graph(format!(
