@@ -36,16 +36,26 @@ fn fit(data: &Path, run: &Path, model: Option<&str>) {
     ok(c.output().unwrap());
 }
 
-#[test]
-fn fit_measures_every_default_candidate_and_keeps_the_lowest_cross_validated_loss() {
-    let Some(shared) = testkit::data::shared_root() else {
-        return;
-    };
+/// A temporary folder with `per_class` shared Dogs vs Cats photos per class and split, and a run of
+/// `fit` on them with `model` (the defaults when `None`); `None` without `../shared`.
+fn fitted(
+    per_class: usize,
+    model: Option<&str>,
+) -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+    let shared = testkit::data::shared_root()?;
     let t = tempfile::tempdir().unwrap();
     let data = t.path().join("data");
-    testkit::link_shared_subset(&shared, &data, &["train", "validation"], 24).unwrap();
+    testkit::link_shared_subset(&shared, &data, &["train", "validation"], per_class).unwrap();
     let run = t.path().join("run");
-    fit(&data, &run, None);
+    fit(&data, &run, model);
+    Some((t, data, run))
+}
+
+#[test]
+fn fit_measures_every_default_candidate_and_keeps_the_lowest_cross_validated_loss() {
+    let Some((_dir, _data, run)) = fitted(24, None) else {
+        return;
+    };
 
     let sel = json(&run.join("candidates/selection.json"));
     let cands = sel["candidates"].as_array().unwrap();
@@ -81,14 +91,9 @@ fn fit_measures_every_default_candidate_and_keeps_the_lowest_cross_validated_los
 
 #[test]
 fn the_combination_goes_through_predict_and_export_and_finetune_says_why_not() {
-    let Some(shared) = testkit::data::shared_root() else {
+    let Some((t, data, run)) = fitted(12, Some(COMBINATION)) else {
         return;
     };
-    let t = tempfile::tempdir().unwrap();
-    let data = t.path().join("data");
-    testkit::link_shared_subset(&shared, &data, &["train", "validation"], 12).unwrap();
-    let run = t.path().join("run");
-    fit(&data, &run, Some(COMBINATION));
     assert_eq!(
         feature_shape(&run.join("features/validation.safetensors")),
         [24, 2560]

@@ -6,24 +6,15 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use features::onnx::build::{encode, f32_tensor, int_attr, node, tensor_value, DimSpec, FLOAT};
-use features::onnx::proto::{
-    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, OperatorSetIdProto,
+use features::onnx::build::{
+    encode, f32_tensor, int_attr, node, string_attr, tensor_value, DimSpec, FLOAT,
 };
+use features::onnx::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 
 use crate::synth::{he_layer, ints_attr};
 
 /// Channels of the stem and the depthwise block; the pooled vector has `2 × CHANNELS`.
 pub const CHANNELS: usize = 8;
-
-fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
-}
 
 /// The serialized model (opset 17, IR 8): input `input` `[N, 3, H, W]`, `pooled` `[N, 16]` named
 /// in `value_info`, output `logits` `[N, classes]`.

@@ -7,9 +7,11 @@
 //! The choice and every candidate's numbers go to `RUN/candidates/selection.json` for the report.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use features::extract::ExtractConfig;
 use features::manifest;
+use features::preprocess::Resize;
 use head::pipeline::{train_head, TrainHeadOptions};
 use serde::{Deserialize, Serialize};
 
@@ -87,8 +89,8 @@ pub fn select(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
             i + 1,
             cfg.candidates.len()
         )));
-        let candidate = match measured_parts(cfg, name, &measured) {
-            Some(parts) => measure_combination(cfg, name, &parts, &measured, on_event)?,
+        let candidate = match measured_combination(cfg, name, &measured) {
+            Some(m) => measure_combination(cfg, &m, &measured, on_event)?,
             None => measure(cfg, name, on_event)?,
         };
         measured.push(candidate);
@@ -125,42 +127,47 @@ fn candidate_run(cfg: &TutorialConfig, name: &str) -> PathBuf {
     cfg.run.join(CANDIDATES_DIR).join(safe)
 }
 
-/// The parts of combination `name` when every one of them is among the candidates measured before it.
-fn measured_parts(cfg: &TutorialConfig, name: &str, measured: &[Candidate]) -> Option<Vec<String>> {
-    let parts = manifest::find(name, &cfg.hub)?.parts;
-    let all_there = parts
+/// The manifest of `name` when it is a combination whose parts are all among the candidates
+/// measured before it.
+fn measured_combination(
+    cfg: &TutorialConfig,
+    name: &str,
+    measured: &[Candidate],
+) -> Option<manifest::Manifest> {
+    let m = manifest::find(name, &cfg.hub)?;
+    let all_there = m
+        .parts
         .iter()
         .all(|p| measured.iter().any(|c| &c.model == p && !c.from_parts));
-    (!parts.is_empty() && all_there).then_some(parts)
+    (!m.parts.is_empty() && all_there).then_some(m)
 }
 
 /// A combination whose parts were measured: the probe on their features side by side first (no
 /// extraction); only if that beats every candidate so far is the combination extracted and measured.
 fn measure_combination(
     cfg: &TutorialConfig,
-    name: &str,
-    parts: &[String],
+    m: &manifest::Manifest,
     measured: &[Candidate],
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Candidate> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let name = m.name.as_str();
     let run = candidate_run(cfg, &format!("{name}.parts"));
-    let part_runs: Vec<PathBuf> = parts.iter().map(|p| candidate_run(cfg, p)).collect();
+    let part_runs: Vec<PathBuf> = m.parts.iter().map(|p| candidate_run(cfg, p)).collect();
     let part_refs: Vec<&Path> = part_runs.iter().map(PathBuf::as_path).collect();
-    let m = manifest::find(name, &cfg.hub);
-    let (size, resize) = cfg.input(m.as_ref());
+    let (size, resize) = cfg.input(Some(m));
     let provenance = features::provenance::Provenance {
         model: format!("{name} (its parts' features side by side)"),
         model_sha256: String::new(),
-        output_tensor: m.as_ref().map_or("pooled".into(), |m| m.features.clone()),
-        preprocess: m.as_ref().map_or("", |m| m.preprocess.name()).into(),
+        output_tensor: m.features.clone(),
+        preprocess: m.preprocess.name().into(),
         image_size: size,
         resize: resize.name().into(),
         precision: cfg.precision.name().into(),
         engine: None,
     };
     features::side_by_side::join(&part_refs, &run, &provenance)?;
-    let mut c = probe(cfg, &run, name, on_event)?;
+    let c = probe(cfg, &run, name, (size, resize), started, on_event)?;
     let best_so_far = measured
         .iter()
         .map(|c| c.cv_log_loss)
@@ -172,11 +179,10 @@ fn measure_combination(
         )));
         return measure(cfg, name, on_event);
     }
-    c.image_size = size;
-    c.resize = resize.name().into();
-    c.from_parts = true;
-    c.seconds = started.elapsed().as_secs_f64();
-    Ok(c)
+    Ok(Candidate {
+        from_parts: true,
+        ..c
+    })
 }
 
 /// Extracts `name`'s features and fits the probe on them.
@@ -185,7 +191,7 @@ fn measure(
     name: &str,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Candidate> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let run = candidate_run(cfg, name);
     let (size, resize) = cfg.input(manifest::find(name, &cfg.hub).as_ref());
     let ecfg = ExtractConfig {
@@ -212,20 +218,22 @@ fn measure(
         .find(|s| s.split == "train" || s.split == "all")
         .or(summary.splits.first())
         .map_or(0.0, |s| s.images_per_second);
-    let mut c = probe(cfg, &run, name, on_event)?;
-    c.image_size = size;
-    c.resize = resize.name().into();
-    c.images_per_second = images_per_second;
-    c.seconds = started.elapsed().as_secs_f64();
-    Ok(c)
+    let c = probe(cfg, &run, name, (size, resize), started, on_event)?;
+    Ok(Candidate {
+        images_per_second,
+        ..c
+    })
 }
 
-/// Fits the calibrated probe on the features in `run` and reads its cross-validated and
-/// validation numbers (input, speed and time are the caller's to fill).
+/// Fits the calibrated probe on the features in `run` (computed at `input`) and reads its
+/// cross-validated and validation numbers; the seconds count from `started` (the extraction
+/// speed is the caller's to fill).
 fn probe(
     cfg: &TutorialConfig,
     run: &Path,
     name: &str,
+    input: (u32, Resize),
+    started: Instant,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Candidate> {
     let opts = TrainHeadOptions {
@@ -249,8 +257,8 @@ fn probe(
     Ok(Candidate {
         model: name.to_string(),
         model_sha256: report.meta.features.model_sha256.clone(),
-        image_size: 0,
-        resize: String::new(),
+        image_size: input.0,
+        resize: input.1.name().into(),
         cv_log_loss: at_c.log_loss,
         cv_accuracy: at_c.accuracy,
         folds: probe.folds,
@@ -258,7 +266,7 @@ fn probe(
         val_log_loss: report.metrics.kept_val_loss,
         val_ece: report.metrics.kept_val_ece,
         images_per_second: 0.0,
-        seconds: 0.0,
+        seconds: started.elapsed().as_secs_f64(),
         from_parts: false,
     })
 }

@@ -12,6 +12,7 @@ pub use super::graph::{decode, encode, tensor_value, DimSpec};
 pub const FLOAT: i32 = 1;
 pub const INT8: i32 = 3;
 pub const INT32: i32 = 6;
+pub const INT64: i32 = 7;
 
 /// A node with one output.
 pub fn node(
@@ -37,6 +38,16 @@ pub fn int_attr(name: &str, v: i64) -> AttributeProto {
         name: Some(name.into()),
         r#type: Some(AttributeType::Int as i32),
         i: Some(v),
+        ..Default::default()
+    }
+}
+
+/// A `STRING` attribute.
+pub fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec()),
         ..Default::default()
     }
 }
@@ -82,6 +93,16 @@ pub fn i32_tensor(name: &str, dims: &[usize], v: &[i32]) -> TensorProto {
     tensor(
         name,
         INT32,
+        dims,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// int64 initializer.
+pub fn i64_tensor(name: &str, dims: &[usize], v: &[i64]) -> TensorProto {
+    tensor(
+        name,
+        INT64,
         dims,
         v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     )

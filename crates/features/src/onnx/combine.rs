@@ -4,17 +4,12 @@
 
 use std::collections::HashSet;
 
-use super::build::{int_attr, node, tensor, tensor_value, DimSpec};
+use super::build::{i64_tensor, int_attr, node, string_attr, tensor_value, DimSpec};
 use super::graph::{decode, encode, graph, vi_name, FLOAT};
-use super::proto::{
-    attribute_proto::AttributeType, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto,
-};
+use super::proto::{GraphProto, ModelProto, OperatorSetIdProto};
 use super::{cut_at, Layout};
 use crate::{Error, Result};
 
-/// ONNX `TensorProto.DataType.INT64`.
-const INT64: i32 = 7;
 /// Name of the combined model's image input.
 pub const INPUT: &str = "input";
 
@@ -62,11 +57,7 @@ pub fn side_by_side(parts: &[Part<'_>], size: u32, output: &str) -> Result<Vec<u
             INPUT.to_string()
         } else {
             let resized = format!("{own}{INPUT}");
-            g.node.extend(resize_nodes(&own, &resized));
-            g.initializer.push(i64_tensor(
-                &format!("{own}side"),
-                &[i64::from(part.size), i64::from(part.size)],
-            ));
+            push_resize(&mut g, &own, part.size, &resized);
             resized
         };
         append_part(&mut g, &m, &prefix, &cut.input, &image, part.name)?;
@@ -85,8 +76,8 @@ pub fn side_by_side(parts: &[Part<'_>], size: u32, output: &str) -> Result<Vec<u
             Some(c) => merge_header(c, &m, part.name)?,
         });
     }
-    g.initializer.push(i64_tensor("combine/starts", &[0]));
-    g.initializer.push(i64_tensor("combine/ends", &[2]));
+    g.initializer.push(i64_tensor("combine/starts", &[1], &[0]));
+    g.initializer.push(i64_tensor("combine/ends", &[1], &[2]));
     let reads: Vec<&str> = flat.iter().map(String::as_str).collect();
     g.node.push(node(
         "Concat",
@@ -115,13 +106,16 @@ pub fn side_by_side(parts: &[Part<'_>], size: u32, output: &str) -> Result<Vec<u
     Ok(encode(&m))
 }
 
-/// `Shape → Slice [0:2] → Concat with the part's side → Resize (linear, half-pixel)`: the shared image
-/// resized to `[N, C, side, side]`, written to `resized` (names under `prefix`, the side in `{prefix}side`).
-fn resize_nodes(prefix: &str, resized: &str) -> Vec<NodeProto> {
+/// `Shape → Slice [0:2] → Concat with [side, side] → Resize (linear, half-pixel)`: the shared image
+/// resized to `[N, C, side, side]`, written to `resized` (names under `prefix`).
+fn push_resize(g: &mut GraphProto, prefix: &str, side: u32, resized: &str) {
     let shape = format!("{prefix}input_shape");
     let nc = format!("{prefix}input_nc");
+    let hw = format!("{prefix}side");
     let sizes = format!("{prefix}sizes");
-    vec![
+    g.initializer
+        .push(i64_tensor(&hw, &[2], &[i64::from(side), i64::from(side)]));
+    g.node.extend([
         node("Shape", &shape, &[INPUT], &shape, vec![]),
         node(
             "Slice",
@@ -133,7 +127,7 @@ fn resize_nodes(prefix: &str, resized: &str) -> Vec<NodeProto> {
         node(
             "Concat",
             &sizes,
-            &[&nc, &format!("{prefix}side")],
+            &[&nc, &hw],
             &sizes,
             vec![int_attr("axis", 0)],
         ),
@@ -147,7 +141,7 @@ fn resize_nodes(prefix: &str, resized: &str) -> Vec<NodeProto> {
                 string_attr("coordinate_transformation_mode", "half_pixel"),
             ],
         ),
-    ]
+    ]);
 }
 
 /// Copies the part's nodes and initializers into `g` under `prefix`, its image input read from `image`.
@@ -233,22 +227,4 @@ fn merge_header(mut c: ModelProto, m: &ModelProto, name: &str) -> Result<ModelPr
     }
     c.ir_version = c.ir_version.max(m.ir_version);
     Ok(c)
-}
-
-fn i64_tensor(name: &str, v: &[i64]) -> super::proto::TensorProto {
-    tensor(
-        name,
-        INT64,
-        &[v.len()],
-        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    )
-}
-
-fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec()),
-        ..Default::default()
-    }
 }
