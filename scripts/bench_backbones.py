@@ -7,12 +7,12 @@
    wall time of the whole `fit`;
 2. the VGG16 conv base through the same probe (`fit --model vgg16-keras --no-finetune`, 224 px);
 3. extraction speed of each backbone next to raw ONNX Runtime on the same photos in the same process
-   (`bottleneck bench`, 480 photos, 2 threads).
+   (`bottleneck bench`, 480 photos, 2 threads, 3 interleaved rounds of raw / pipeline / raw: medians).
 
 Validation photos are used for no choice. Prints Markdown tables.
 
 Usage: .venv/bin/python scripts/bench_backbones.py BIN NAME=DATA ... [--runs DIR] [--skip-vgg] [--skip-fit]
-       [--bench-images N]
+       [--bench-images N] [--rounds N]
 e.g.   .venv/bin/python scripts/bench_backbones.py target/release/bottleneck \\
            dvc=../shared/data/dogs_vs_cats intel=../shared/data/intel_scenes_dev
 """
@@ -73,14 +73,17 @@ def one_set(a, spec):
 
 def speeds(a, data):
     print("\n### Extraction vs raw ONNX Runtime, same photos, same process\n")
-    print("| backbone | input side | raw ORT img/s (before / after) | pipeline img/s | ratio |")
-    print("|---|---|---|---|---|")
+    print("| backbone | input side | raw ORT img/s (median) | pipeline img/s (median) | ratio of each round | "
+          "median ratio |")
+    print("|---|---|---|---|---|---|")
     for b in BACKBONES:
         out, _ = sh([a.bin, "--json", "bench", "--data", data, "--model", b, "--run",
-                     os.path.join(a.runs, "bench-unused"), "--threads", "2", "--images", str(a.bench_images)])
+                     os.path.join(a.runs, "bench-unused"), "--threads", "2", "--images", str(a.bench_images),
+                     "--rounds", str(a.rounds)])
         r = json.loads(out)
-        print(f"| {b} | {r['size']} px | {r['raw_images_per_second']:.2f} ({r['raw_before']:.2f} / "
-              f"{r['raw_after']:.2f}) | {r['pipeline_images_per_second']:.2f} | {r['ratio']:.3f} |")
+        each = " / ".join(f"{x['ratio']:.3f}" for x in r["rounds"])
+        print(f"| {b} | {r['size']} px | {r['raw_images_per_second']:.2f} | {r['pipeline_images_per_second']:.2f} | "
+              f"{each} | {r['ratio']:.3f} |")
 
 
 def main():
@@ -91,6 +94,7 @@ def main():
     p.add_argument("--skip-vgg", action="store_true")
     p.add_argument("--skip-fit", action="store_true", help="only the extraction speeds")
     p.add_argument("--bench-images", type=int, default=480)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of raw / pipeline / raw per backbone")
     a = p.parse_args()
     os.makedirs(a.runs, exist_ok=True)
     first = None

@@ -1,5 +1,6 @@
 //! Side-by-side throughput: a bare ONNX Runtime session on pre-made input tensors versus the whole extraction
-//! pipeline (decode, resize, preprocess, inference, write) on the same images, model, batch and threads.
+//! pipeline (decode, resize, preprocess, inference, write) on the same images, model, batch and threads,
+//! interleaved in rounds so that a machine whose speed drifts (a shared VM) shows in every round alike.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,16 +21,39 @@ pub struct BenchReport {
     pub threads: Option<usize>,
     pub size: u32,
     pub device: String,
-    /// Bare `session.run` on tensors prepared beforehand (not timed): mean of a run before and after the pipeline.
+    /// Bare `session.run` on tensors prepared beforehand (not timed): the median of the raw runs.
     pub raw_images_per_second: f64,
-    pub raw_before: f64,
-    pub raw_after: f64,
-    /// `extract` from image files to a feature file.
+    /// `extract` from image files to a feature file: the median of the rounds.
     pub pipeline_images_per_second: f64,
-    /// pipeline / raw.
+    /// The median of the rounds' ratios.
     pub ratio: f64,
+    /// Each round: raw, pipeline, raw again.
+    pub rounds: Vec<Round>,
     /// Decoding + resizing + preprocessing alone, one thread.
     pub prepare_ms_per_image: f64,
+}
+
+/// One round of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub raw_before: f64,
+    pub pipeline: f64,
+    pub raw_after: f64,
+    /// pipeline / mean of the raw runs either side.
+    pub ratio: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// `n` of `all` at an even stride over the whole list (so every split and class of a sorted list
@@ -40,8 +64,11 @@ fn spread<T>(all: &[T], n: usize) -> Vec<&T> {
 }
 
 /// Measures raw ORT and the pipeline on `n` images of `cfg.data`, taken at an even stride over all splits
-/// and classes.
-pub fn compare(cfg: &ExtractConfig, n: usize) -> Result<BenchReport> {
+/// and classes, in `rounds` rounds (raw, pipeline, raw; a round's closing raw run opens the next).
+pub fn compare(cfg: &ExtractConfig, n: usize, rounds: usize) -> Result<BenchReport> {
+    if rounds == 0 {
+        return Err(Error::Invalid("--rounds must be at least 1".into()));
+    }
     let data = dataset::scan(&cfg.data)?;
     let all: Vec<&dataset::Item> = data.splits.iter().flat_map(|s| s.items.iter()).collect();
     let items: Vec<dataset::Item> = spread(&all, n).into_iter().map(|&i| i.clone()).collect();
@@ -94,49 +121,64 @@ pub fn compare(cfg: &ExtractConfig, n: usize) -> Result<BenchReport> {
         }
         Ok(items.len() as f64 / t.elapsed().as_secs_f64())
     };
-    let raw_before = timed_raw()?;
+    let mut raws = vec![timed_raw()?];
 
-    // The pipeline on the same files: a temporary data folder of links, a temporary run folder.
+    // The pipeline on the same files: a temporary data folder of links, a fresh run folder per round.
     let tmp = std::env::temp_dir().join(format!("bottleneck-bench-{}", std::process::id()));
-    let result = (|| -> Result<f64> {
-        for it in &items {
-            let dst = tmp.join("data").join(&it.rel);
-            if let Some(parent) = dst.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            link(&it.path, &dst)?;
+    let mut pipelines = Vec::with_capacity(rounds);
+    let result = (|| -> Result<()> {
+        link_items(&items, &tmp.join("data"))?;
+        for k in 0..rounds {
+            let mut c = cfg.clone();
+            c.data = tmp.join("data");
+            c.run = tmp.join(format!("run{k}"));
+            let s = extract::extract(&c, &mut |_| {})?;
+            let (rows, secs) = s
+                .splits
+                .iter()
+                .fold((0usize, 0f64), |(r, t), x| (r + x.rows, t + x.seconds));
+            pipelines.push(rows as f64 / secs.max(1e-9));
+            // Raw again after each pipeline run: the ratio of a round uses the raw runs either side.
+            raws.push(timed_raw()?);
         }
-        let mut c = cfg.clone();
-        c.data = tmp.join("data");
-        c.run = tmp.join("run");
-        // Warm the page cache and the session like the raw run was warmed.
-        let s = extract::extract(&c, &mut |_| {})?;
-        let (rows, secs) = s
-            .splits
-            .iter()
-            .fold((0usize, 0f64), |(r, t), x| (r + x.rows, t + x.seconds));
-        Ok(rows as f64 / secs.max(1e-9))
+        Ok(())
     })();
     let _ = std::fs::remove_dir_all(&tmp);
-    let pipeline = result?;
-    // Raw again after the pipeline, so a machine whose load changed during the run shows up as two
-    // different raw numbers; the ratio uses their mean.
-    let raw_after = timed_raw()?;
-    let device = runner.device.to_string();
-    let raw = (raw_before + raw_after) / 2.0;
+    result?;
+    let rounds: Vec<Round> = pipelines
+        .iter()
+        .enumerate()
+        .map(|(k, &pipeline)| Round {
+            raw_before: raws[k],
+            pipeline,
+            raw_after: raws[k + 1],
+            ratio: pipeline / ((raws[k] + raws[k + 1]) / 2.0),
+        })
+        .collect();
     Ok(BenchReport {
         images: items.len(),
         batch: cfg.batch,
         threads: cfg.threads,
         size: cfg.size,
-        device,
-        raw_images_per_second: raw,
-        raw_before,
-        raw_after,
-        pipeline_images_per_second: pipeline,
-        ratio: pipeline / raw,
+        device: runner.device.to_string(),
+        raw_images_per_second: median(raws),
+        pipeline_images_per_second: median(pipelines),
+        ratio: median(rounds.iter().map(|r| r.ratio).collect()),
+        rounds,
         prepare_ms_per_image: prepare_ms,
     })
+}
+
+/// A data folder of links to `items` under `root`, same relative paths.
+fn link_items(items: &[dataset::Item], root: &std::path::Path) -> Result<()> {
+    for it in items {
+        let dst = root.join(&it.rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        link(&it.path, &dst)?;
+    }
+    Ok(())
 }
 
 fn link(src: &std::path::Path, dst: &std::path::Path) -> Result<()> {
@@ -155,7 +197,14 @@ fn link(src: &std::path::Path, dst: &std::path::Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{median, spread};
+
+    #[test]
+    fn the_median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
 
     #[test]
     fn the_sample_reaches_the_end_of_the_list_whatever_its_size() {

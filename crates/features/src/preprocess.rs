@@ -168,13 +168,10 @@ pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Resize) -> Result
         Resize::Bicubic => fr::FilterType::CatmullRom,
         _ => fr::FilterType::Lanczos3,
     });
-    let src = fr::images::Image::from_vec_u8(
-        img.width(),
-        img.height(),
-        img.as_raw().clone(),
-        fr::PixelType::U8x3,
-    )
-    .map_err(|e| Error::Invalid(format!("resize: {e}")))?;
+    // Borrowed, not copied: the source of a photo is its largest buffer.
+    let src =
+        fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
+            .map_err(|e| Error::Invalid(format!("resize: {e}")))?;
     let mut dst = fr::images::Image::new(width, height, fr::PixelType::U8x3);
     fr::Resizer::new()
         .resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))

@@ -15,11 +15,14 @@ pub struct BenchArgs {
     /// How many images (spread evenly over the data folder).
     #[arg(long, default_value_t = 256)]
     pub images: usize,
+    /// Rounds of raw run, pipeline run, raw run; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 pub fn run(args: &BenchArgs, global: &Global) -> anyhow::Result<()> {
     let cfg = extract::config(&args.extract);
-    let r = bench::compare(&cfg, args.images)?;
+    let r = bench::compare(&cfg, args.images, args.rounds)?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -35,12 +38,22 @@ pub fn run(args: &BenchArgs, global: &Global) -> anyhow::Result<()> {
             .unwrap_or_else(|| "default".into()),
         r.device
     );
+    for (k, x) in r.rounds.iter().enumerate() {
+        println!(
+            "  round {}: raw {:.2}, extract {:.2}, raw {:.2} img/s  ({:.3}×)",
+            k + 1,
+            x.raw_before,
+            x.pipeline,
+            x.raw_after,
+            x.ratio
+        );
+    }
     println!(
-        "  raw ONNX Runtime session : {:>7.2} img/s  (before {:.2}, after {:.2})",
-        r.raw_images_per_second, r.raw_before, r.raw_after
+        "  raw ONNX Runtime session : {:>7.2} img/s  (median)",
+        r.raw_images_per_second
     );
     println!(
-        "  bottleneck extract       : {:>7.2} img/s  ({:.3}× raw)",
+        "  bottleneck extract       : {:>7.2} img/s  (median; median ratio {:.3}× raw)",
         r.pipeline_images_per_second, r.ratio
     );
     println!(
