@@ -1,12 +1,13 @@
-//! Reading a VGG-style conv chain out of an ONNX model: cut it with `features::onnx` (the conv
-//! base, or a named tensor), then follow the single chain from the image input to the cut output
-//! — 3×3 stride-1 "same" Conv (+ Relu), 2×2 stride-2 MaxPool, the NHWC↔NCHW Transposes of
-//! tf2onnx/Keras exports — and read the conv weights from the initializers.
+//! Reading a VGG-style conv chain out of an ONNX model, the one reader for every crate
+//! ([`follow`]: between two tensors — `finetune`'s trainable block uses it too): 3×3 stride-1
+//! "same" Conv (+ Relu), 2×2 stride-2 MaxPool, the NHWC↔NCHW Transposes of tf2onnx/Keras exports;
+//! [`chain`] cuts a model with `features::onnx` (the conv base, or a named tensor) and follows it
+//! from the image input.
 
 use std::collections::HashMap;
 
 use features::onnx::node::{int, ints, is_plain_2x2_pool, label, op, string};
-use features::onnx::proto::NodeProto;
+use features::onnx::proto::{GraphProto, NodeProto};
 use features::onnx::Layout;
 
 use crate::error::{Error, Result};
@@ -46,11 +47,12 @@ pub struct Chain {
     pub cut_bytes: Vec<u8>,
 }
 
+/// Checks a Conv node is what a VGG chain holds: 3×3, stride 1, padding 1 ("same"), dilation 1,
+/// one group, with a bias.
 fn check_conv(n: &NodeProto) -> Result<()> {
     let bad = |what: String| {
         Err(Error::Graph(format!(
-            "Conv '{}' has {what}; the Candle network supports 3×3 stride-1 convolutions with padding 1 \
-             (VGG); run this model with ONNX Runtime instead (--device cpu)",
+            "Conv '{}' has {what}; a VGG-style chain holds 3×3 stride-1 convolutions with padding 1 and a bias",
             label(n)
         )))
     };
@@ -112,6 +114,25 @@ pub fn chain(model: &[u8], cut: Cut<'_>) -> Result<Chain> {
         .graph
         .as_ref()
         .ok_or_else(|| Error::Graph("the model has no graph".into()))?;
+    let steps = follow(g, &cm.input, &cm.output, cm.input_layout).map_err(|e| {
+        Error::Graph(format!(
+            "{e}; the Candle network rebuilds chains of 3×3 Conv + Relu and 2×2 MaxPool (VGG): run this \
+             model with ONNX Runtime instead (--device cpu)"
+        ))
+    })?;
+    Ok(Chain {
+        steps,
+        output: cm.output,
+        cut_bytes: cm.bytes,
+    })
+}
+
+/// The one reader of a VGG-style chain (the Candle conv base here, `finetune`'s trainable block):
+/// follows `g` from tensor `from` (laid out as `layout`) to `to`, each tensor read by exactly one
+/// node — 3×3 stride-1 "same" Conv (+ the Relu right after it), 2×2 stride-2 MaxPool, a Relu of its
+/// own, the NHWC↔NCHW Transposes of tf2onnx/Keras exports, Identity and Dropout (no-ops at
+/// inference) — and returns its layers. `to` must be NCHW and at least one Conv on the way.
+pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Vec<Step>> {
     let mut consumers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
     for n in &g.node {
         for t in n.input.iter().filter(|t| !t.is_empty()) {
@@ -122,28 +143,24 @@ pub fn chain(model: &[u8], cut: Cut<'_>) -> Result<Chain> {
         match consumers.get(t).map(Vec::as_slice) {
             Some([n]) => Ok(*n),
             Some(many) => Err(Error::Graph(format!(
-                "tensor '{t}' feeds {} nodes ({}); the Candle network needs a single chain of layers \
-                 from the image to '{}'",
+                "tensor '{t}' feeds {} nodes ({}); a single chain of layers from '{from}' to '{to}' is needed",
                 many.len(),
                 many.iter().map(|n| label(n)).collect::<Vec<_>>().join(", "),
-                cm.output
             ))),
             None => Err(Error::Graph(format!(
-                "tensor '{t}' is read by no node before '{}'",
-                cm.output
+                "tensor '{t}' is read by no node, so '{to}' cannot be reached from '{from}'"
             ))),
         }
     };
     let mut steps = Vec::new();
-    let mut cur = cm.input.clone();
-    let mut layout = cm.input_layout;
+    let mut cur = from.to_string();
+    let mut layout = layout;
     let mut guard = 0;
-    while cur != cm.output {
+    while cur != to {
         guard += 1;
         if guard > g.node.len() + 1 {
             return Err(Error::Graph(format!(
-                "could not follow the graph from '{}' to '{}'",
-                cm.input, cm.output
+                "could not follow the graph from '{from}' to '{to}'"
             )));
         }
         let n = only_consumer(&cur)?;
@@ -185,7 +202,7 @@ pub fn chain(model: &[u8], cut: Cut<'_>) -> Result<Chain> {
                 check_conv(n)?;
                 let mut relu = false;
                 let mut next = out.clone();
-                if out != cm.output {
+                if out != to {
                     let c = only_consumer(&out)?;
                     if op(c) == "Relu" {
                         relu = true;
@@ -211,32 +228,21 @@ pub fn chain(model: &[u8], cut: Cut<'_>) -> Result<Chain> {
                 cur = out;
             }
             "Identity" | "Dropout" => cur = out,
-            other => {
-                return Err(Error::Graph(format!(
-                    "node '{}' ({other}) between the image and '{}' is not supported by the Candle network \
-                     (it rebuilds chains of 3×3 Conv + Relu and 2×2 MaxPool, like VGG); run this model with \
-                     ONNX Runtime instead (--device cpu)",
-                    label(n),
-                    cm.output
-                )))
-            }
+            other => return Err(Error::Graph(format!(
+                "node '{}' ({other}) between '{from}' and '{to}' is not part of a VGG-style chain",
+                label(n),
+            ))),
         }
     }
     if layout != Layout::Nchw {
         return Err(Error::Graph(format!(
-            "the cut tensor '{}' is NHWC; expected NCHW",
-            cm.output
+            "the tensor '{to}' is NHWC; expected NCHW"
         )));
     }
     if !steps.iter().any(|s| matches!(s, Step::Conv { .. })) {
         return Err(Error::Graph(format!(
-            "there is no Conv between the image and '{}'",
-            cm.output
+            "there is no Conv between '{from}' and '{to}'"
         )));
     }
-    Ok(Chain {
-        steps,
-        output: cm.output,
-        cut_bytes: cm.bytes,
-    })
+    Ok(steps)
 }

@@ -2,7 +2,7 @@
 //! or an NVIDIA GPU (built with `--features cuda`). Built from the same weights as the CPU path:
 //! the frozen VGG16 conv base from the ONNX initializers ([`vgg`]), a run's exported classifier
 //! (conv chain + dense head, [`classifier`]), block5 + head and the stage-1 convnet with autograd
-//! training steps ([`train`]); [`device`] turns `--device` into a Candle device, and [`engine`]
+//! training steps ([`train`]), the one reader of VGG-style chains out of a graph ([`graph`]); [`device`] turns `--device` into a Candle device, and [`engine`]
 //! decides, for every stage, which engine runs its networks on which device.
 //!
 //! Layouts at the boundary are those of the CPU crates, so stages hand weights over and read them
@@ -15,7 +15,7 @@ pub mod depthwise;
 pub mod device;
 pub mod engine;
 pub mod error;
-mod graph;
+pub mod graph;
 pub mod nodes;
 pub mod ops;
 pub mod optim;

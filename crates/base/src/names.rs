@@ -1,7 +1,9 @@
 //! Named choices: enums whose variants each have one lowercase name, written in files, given on the
 //! command line and shown in messages. [`choices!`](crate::choices) declares one: the name, the
 //! parser, the serde form and clap's possible values (with each variant's doc line as its help) all
-//! come from the same table, so they cannot disagree.
+//! come from the same table, so they cannot disagree. Clap's half is generated only where the crate
+//! using the macro has its `clap` feature on (the command line turns it on), so that library crates
+//! build without clap.
 
 /// A name that is none of the choices.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +29,8 @@ pub fn list(names: &[&str]) -> String {
 /// Cpu = "cpu", Cuda = "cuda" | "gpu" } }`. Generates the enum (Serialize/Deserialize and
 /// `clap::ValueEnum` under those names, aliases after `|`), `ALL`, `name()`, `Display` and a
 /// case-insensitive `FromStr` whose error ([`UnknownName`]) lists the names. The crate using it
-/// must depend on `serde` and `clap`.
+/// must depend on `serde` and declare a feature `clap = ["dep:clap"]` (clap optional): `ValueEnum`
+/// is derived only with that feature on.
 #[macro_export]
 macro_rules! choices {
     (
@@ -37,12 +40,13 @@ macro_rules! choices {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
         $vis enum $name {
             $(
                 $(#[$vmeta])*
                 #[serde(rename = $text $(, alias = $alias)*)]
-                #[value(name = $text $(, alias = $alias)*)]
+                #[cfg_attr(feature = "clap", value(name = $text $(, alias = $alias)*))]
                 $variant,
             )+
         }
@@ -97,15 +101,18 @@ mod tests {
     }
 
     #[test]
-    fn names_aliases_serde_and_clap_agree() {
-        use clap::ValueEnum;
+    fn names_aliases_and_serde_agree() {
         for c in Colour::ALL {
             assert_eq!(c.name().parse::<Colour>(), Ok(*c));
             assert_eq!(
                 serde_json::to_string(c).unwrap(),
                 format!("\"{}\"", c.name())
             );
-            assert_eq!(c.to_possible_value().unwrap().get_name(), c.name());
+            #[cfg(feature = "clap")]
+            assert_eq!(
+                clap::ValueEnum::to_possible_value(c).unwrap().get_name(),
+                c.name()
+            );
         }
         assert_eq!("DARK".parse::<Colour>(), Ok(Colour::Black));
         assert_eq!(

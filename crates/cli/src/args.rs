@@ -129,3 +129,44 @@ impl HubFlags {
         hub
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    /// Every named choice the command line takes: clap's possible values are exactly the names written
+    /// in files and parsed from them (the library crates generate clap's half only with their `clap`
+    /// feature, which this crate turns on).
+    fn agree<T: ValueEnum + std::fmt::Display + std::str::FromStr + PartialEq + std::fmt::Debug>() {
+        for v in T::value_variants() {
+            let name = v
+                .to_possible_value()
+                .expect("no hidden choices")
+                .get_name()
+                .to_string();
+            assert_eq!(name, v.to_string());
+            assert!(name.parse::<T>().ok().as_ref() == Some(v), "{name}");
+        }
+    }
+
+    #[test]
+    fn clap_and_the_names_agree_for_every_choice() {
+        agree::<features::runtime::Device>();
+        agree::<features::runtime::Engine>();
+        agree::<features::preprocess::Preprocess>();
+        agree::<features::preprocess::Resize>();
+        agree::<features::extract::Precision>();
+        agree::<features::quantize::ActType>();
+        agree::<features::quantize::CalibMethod>();
+        agree::<features::augment::preview::PreviewFormat>();
+        agree::<features::augment::FillMode>();
+        agree::<accel::device::DTypeChoice>();
+        agree::<finetune::rows::Precision>();
+        agree::<head::recipe::Recipe>();
+        agree::<predict::Stage>();
+        agree::<train::optim::OptimizerKind>();
+        agree::<train::kernels::precision::TrainPrecision>();
+        agree::<train::schedule::LrSchedule>();
+        agree::<train::metrics::Keep>();
+    }
+}
