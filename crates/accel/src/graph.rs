@@ -228,10 +228,12 @@ pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Ve
                 cur = out;
             }
             "Identity" | "Dropout" => cur = out,
-            other => return Err(Error::Graph(format!(
+            other => {
+                return Err(Error::Graph(format!(
                 "node '{}' ({other}) between '{from}' and '{to}' is not part of a VGG-style chain",
                 label(n),
-            ))),
+            )))
+            }
         }
     }
     if layout != Layout::Nchw {

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod mapped;
 pub mod merge;
 pub mod onnx;
+pub mod photos;
 pub mod preprocess;
 pub mod provenance;
 pub mod quantize;

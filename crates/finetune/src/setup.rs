@@ -149,22 +149,18 @@ pub(crate) fn model_and_head(
     Ok((classifier, head_meta, model, split_at))
 }
 
-/// Decodes the photos of `split` at `size` px (up to 4 threads), reporting progress and the
-/// photos skipped.
+/// Decodes the photos of `split` at `size` px, reporting progress and the photos skipped.
 fn load_images(
     split: &Split,
     size: u32,
     resize: Resize,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<ImageSet> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
     on_event(Event::PhaseStart {
         name: format!("read {}", split.name),
         total: split.items.len(),
     });
-    let set = images::load_split(split, size, resize, workers, &mut |done| {
+    let set = images::load_split(split, size, resize, &mut |done| {
         on_event(Event::Progress { done })
     })?;
     on_event(Event::PhaseEnd);

@@ -1,11 +1,11 @@
-//! The photos of a split decoded and resized once into one in-memory 8-bit buffer (`[n, size,
-//! size, 3]`, Keras-parity nearest resize), and turning them into network input scaled by 1/255:
+//! The photos of a split decoded and resized once (`features::photos`; 8-bit `size`×`size` each,
+//! Keras-parity nearest resize), and turning them into network input scaled by 1/255:
 //! plain (validation) or randomly augmented (training), each image with its own RNG stream
 //! derived from `(seed, epoch, image)`, so batches are reproducible whatever the thread count.
 
 use features::augment::{Augmenter, ImageF32};
 use features::dataset::Split;
-use features::preprocess::{self, Resize};
+use features::preprocess::Resize;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -16,8 +16,8 @@ pub struct ImageSet {
     pub name: String,
     /// Image side in pixels.
     pub size: usize,
-    /// `[n, size, size, 3]` RGB bytes.
-    pub pixels: Vec<u8>,
+    /// Each image, `size`×`size` RGB bytes.
+    pub images: Vec<Vec<u8>>,
     /// Relative paths, in split order.
     pub files: Vec<String>,
     pub labels: Vec<u32>,
@@ -43,56 +43,32 @@ impl ImageSet {
 
     /// The bytes of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
-        let per = self.image_len();
-        &self.pixels[i * per..(i + 1) * per]
+        &self.images[i]
     }
 }
 
-/// Images decoded per parallel chunk (progress is reported after each).
-const LOAD_CHUNK: usize = 32;
-
-/// Decodes and resizes (`Resize::Nearest` is Keras `load_img`) every image of `split` in parallel;
-/// unreadable files are skipped and listed. `on_progress(done)` is called after each chunk.
+/// Decodes and resizes (`Resize::Nearest` is Keras `load_img`) every image of `split` with
+/// `features::photos`, the one loader; unreadable files are skipped and listed. `on_progress(done)`
+/// is called as chunks finish.
 pub fn load_split(
     split: &Split,
     size: u32,
     resize: Resize,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<ImageSet> {
-    let per = size as usize * size as usize * 3;
-    let mut set = ImageSet {
+    let photos = features::photos::load_split(split, size, resize, on_progress);
+    let set = ImageSet {
         name: split.name.clone(),
         size: size as usize,
-        pixels: Vec::with_capacity(split.items.len() * per),
-        files: Vec::new(),
-        labels: Vec::new(),
-        skipped: Vec::new(),
+        images: photos.images.into_iter().map(|i| i.into_raw()).collect(),
+        files: photos.files,
+        labels: photos.labels,
+        skipped: photos
+            .skipped
+            .into_iter()
+            .map(|s| (s.file, s.reason))
+            .collect(),
     };
-    let mut done = 0;
-    for chunk in split.items.chunks(LOAD_CHUNK) {
-        let decoded: Vec<std::result::Result<Vec<u8>, String>> = chunk
-            .par_iter()
-            .map(|item| {
-                let img = features::image_io::load_rgb8(&item.path)
-                    .map_err(features::Error::skip_reason)?;
-                preprocess::frame(&img.image, size, resize)
-                    .map(|r| r.into_raw())
-                    .map_err(|e| e.to_string())
-            })
-            .collect();
-        for (item, r) in chunk.iter().zip(decoded) {
-            match r {
-                Ok(px) => {
-                    set.pixels.extend_from_slice(&px);
-                    set.files.push(item.rel.clone());
-                    set.labels.push(item.label as u32);
-                }
-                Err(reason) => set.skipped.push((item.rel.clone(), reason)),
-            }
-        }
-        done += chunk.len();
-        on_progress(done);
-    }
     if set.is_empty() {
         return Err(Error::Data(format!(
             "split '{}': none of its {} images could be read{}; fix or remove them",
