@@ -49,6 +49,52 @@ pub struct Chain {
 
 /// Checks a Conv node is what a VGG chain holds: 3×3, stride 1, padding 1 ("same"), dilation 1,
 /// one group, with a bias.
+/// The weights of one Conv step: `w` as ONNX stores it, `[out, in, 3, 3]`, and its bias `[out]`.
+#[derive(Debug, Clone)]
+pub struct ConvWeights {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub out_channels: usize,
+    pub in_channels: usize,
+}
+
+/// The weights of every Conv of `steps`, in order, read from the initializers of `model` and
+/// checked to be a 3×3 conv weight and its bias.
+pub fn conv_weights(model: &[u8], steps: &[Step]) -> Result<Vec<ConvWeights>> {
+    let names: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Conv { weight, bias, .. } => Some([weight.as_str(), bias.as_str()]),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut values = features::onnx::initializers_f32(model, &names)?.into_iter();
+    names
+        .chunks_exact(2)
+        .map(|n| {
+            let (Some((wd, w)), Some((bd, b))) = (values.next(), values.next()) else {
+                return Err(Error::Graph(format!(
+                    "weights '{}' or '{}' missing",
+                    n[0], n[1]
+                )));
+            };
+            if wd.len() != 4 || wd[2..] != [3, 3] || bd[..] != [wd[0]] {
+                return Err(Error::Graph(format!(
+                    "'{}' {wd:?} and '{}' {bd:?} are not a 3×3 conv weight and its bias",
+                    n[0], n[1]
+                )));
+            }
+            Ok(ConvWeights {
+                w,
+                b,
+                out_channels: wd[0],
+                in_channels: wd[1],
+            })
+        })
+        .collect()
+}
+
 fn check_conv(n: &NodeProto) -> Result<()> {
     let bad = |what: String| {
         Err(Error::Graph(format!(

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 pub use crate::graph::Cut;
-use crate::graph::{chain, Step};
+use crate::graph::{chain, conv_weights, Step};
 use crate::ops;
 use crate::train::BlockLayer;
 
@@ -54,35 +54,17 @@ impl Vgg {
             )));
         }
         let c = chain(model, cut)?;
-        let names: Vec<&str> = c
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Conv { weight, bias, .. } => Some([weight.as_str(), bias.as_str()]),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let mut values = features::onnx::initializers_f32(&c.cut_bytes, &names)?.into_iter();
+        let mut weights = conv_weights(&c.cut_bytes, &c.steps)?.into_iter();
         let mut layers = Vec::with_capacity(c.steps.len());
         let mut channels: Option<usize> = None;
         let mut in_channels = None;
         for s in c.steps {
             layers.push(match s {
-                Step::Conv {
-                    node,
-                    weight,
-                    bias,
-                    relu,
-                } => {
-                    let (Some((wd, w)), Some((bd, b))) = (values.next(), values.next()) else {
+                Step::Conv { node, relu, .. } => {
+                    let Some(cw) = weights.next() else {
                         return Err(Error::Graph(format!("weights of '{node}' missing")));
                     };
-                    if wd.len() != 4 || wd[2..] != [3, 3] || bd != [wd[0]] {
-                        return Err(Error::Graph(format!(
-                            "'{weight}' {wd:?} and '{bias}' {bd:?} are not a 3×3 conv weight and its bias"
-                        )));
-                    }
+                    let wd = [cw.out_channels, cw.in_channels];
                     if let Some(c) = channels {
                         if c != wd[1] {
                             return Err(Error::Graph(format!(
@@ -95,9 +77,9 @@ impl Vgg {
                     channels = Some(wd[0]);
                     Layer::Conv {
                         node,
-                        weight: Tensor::from_vec(w, (wd[0], wd[1], 3, 3), device)?
+                        weight: Tensor::from_vec(cw.w, (wd[0], wd[1], 3, 3), device)?
                             .to_dtype(dtype)?,
-                        bias: Tensor::from_vec(b, wd[0], device)?.to_dtype(dtype)?,
+                        bias: Tensor::from_vec(cw.b, wd[0], device)?.to_dtype(dtype)?,
                         relu,
                     }
                 }

@@ -73,15 +73,9 @@ pub fn chain_from_onnx(model: &[u8], from: &str, to: &str) -> Result<Block> {
     }
     let steps = accel::graph::follow(g, from, to, Layout::Nchw)
         .map_err(|e| Error::Block(format!("the block from '{from}' to '{to}': {e}")))?;
-    let names: Vec<&str> = steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Conv { weight, bias, .. } => Some([weight.as_str(), bias.as_str()]),
-            _ => None,
-        })
-        .flatten()
-        .collect();
-    let mut values = features::onnx::initializers_f32(model, &names)?.into_iter();
+    let mut weights = accel::graph::conv_weights(model, &steps)
+        .map_err(|e| Error::Block(format!("the block from '{from}' to '{to}': {e}")))?
+        .into_iter();
     let mut layers = Vec::with_capacity(steps.len());
     for s in steps {
         layers.push(match s {
@@ -91,19 +85,14 @@ pub fn chain_from_onnx(model: &[u8], from: &str, to: &str) -> Result<Block> {
                 bias,
                 relu,
             } => {
-                let (Some((wd, w)), Some((bd, b))) = (values.next(), values.next()) else {
+                let Some(cw) = weights.next() else {
                     return Err(Error::Block(format!("weights of '{node}' missing")));
                 };
-                if wd.len() != 4 || wd[2..] != [3, 3] || bd.len() != 1 || bd[0] != wd[0] {
-                    return Err(Error::Block(format!(
-                        "weights '{weight}' {wd:?} and '{bias}' {bd:?} are not a 3×3 conv weight and its bias"
-                    )));
-                }
                 Layer::Conv(ConvLayer::from_onnx(
                     [&node, &weight, &bias],
-                    &w,
-                    b,
-                    (wd[0], wd[1]),
+                    &cw.w,
+                    cw.b,
+                    (cw.out_channels, cw.in_channels),
                     relu,
                 )?)
             }
