@@ -179,25 +179,7 @@ pub fn chain(model: &[u8], cut: Cut<'_>) -> Result<Chain> {
 /// own, the NHWC↔NCHW Transposes of tf2onnx/Keras exports, Identity and Dropout (no-ops at
 /// inference) — and returns its layers. `to` must be NCHW and at least one Conv on the way.
 pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Vec<Step>> {
-    let mut consumers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
-    for n in &g.node {
-        for t in n.input.iter().filter(|t| !t.is_empty()) {
-            consumers.entry(t.as_str()).or_default().push(n);
-        }
-    }
-    let only_consumer = |t: &str| -> Result<&NodeProto> {
-        match consumers.get(t).map(Vec::as_slice) {
-            Some([n]) => Ok(*n),
-            Some(many) => Err(Error::Graph(format!(
-                "tensor '{t}' feeds {} nodes ({}); a single chain of layers from '{from}' to '{to}' is needed",
-                many.len(),
-                many.iter().map(|n| label(n)).collect::<Vec<_>>().join(", "),
-            ))),
-            None => Err(Error::Graph(format!(
-                "tensor '{t}' is read by no node, so '{to}' cannot be reached from '{from}'"
-            ))),
-        }
-    };
+    let consumers = Consumers::of(g, from, to);
     let mut steps = Vec::new();
     let mut cur = from.to_string();
     let mut layout = layout;
@@ -209,7 +191,7 @@ pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Ve
                 "could not follow the graph from '{from}' to '{to}'"
             )));
         }
-        let n = only_consumer(&cur)?;
+        let n = consumers.only(&cur)?;
         if n.input.first() != Some(&cur) {
             return Err(Error::Graph(format!(
                 "node '{}' ({}) reads '{cur}' as a secondary input; only plain chains are supported",
@@ -218,49 +200,15 @@ pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Ve
             )));
         }
         let out = n.output.first().cloned().unwrap_or_default();
-        let need_nchw = |what: &str| -> Result<()> {
-            if layout == Layout::Nchw {
-                Ok(())
-            } else {
-                Err(Error::Graph(format!(
-                    "{what} '{}' reads an NHWC tensor; expected a Transpose to NCHW before it",
-                    label(n)
-                )))
-            }
-        };
         match op(n) {
             "Transpose" => {
-                layout = match (layout, ints(n, "perm").as_deref()) {
-                    (Layout::Nhwc, Some([0, 3, 1, 2])) => Layout::Nchw,
-                    (Layout::Nchw, Some([0, 2, 3, 1])) => Layout::Nhwc,
-                    (_, perm) => {
-                        return Err(Error::Graph(format!(
-                            "Transpose '{}' with perm {perm:?} on a {layout:?} tensor is not an NHWC↔NCHW \
-                             layout change",
-                            label(n)
-                        )))
-                    }
-                };
+                layout = transposed(n, layout)?;
                 cur = out;
             }
             "Conv" => {
-                need_nchw("Conv")?;
-                check_conv(n)?;
-                let mut relu = false;
-                let mut next = out.clone();
-                if out != to {
-                    let c = only_consumer(&out)?;
-                    if op(c) == "Relu" {
-                        relu = true;
-                        next = c.output.first().cloned().unwrap_or_default();
-                    }
-                }
-                steps.push(Step::Conv {
-                    node: label(n),
-                    weight: n.input[1].clone(),
-                    bias: n.input[2].clone(),
-                    relu,
-                });
+                need_nchw(n, layout)?;
+                let (step, next) = conv_step(n, &consumers, to)?;
+                steps.push(step);
                 cur = next;
             }
             "Relu" => {
@@ -268,7 +216,7 @@ pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Ve
                 cur = out;
             }
             "MaxPool" => {
-                need_nchw("MaxPool")?;
+                need_nchw(n, layout)?;
                 check_pool(n)?;
                 steps.push(Step::MaxPool { node: label(n) });
                 cur = out;
@@ -293,4 +241,90 @@ pub fn follow(g: &GraphProto, from: &str, to: &str, layout: Layout) -> Result<Ve
         )));
     }
     Ok(steps)
+}
+
+/// Conv `n` (checked) as a step, with the Relu right after it folded in, and the tensor after both.
+fn conv_step(n: &NodeProto, consumers: &Consumers<'_>, to: &str) -> Result<(Step, String)> {
+    check_conv(n)?;
+    let out = n.output.first().cloned().unwrap_or_default();
+    let mut relu = false;
+    let mut next = out.clone();
+    if out != to {
+        let c = consumers.only(&out)?;
+        if op(c) == "Relu" {
+            relu = true;
+            next = c.output.first().cloned().unwrap_or_default();
+        }
+    }
+    let step = Step::Conv {
+        node: label(n),
+        weight: n.input[1].clone(),
+        bias: n.input[2].clone(),
+        relu,
+    };
+    Ok((step, next))
+}
+
+/// Conv and MaxPool compute on NCHW tensors here.
+fn need_nchw(n: &NodeProto, layout: Layout) -> Result<()> {
+    if layout == Layout::Nchw {
+        Ok(())
+    } else {
+        Err(Error::Graph(format!(
+            "{} '{}' reads an NHWC tensor; expected a Transpose to NCHW before it",
+            op(n),
+            label(n)
+        )))
+    }
+}
+
+/// The nodes that read each tensor of a graph, for following one chain from `from` to `to`.
+struct Consumers<'g> {
+    of: HashMap<&'g str, Vec<&'g NodeProto>>,
+    from: String,
+    to: String,
+}
+
+impl<'g> Consumers<'g> {
+    fn of(g: &'g GraphProto, from: &str, to: &str) -> Self {
+        let mut of: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+        for n in &g.node {
+            for t in n.input.iter().filter(|t| !t.is_empty()) {
+                of.entry(t.as_str()).or_default().push(n);
+            }
+        }
+        Consumers {
+            of,
+            from: from.to_string(),
+            to: to.to_string(),
+        }
+    }
+
+    /// The one node that reads `t`; none or several is an error naming them.
+    fn only(&self, t: &str) -> Result<&'g NodeProto> {
+        let (from, to) = (&self.from, &self.to);
+        match self.of.get(t).map(Vec::as_slice) {
+            Some([n]) => Ok(*n),
+            Some(many) => Err(Error::Graph(format!(
+                "tensor '{t}' feeds {} nodes ({}); a single chain of layers from '{from}' to '{to}' is needed",
+                many.len(),
+                many.iter().map(|n| label(n)).collect::<Vec<_>>().join(", "),
+            ))),
+            None => Err(Error::Graph(format!(
+                "tensor '{t}' is read by no node, so '{to}' cannot be reached from '{from}'"
+            ))),
+        }
+    }
+}
+
+/// The layout after Transpose `n` of a `layout` tensor: only the NHWC↔NCHW changes.
+fn transposed(n: &NodeProto, layout: Layout) -> Result<Layout> {
+    match (layout, ints(n, "perm").as_deref()) {
+        (Layout::Nhwc, Some([0, 3, 1, 2])) => Ok(Layout::Nchw),
+        (Layout::Nchw, Some([0, 2, 3, 1])) => Ok(Layout::Nhwc),
+        (_, perm) => Err(Error::Graph(format!(
+            "Transpose '{}' with perm {perm:?} on a {layout:?} tensor is not an NHWC↔NCHW layout change",
+            label(n)
+        ))),
+    }
 }

@@ -120,3 +120,42 @@ fn hub_model_offline_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_reports_each_round_and_refuses_zero_rounds() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    testkit::write_synthetic(&data, &[("train", 6), ("validation", 4)], 5).unwrap();
+    let model = tiny(t.path());
+    let bench = |rounds: &str| {
+        bin()
+            .args(["--json", "bench", "--data"])
+            .arg(&data)
+            .args(["--model", &model, "--preprocess", "torch", "--size", "64"])
+            .args(["--batch", "4", "--images", "8", "--rounds", rounds, "--run"])
+            .arg(t.path().join("unused"))
+            .output()
+            .unwrap()
+    };
+    let out = bench("2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["images"], 8);
+    let rounds = r["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    // A round's closing raw run opens the next one.
+    assert_eq!(rounds[0]["raw_after"], rounds[1]["raw_before"]);
+    for x in rounds {
+        let ratio = x["pipeline"].as_f64().unwrap()
+            / ((x["raw_before"].as_f64().unwrap() + x["raw_after"].as_f64().unwrap()) / 2.0);
+        assert!((x["ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    }
+    let out = bench("0");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rounds must be at least 1"));
+    assert!(out.stdout.is_empty());
+}

@@ -69,59 +69,13 @@ pub fn compare(cfg: &ExtractConfig, n: usize, rounds: usize) -> Result<BenchRepo
     if rounds == 0 {
         return Err(Error::Invalid("--rounds must be at least 1".into()));
     }
-    let data = dataset::scan(&cfg.data)?;
-    let all: Vec<&dataset::Item> = data.splits.iter().flat_map(|s| s.items.iter()).collect();
-    let items: Vec<dataset::Item> = spread(&all, n).into_iter().map(|&i| i.clone()).collect();
-    if items.len() < cfg.batch {
-        return Err(Error::Invalid(format!(
-            "need at least one full batch ({}) of images",
-            cfg.batch
-        )));
-    }
+    let items = sample(cfg, n)?;
     let backbone = extract::load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
-    let per = 3 * cfg.size as usize * cfg.size as usize;
-    let mut inputs = vec![0f32; items.len() * per];
     let t = Instant::now();
-    for (k, it) in items.iter().enumerate() {
-        extract::prepare(
-            &it.path,
-            cfg.size,
-            cfg.resize,
-            backbone.preprocess,
-            backbone.cut.input_layout,
-            &mut inputs[k * per..(k + 1) * per],
-        )?;
-    }
+    let inputs = prepared(cfg, &backbone, &items)?;
     let prepare_ms = t.elapsed().as_secs_f64() * 1e3 / items.len() as f64;
-
-    let mut runner = runtime::session(
-        &backbone.cut.bytes,
-        &SessionOptions {
-            device: cfg.device,
-            threads: cfg.threads,
-        },
-    )?;
-    let s = cfg.size as usize;
-    let mut run_batch = |chunk: &[f32]| -> Result<()> {
-        let n = chunk.len() / per;
-        let shape = match backbone.cut.input_layout {
-            Layout::Nchw => [n, 3, s, s],
-            Layout::Nhwc => [n, s, s, 3],
-        };
-        let input = ort::value::TensorRef::from_array_view((shape, chunk))?;
-        let out = runner.session.run(ort::inputs![input])?;
-        let _ = out[0].try_extract_tensor::<f32>()?;
-        Ok(())
-    };
-    run_batch(&inputs[..cfg.batch * per])?; // warm-up
-    let mut timed_raw = || -> Result<f64> {
-        let t = Instant::now();
-        for chunk in inputs.chunks(cfg.batch * per) {
-            run_batch(chunk)?;
-        }
-        Ok(items.len() as f64 / t.elapsed().as_secs_f64())
-    };
-    let mut raws = vec![timed_raw()?];
+    let mut raw = Raw::new(cfg, &backbone, inputs)?;
+    let mut raws = vec![raw.time()?];
 
     // The pipeline on the same files: a temporary data folder of links, a fresh run folder per round.
     let tmp = std::env::temp_dir().join(format!("bottleneck-bench-{}", std::process::id()));
@@ -129,17 +83,13 @@ pub fn compare(cfg: &ExtractConfig, n: usize, rounds: usize) -> Result<BenchRepo
     let result = (|| -> Result<()> {
         link_items(&items, &tmp.join("data"))?;
         for k in 0..rounds {
-            let mut c = cfg.clone();
-            c.data = tmp.join("data");
-            c.run = tmp.join(format!("run{k}"));
-            let s = extract::extract(&c, &mut |_| {})?;
-            let (rows, secs) = s
-                .splits
-                .iter()
-                .fold((0usize, 0f64), |(r, t), x| (r + x.rows, t + x.seconds));
-            pipelines.push(rows as f64 / secs.max(1e-9));
+            pipelines.push(pipeline(
+                cfg,
+                &tmp.join("data"),
+                &tmp.join(format!("run{k}")),
+            )?);
             // Raw again after each pipeline run: the ratio of a round uses the raw runs either side.
-            raws.push(timed_raw()?);
+            raws.push(raw.time()?);
         }
         Ok(())
     })();
@@ -160,13 +110,119 @@ pub fn compare(cfg: &ExtractConfig, n: usize, rounds: usize) -> Result<BenchRepo
         batch: cfg.batch,
         threads: cfg.threads,
         size: cfg.size,
-        device: runner.device.to_string(),
+        device: raw.runner.device.to_string(),
         raw_images_per_second: median(raws),
         pipeline_images_per_second: median(pipelines),
         ratio: median(rounds.iter().map(|r| r.ratio).collect()),
         rounds,
         prepare_ms_per_image: prepare_ms,
     })
+}
+
+/// `n` images of `cfg.data` at an even stride over all splits and classes; at least one batch.
+fn sample(cfg: &ExtractConfig, n: usize) -> Result<Vec<dataset::Item>> {
+    let data = dataset::scan(&cfg.data)?;
+    let all: Vec<&dataset::Item> = data.splits.iter().flat_map(|s| s.items.iter()).collect();
+    let items: Vec<dataset::Item> = spread(&all, n).into_iter().map(|&i| i.clone()).collect();
+    if items.len() < cfg.batch {
+        return Err(Error::Invalid(format!(
+            "need at least one full batch ({}) of images",
+            cfg.batch
+        )));
+    }
+    Ok(items)
+}
+
+/// The network input of every item, decoded and preprocessed on this thread.
+fn prepared(
+    cfg: &ExtractConfig,
+    backbone: &extract::Backbone,
+    items: &[dataset::Item],
+) -> Result<Vec<f32>> {
+    let per = 3 * cfg.size as usize * cfg.size as usize;
+    let mut inputs = vec![0f32; items.len() * per];
+    for (it, slot) in items.iter().zip(inputs.chunks_exact_mut(per)) {
+        extract::prepare(
+            &it.path,
+            cfg.size,
+            cfg.resize,
+            backbone.preprocess,
+            backbone.cut.input_layout,
+            slot,
+        )?;
+    }
+    Ok(inputs)
+}
+
+/// A bare ONNX Runtime session and the tensors it runs on, warmed up by one batch.
+struct Raw {
+    runner: runtime::Runner,
+    inputs: Vec<f32>,
+    /// Values per image.
+    per: usize,
+    size: usize,
+    layout: Layout,
+    batch: usize,
+}
+
+impl Raw {
+    fn new(cfg: &ExtractConfig, backbone: &extract::Backbone, inputs: Vec<f32>) -> Result<Raw> {
+        let runner = runtime::session(
+            &backbone.cut.bytes,
+            &SessionOptions {
+                device: cfg.device,
+                threads: cfg.threads,
+            },
+        )?;
+        let size = cfg.size as usize;
+        let mut raw = Raw {
+            runner,
+            inputs,
+            per: 3 * size * size,
+            size,
+            layout: backbone.cut.input_layout,
+            batch: cfg.batch,
+        };
+        raw.run(0..raw.batch)?; // warm-up
+        Ok(raw)
+    }
+
+    /// Runs images `range` as one batch.
+    fn run(&mut self, range: std::ops::Range<usize>) -> Result<()> {
+        let (n, s) = (range.len(), self.size);
+        let shape = match self.layout {
+            Layout::Nchw => [n, 3, s, s],
+            Layout::Nhwc => [n, s, s, 3],
+        };
+        let chunk = &self.inputs[range.start * self.per..range.end * self.per];
+        let input = ort::value::TensorRef::from_array_view((shape, chunk))?;
+        let out = self.runner.session.run(ort::inputs![input])?;
+        let _ = out[0].try_extract_tensor::<f32>()?;
+        Ok(())
+    }
+
+    /// Images per second over all the tensors, batch by batch.
+    fn time(&mut self) -> Result<f64> {
+        let images = self.inputs.len() / self.per;
+        let t = Instant::now();
+        for start in (0..images).step_by(self.batch) {
+            self.run(start..(start + self.batch).min(images))?;
+        }
+        Ok(images as f64 / t.elapsed().as_secs_f64())
+    }
+}
+
+/// Images per second of one `extract` of `data` into a fresh `run` (the splits' own clocks).
+fn pipeline(cfg: &ExtractConfig, data: &std::path::Path, run: &std::path::Path) -> Result<f64> {
+    let mut c = cfg.clone();
+    c.data = data.to_path_buf();
+    c.run = run.to_path_buf();
+    let s = extract::extract(&c, &mut |_| {})?;
+    let (rows, secs) = s
+        .splits
+        .iter()
+        .fold((0usize, 0f64), |(r, t), x| (r + x.rows, t + x.seconds));
+    Ok(rows as f64 / secs.max(1e-9))
 }
 
 /// A data folder of links to `items` under `root`, same relative paths.
