@@ -18,7 +18,8 @@ for split in train:40 validation:20; do
   name=${split%%:*}; n=${split##*:}
   for class in cats dogs; do
     mkdir -p "$work/data/$name/$class"
-    ls "$shared/data/dogs_vs_cats/$name/$class" | sort | head -n "$n" | while read -r f; do
+    # sed reads all of its input: `head` would close the pipe early and fail the pipeline under pipefail.
+    ls "$shared/data/dogs_vs_cats/$name/$class" | sort | sed -n "1,${n}p" | while read -r f; do
       ln -s "$shared/data/dogs_vs_cats/$name/$class/$f" "$work/data/$name/$class/$f"
     done
   done

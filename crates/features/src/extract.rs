@@ -489,57 +489,15 @@ pub fn extract_with(
     backend: &dyn Backend,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<ExtractSummary> {
-    if cfg.batch == 0 {
-        return Err(Error::Invalid("--batch must be at least 1".into()));
-    }
-    if cfg.size < 32 {
-        return Err(Error::Invalid(format!(
-            "--size {} is too small: VGG16 needs at least 32 pixels",
-            cfg.size
-        )));
-    }
-    if cfg.size > MAX_SIZE {
-        return Err(Error::Invalid(format!(
-            "--size {} is too large: at most {MAX_SIZE} px (VGG16's first block alone holds \
-             {:.1} GB of activations per image at that size; ImageNet weights are trained at 224)",
-            cfg.size,
-            (cfg.size as f64).powi(2) * 64.0 * 4.0 * 2.0 / 1e9
-        )));
-    }
+    check_settings(cfg)?;
     let mut data = dataset::scan(&cfg.data)?;
     for dir in &data.ignored {
         on_event(Event::Note(&dataset::ignored_note(dir)));
     }
     let (removed, exclude) = apply_exclude(cfg, &mut data, on_event)?;
-    let _lock = match cfg.shard {
-        None => runfs::RunLock::acquire(&cfg.run, "extract")?,
-        Some(sh) => runfs::RunLock::acquire_shard(
-            &cfg.run,
-            "extract",
-            &format!("extract-shard-{}-of-{}", sh.index, sh.count),
-        )?,
-    };
+    let _lock = lock(cfg)?;
     let backbone = load_backbone(&cfg.model, cfg.preprocess, &cfg.hub)?;
-    // The int8 model (quantized once, cached under RUN/models) replaces the FP32 bytes; its key joins the
-    // features' cache key so that a re-quantized model re-extracts.
-    let (model_bytes, precision_tag) = match cfg.precision {
-        Precision::Fp32 => (None, "fp32".to_string()),
-        Precision::Int8 => {
-            let spec = crate::quantize::CalibSpec {
-                threads: cfg.threads,
-                size: cfg.size,
-                resize: cfg.resize,
-                ..crate::quantize::CalibSpec::new(&cfg.data)
-            };
-            let (bytes, info) = crate::quantize::int8_model_shared(
-                &backbone,
-                &spec,
-                &cfg.run.join("models"),
-                cfg.hub.int8_cache.as_deref(),
-            )?;
-            (Some(bytes), format!("int8:{}", info.key))
-        }
-    };
+    let (model_bytes, precision_tag) = network_bytes(cfg, &backbone)?;
     let engine = backend.engine();
     let engine = engine.as_deref();
     let request = NetRequest {
@@ -567,40 +525,20 @@ pub fn extract_with(
         )?;
         contents.push((split.name.clone(), items));
         let split = part.as_ref().unwrap_or(split);
-        let path = target.path.clone();
-        if let Ok((meta, shape)) = store::read_header(&path) {
-            if meta.cache_key == target.key {
-                let rows = meta.files.len();
-                on_event(Event::UpToDate {
-                    split: &split.name,
-                    rows,
-                });
-                splits.push(SplitSummary {
-                    split: split.name.clone(),
-                    path,
-                    rows,
-                    class_counts: class_counts(&data, split, &meta.files),
-                    shape,
-                    skipped: meta.skipped,
-                    excluded: meta.excluded,
-                    up_to_date: true,
-                    seconds: 0.0,
-                    images_per_second: 0.0,
-                });
-                continue;
-            }
+        if let Some(done) = up_to_date(&target, &data, split) {
+            on_event(Event::UpToDate {
+                split: &split.name,
+                rows: done.rows,
+            });
+            splits.push(done);
+            continue;
         }
         let r = match runner.as_mut() {
             Some(r) => r,
             None => {
                 let r = backend.open(&request)?;
                 device = r.device();
-                on_event(Event::Ready {
-                    device: &device,
-                    model: &backbone.model.name,
-                    preprocess: backbone.preprocess,
-                    output: &backbone.cut.output,
-                });
+                on_event(ready(&device, &backbone));
                 runner.insert(r)
             }
         };
@@ -634,6 +572,167 @@ pub fn extract_with(
         precision: cfg.precision,
         classes: data.classes.clone(),
         splits,
+    })
+}
+
+/// Says which photos of a batch could not be read, or with `--strict` stops at the first.
+fn report_skipped(
+    cfg: &ExtractConfig,
+    data: &Dataset,
+    split: &str,
+    skipped: &[Skipped],
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
+    for sk in skipped {
+        if cfg.strict {
+            return Err(Error::Image {
+                path: data.root.join(&sk.file),
+                reason: format!(
+                    "{} (--strict: remove the file or drop --strict to skip it)",
+                    sk.reason
+                ),
+            });
+        }
+        on_event(Event::Skipped {
+            split,
+            file: &sk.file,
+            reason: &sk.reason,
+        });
+    }
+    Ok(())
+}
+
+/// Appends a batch's rows to the split's feature file, created at `path` with the first batch.
+fn write_rows(writer: &mut Option<FeatureWriter>, path: &Path, out: &BatchOut) -> Result<()> {
+    if out.items.is_empty() {
+        return Ok(());
+    }
+    let w = match writer.as_mut() {
+        Some(w) => w,
+        None => writer.insert(FeatureWriter::create(path, out.row_shape)?),
+    };
+    let row = w.row_len();
+    for (k, item) in out.items.iter().enumerate() {
+        w.push(
+            &out.rows[k * row..(k + 1) * row],
+            item.label as i64,
+            &item.rel,
+        )?;
+    }
+    Ok(())
+}
+
+/// The error of a split none of whose photos could be read.
+fn none_read(split: &str, total: usize, skipped: &[Skipped]) -> Error {
+    Error::Dataset(format!(
+        "split '{split}': none of its {total} images could be read (first: {}); fix or remove them",
+        skipped
+            .first()
+            .map(|s| format!("{}: {}", s.file, s.reason))
+            .unwrap_or_default()
+    ))
+}
+
+/// What the network opened for the first split to extract announces.
+fn ready<'a>(device: &'a str, backbone: &'a Backbone) -> Event<'a> {
+    Event::Ready {
+        device,
+        model: &backbone.model.name,
+        preprocess: backbone.preprocess,
+        output: &backbone.cut.output,
+    }
+}
+
+/// The header of a split's feature file: where its rows came from and how they were made.
+fn split_meta(job: &SplitJob<'_>, cfg: &ExtractConfig, skipped: Vec<Skipped>) -> FeatureMeta {
+    FeatureMeta {
+        format_version: store::FORMAT_VERSION,
+        split: job.split.name.clone(),
+        classes: job.data.classes.clone(),
+        provenance: job.backbone.provenance(cfg, job.engine),
+        files: Vec::new(),
+        skipped,
+        excluded: job.excluded.to_vec(),
+        cache_key: job.target.key.clone(),
+        shard: job.target.shard.clone(),
+    }
+}
+
+/// Batch and image size within what extraction can do.
+fn check_settings(cfg: &ExtractConfig) -> Result<()> {
+    if cfg.batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    if cfg.size < 32 {
+        return Err(Error::Invalid(format!(
+            "--size {} is too small: VGG16 needs at least 32 pixels",
+            cfg.size
+        )));
+    }
+    if cfg.size > MAX_SIZE {
+        return Err(Error::Invalid(format!(
+            "--size {} is too large: at most {MAX_SIZE} px (VGG16's first block alone holds \
+             {:.1} GB of activations per image at that size; ImageNet weights are trained at 224)",
+            cfg.size,
+            (cfg.size as f64).powi(2) * 64.0 * 4.0 * 2.0 / 1e9
+        )));
+    }
+    Ok(())
+}
+
+/// The run's writer lock, or a shard's own lock beside the other shards.
+fn lock(cfg: &ExtractConfig) -> Result<runfs::RunLock> {
+    Ok(match cfg.shard {
+        None => runfs::RunLock::acquire(&cfg.run, "extract")?,
+        Some(sh) => runfs::RunLock::acquire_shard(
+            &cfg.run,
+            "extract",
+            &format!("extract-shard-{}-of-{}", sh.index, sh.count),
+        )?,
+    })
+}
+
+/// The network to run when it is not the backbone's FP32 cut (`None`), and the precision tag of the
+/// cache key: the int8 model (quantized once, cached under RUN/models) replaces the FP32 bytes, and
+/// its key joins the features' cache key so that a re-quantized model re-extracts.
+fn network_bytes(cfg: &ExtractConfig, backbone: &Backbone) -> Result<(Option<Vec<u8>>, String)> {
+    Ok(match cfg.precision {
+        Precision::Fp32 => (None, "fp32".to_string()),
+        Precision::Int8 => {
+            let spec = crate::quantize::CalibSpec {
+                threads: cfg.threads,
+                size: cfg.size,
+                resize: cfg.resize,
+                ..crate::quantize::CalibSpec::new(&cfg.data)
+            };
+            let (bytes, info) = crate::quantize::int8_model_shared(
+                backbone,
+                &spec,
+                &cfg.run.join("models"),
+                cfg.hub.int8_cache.as_deref(),
+            )?;
+            (Some(bytes), format!("int8:{}", info.key))
+        }
+    })
+}
+
+/// The summary of `split` when its feature file at `target` already holds features of that key.
+fn up_to_date(target: &Target, data: &Dataset, split: &Split) -> Option<SplitSummary> {
+    let (meta, shape) = store::read_header(&target.path).ok()?;
+    if meta.cache_key != target.key {
+        return None;
+    }
+    Some(SplitSummary {
+        split: split.name.clone(),
+        path: target.path.clone(),
+        rows: meta.files.len(),
+        class_counts: class_counts(data, split, &meta.files),
+        shape,
+        skipped: meta.skipped,
+        excluded: meta.excluded,
+        up_to_date: true,
+        seconds: 0.0,
+        images_per_second: 0.0,
     })
 }
 
@@ -733,11 +832,11 @@ fn extract_split(
 ) -> Result<SplitSummary> {
     let SplitJob {
         backbone,
-        engine,
         data,
         split,
         excluded,
         ref target,
+        ..
     } = *job;
     let start = Instant::now();
     let total = split.items.len();
@@ -761,38 +860,10 @@ fn extract_split(
         &split.items,
         cfg.batch,
         &mut |out: BatchOut| {
-            for sk in out.skipped {
-                if cfg.strict {
-                    return Err(Error::Image {
-                        path: data.root.join(&sk.file),
-                        reason: format!(
-                            "{} (--strict: remove the file or drop --strict to skip it)",
-                            sk.reason
-                        ),
-                    });
-                }
-                on_event(Event::Skipped {
-                    split: &split.name,
-                    file: &sk.file,
-                    reason: &sk.reason,
-                });
-            }
+            report_skipped(cfg, data, &split.name, out.skipped, on_event)?;
             done += out.items.len() + out.skipped.len();
             skipped.extend_from_slice(out.skipped);
-            if !out.items.is_empty() {
-                let w = match writer.as_mut() {
-                    Some(w) => w,
-                    None => writer.insert(FeatureWriter::create(&path, out.row_shape)?),
-                };
-                let row = w.row_len();
-                for (k, item) in out.items.iter().enumerate() {
-                    w.push(
-                        &out.rows[k * row..(k + 1) * row],
-                        item.label as i64,
-                        &item.rel,
-                    )?;
-                }
-            }
+            write_rows(&mut writer, &path, &out)?;
             on_event(Event::Progress {
                 split: &split.name,
                 done,
@@ -808,29 +879,10 @@ fn extract_split(
         (None, None) => None,
     };
     let Some(writer) = writer else {
-        return Err(Error::Dataset(format!(
-            "split '{}': none of its {} images could be read (first: {}); fix or remove them",
-            split.name,
-            total,
-            skipped
-                .first()
-                .map(|s| format!("{}: {}", s.file, s.reason))
-                .unwrap_or_default()
-        )));
+        return Err(none_read(&split.name, total, &skipped));
     };
     let rows = writer.rows();
-    let meta = FeatureMeta {
-        format_version: store::FORMAT_VERSION,
-        split: split.name.clone(),
-        classes: data.classes.clone(),
-        provenance: backbone.provenance(cfg, engine),
-        files: Vec::new(),
-        skipped: skipped.clone(),
-        excluded: excluded.to_vec(),
-        cache_key: target.key.clone(),
-        shard: target.shard.clone(),
-    };
-    let path = writer.finish(meta)?;
+    let path = writer.finish(split_meta(job, cfg, skipped.clone()))?;
     let seconds = start.elapsed().as_secs_f64();
     on_event(Event::SplitDone {
         split: &split.name,
