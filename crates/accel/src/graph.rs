@@ -47,8 +47,6 @@ pub struct Chain {
     pub cut_bytes: Vec<u8>,
 }
 
-/// Checks a Conv node is what a VGG chain holds: 3×3, stride 1, padding 1 ("same"), dilation 1,
-/// one group, with a bias.
 /// The weights of one Conv step: `w` as ONNX stores it, `[out, in, 3, 3]`, and its bias `[out]`.
 #[derive(Debug, Clone)]
 pub struct ConvWeights {
@@ -95,6 +93,8 @@ pub fn conv_weights(model: &[u8], steps: &[Step]) -> Result<Vec<ConvWeights>> {
         .collect()
 }
 
+/// Checks a Conv node is what a VGG chain holds: 3×3, stride 1, padding 1 ("same"), dilation 1,
+/// one group, with a bias.
 fn check_conv(n: &NodeProto) -> Result<()> {
     let bad = |what: String| {
         Err(Error::Graph(format!(

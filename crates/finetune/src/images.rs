@@ -1,5 +1,6 @@
 //! The photos of a split decoded and resized once (8-bit, `size`×`size`, by `features::photos`),
-//! their content digest, and turning them into network input: plain (validation) or randomly augmented (training).
+//! their content digest, and turning them into network input: plain (validation) or randomly
+//! augmented (training).
 
 use features::augment::{Augmenter, ImageF32};
 use features::dataset::Split;
