@@ -77,24 +77,20 @@ pub fn compare(cfg: &ExtractConfig, n: usize, rounds: usize) -> Result<BenchRepo
     let mut raw = Raw::new(cfg, &backbone, inputs)?;
     let mut raws = vec![raw.time()?];
 
-    // The pipeline on the same files: a temporary data folder of links, a fresh run folder per round.
-    let tmp = std::env::temp_dir().join(format!("bottleneck-bench-{}", std::process::id()));
+    // The pipeline on the same files: a temporary data folder of links, a fresh run folder per round
+    // (the folder goes away when `tmp` is dropped, on an error too).
+    let tmp = tempfile::Builder::new()
+        .prefix("bottleneck-bench-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let data = tmp.path().join("data");
+    link_items(&items, &data)?;
     let mut pipelines = Vec::with_capacity(rounds);
-    let result = (|| -> Result<()> {
-        link_items(&items, &tmp.join("data"))?;
-        for k in 0..rounds {
-            pipelines.push(pipeline(
-                cfg,
-                &tmp.join("data"),
-                &tmp.join(format!("run{k}")),
-            )?);
-            // Raw again after each pipeline run: the ratio of a round uses the raw runs either side.
-            raws.push(raw.time()?);
-        }
-        Ok(())
-    })();
-    let _ = std::fs::remove_dir_all(&tmp);
-    result?;
+    for k in 0..rounds {
+        pipelines.push(pipeline(cfg, &data, &tmp.path().join(format!("run{k}")))?);
+        // Raw again after each pipeline run: the ratio of a round uses the raw runs either side.
+        raws.push(raw.time()?);
+    }
     let rounds: Vec<Round> = pipelines
         .iter()
         .enumerate()
