@@ -118,7 +118,7 @@ pub fn compute_dtype(p: TrainPrecision) -> DType {
 /// The engine knob in effect: `engine` when given (not `auto`), else `BOTTLENECK_ENGINE`.
 pub fn engine_in_effect(engine: Engine) -> Result<Engine> {
     match engine {
-        Engine::Auto => Ok(Engine::from_env()?),
+        Engine::Auto => Ok(features::runtime::engine_from_env()?),
         e => Ok(e),
     }
 }

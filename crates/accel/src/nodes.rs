@@ -226,6 +226,8 @@ impl<'a> Reader<'a> {
 
 impl NodeNet {
     /// The nodes of `model` that compute `output` from `input`, with their weights.
+    // Over 80 lines: one match over the supported operators, each arm checking its attributes and
+    // shapes.
     pub fn from_onnx(model: &[u8], input: &str, output: &str) -> Result<Self> {
         let m = decode(model)?;
         let g = m

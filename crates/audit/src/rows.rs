@@ -84,6 +84,8 @@ impl Rows {
         Rows::assemble(splits, oof)
     }
 
+    // Over 80 lines: one pass that joins every split's rows to the out-of-fold file, checking
+    // each split as it comes.
     fn assemble(splits: Vec<MappedFeatures>, oof: OofFile) -> Result<Rows> {
         let first = &splits[0];
         let shape = first.shape.clone();

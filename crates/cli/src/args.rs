@@ -1,6 +1,7 @@
 //! The command-line grammar: global flags and one subcommand per stage.
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{
     audit, augment_preview, bench, data, evaluate, export, extract, finetune, fit, merge, predict,
@@ -16,6 +17,39 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The parsed command line and which of the subcommand's arguments were given on it (clap
+    /// exits with its usage message on a bad one).
+    pub fn parse_with_given() -> (Cli, Given) {
+        let matches = Cli::command().get_matches();
+        let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let given = Given::of(matches.subcommand().map(|(_, m)| m));
+        (cli, given)
+    }
+}
+
+/// The arguments a user typed (not left to their defaults), by clap id: the field's name, as
+/// `--resume` asks about the settings it may take from a checkpoint.
+#[derive(Debug, Default)]
+pub struct Given(Vec<String>);
+
+impl Given {
+    /// The arguments of `matches` that came from the command line.
+    pub fn of(matches: Option<&ArgMatches>) -> Given {
+        Given(matches.map_or_else(Vec::new, |m| {
+            m.ids()
+                .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.as_str().to_string())
+                .collect()
+        }))
+    }
+
+    /// Whether the argument `id` was given.
+    pub fn flag(&self, id: &str) -> bool {
+        self.0.iter().any(|g| g == id)
+    }
 }
 
 /// Flags every subcommand understands.

@@ -7,11 +7,9 @@ mod progress;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = args::Cli::parse();
-    match commands::run(args) {
+    let (args, given) = args::Cli::parse_with_given();
+    match commands::run(args, &given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", errors::describe(&e));

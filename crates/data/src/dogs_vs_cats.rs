@@ -184,6 +184,8 @@ pub struct Summary {
 }
 
 /// Builds the layout (see the module docs). Nothing in `out` changes unless every split was written.
+// Over 80 lines: the layout is staged and committed in one scope so that nothing in `out` changes
+// on an error.
 pub fn build(cfg: &Config, on_event: &mut dyn FnMut(Event)) -> Result<Summary> {
     let started = Instant::now();
     let counts = cfg.counts;

@@ -484,6 +484,8 @@ pub fn extract(cfg: &ExtractConfig, on_event: &mut dyn FnMut(Event)) -> Result<E
 }
 
 /// [`extract`] with the frozen network opened by `backend`.
+// Over 80 lines: the extraction's steps share the lock, the opened network and the per-split
+// writers.
 pub fn extract_with(
     cfg: &ExtractConfig,
     backend: &dyn Backend,

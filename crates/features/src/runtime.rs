@@ -18,47 +18,16 @@ pub const LIB_NAME: &str = if cfg!(target_os = "windows") {
     "libonnxruntime.so"
 };
 
-crate::choices! {
-    /// Where inference runs.
-    pub enum Device("device") {
-        /// CPU execution provider only.
-        Cpu = "cpu",
-        /// CUDA execution provider; failing to register it is an error (no silent CPU fallback).
-        Cuda = "cuda" | "gpu",
-        /// CUDA when it registers, otherwise CPU; the session reports which one ran.
-        Auto = "auto",
-    }
-}
+pub use base::runtime::{Device, Engine, ENGINE_VAR};
 
-crate::choices! {
-    /// Which engine runs the networks: the default, or a knob for diagnostics and tests
-    /// (`--engine`, a hidden flag, or the environment variable `BOTTLENECK_ENGINE`).
-    pub enum Engine("engine") {
-        /// On `--device cpu`: ONNX Runtime for the frozen networks and the CPU kernels for
-        /// training; on `--device cuda`: Candle for everything (`auto`: CUDA when it starts).
-        Auto = "auto",
-        /// ONNX Runtime for the frozen networks on the `--device` asked for (its CUDA execution
-        /// provider needs `onnxruntime-gpu`: `scripts/setup.sh --cuda`), the CPU kernels for training.
-        Ort = "ort" | "onnxruntime",
-        /// Candle for every network, also on the CPU with `--device cpu` (slower; the GPU code
-        /// path run on the CPU, for tests and diagnostics).
-        Candle = "candle",
-    }
-}
-
-/// The environment variable that sets [`Engine`] when no `--engine` is given.
-pub const ENGINE_VAR: &str = "BOTTLENECK_ENGINE";
-
-impl Engine {
-    /// `BOTTLENECK_ENGINE` (unset or empty: `auto`); an unknown name is an error naming the choices.
-    pub fn from_env() -> Result<Engine> {
-        match std::env::var(ENGINE_VAR) {
-            Ok(v) if !v.trim().is_empty() => v
-                .trim()
-                .parse::<Engine>()
-                .map_err(|e| Error::Invalid(format!("{ENGINE_VAR}={v}: {e}"))),
-            _ => Ok(Engine::Auto),
-        }
+/// `BOTTLENECK_ENGINE` (unset or empty: `auto`); an unknown name is an error naming the choices.
+pub fn engine_from_env() -> Result<Engine> {
+    match std::env::var(ENGINE_VAR) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<Engine>()
+            .map_err(|e| Error::Invalid(format!("{ENGINE_VAR}={v}: {e}"))),
+        _ => Ok(Engine::Auto),
     }
 }
 

@@ -40,7 +40,7 @@ pub fn base_key(s: &Setup) -> String {
 
 /// The folder holding this run's caches (per frozen precision).
 pub fn dir(s: &Setup, paths: &FinetunePaths) -> std::path::PathBuf {
-    int8::cache_dir(paths, s.settings.precision)
+    int8::cache_dir(paths, s.settings.options.precision)
 }
 
 /// The validation feature maps (f32), reused when current.
@@ -73,7 +73,7 @@ pub fn train_maps(
         set: &s.train,
         name: "train",
         path: data::train_path(&dir(s, paths)),
-        precision: cfg.cache_precision,
+        precision: cfg.options.cache_precision,
     };
     plain_maps(frozen, &plain, s, cfg, on_event)
 }
@@ -119,7 +119,7 @@ fn plain_maps(
         path,
         key: &key,
         precision,
-        batch: cfg.batch_size,
+        batch: cfg.options.batch_size,
     };
     data::build_rows(frozen, set, s.spec, None, &target, &mut |done, _| {
         on_event(Event::Progress { done })
@@ -128,7 +128,7 @@ fn plain_maps(
     RowReader::open(path)
 }
 
-/// The `cfg.aug_cache` augmented draws of the training images (rows of `row_len` values),
+/// The `cfg.options.aug_cache` augmented draws of the training images (rows of `row_len` values),
 /// building the missing ones; also returns the seconds each draw built now took.
 pub fn augmented_draws(
     frozen: &mut Frozen,
@@ -141,22 +141,22 @@ pub fn augmented_draws(
 ) -> Result<(Vec<RowReader>, Vec<f64>)> {
     let mut readers = Vec::new();
     let mut draw_seconds = Vec::new();
-    if cfg.aug_cache == 0 {
+    if cfg.options.aug_cache == 0 {
         return Ok((readers, draw_seconds));
     }
-    let row_bytes = row_len * cfg.cache_precision.bytes();
+    let row_bytes = row_len * cfg.options.cache_precision.bytes();
     on_event(Event::Info(format!(
         "augmentation cache: {} draws × {} images × {:.0} KiB = {:.2} GiB in {}",
-        cfg.aug_cache,
+        cfg.options.aug_cache,
         s.train.len(),
         row_bytes as f64 / 1024.0,
-        (cfg.aug_cache * s.train.len() * row_bytes) as f64 / (1u64 << 30) as f64,
+        (cfg.options.aug_cache * s.train.len() * row_bytes) as f64 / (1u64 << 30) as f64,
         dir(s, paths).display()
     )));
     let base = base_key(s);
     let aug_json =
         serde_json::to_string(&cfg.augment).map_err(|e| Error::Invalid(e.to_string()))?;
-    for k in 0..cfg.aug_cache {
+    for k in 0..cfg.options.aug_cache {
         let path = data::draw_path(&dir(s, paths), k);
         let key = runfs::digest::of_strings(&[
             ("base", &base),
@@ -164,7 +164,7 @@ pub fn augmented_draws(
             ("augment", &aug_json),
             ("seed", &cfg.seed.to_string()),
             ("draw", &k.to_string()),
-            ("precision", cfg.cache_precision.name()),
+            ("precision", cfg.options.cache_precision.name()),
         ]);
         if let Some(r) = data::open_if_current(&path, &key, s.train.len()) {
             readers.push(r);
@@ -172,7 +172,7 @@ pub fn augmented_draws(
         }
         let t = std::time::Instant::now();
         on_event(Event::PhaseStart {
-            name: format!("draw {}/{}", k + 1, cfg.aug_cache),
+            name: format!("draw {}/{}", k + 1, cfg.options.aug_cache),
             total: s.train.len(),
         });
         let aug = Augmentation {
@@ -184,8 +184,8 @@ pub fn augmented_draws(
         let target = RowTarget {
             path: &path,
             key: &key,
-            precision: cfg.cache_precision,
-            batch: cfg.batch_size,
+            precision: cfg.options.cache_precision,
+            batch: cfg.options.batch_size,
         };
         data::build_rows(
             frozen,
@@ -201,8 +201,8 @@ pub fn augmented_draws(
         on_event(Event::Info(format!(
             "draw {}/{} ({} frozen part): {:.1} s, {:.1} img/s",
             k + 1,
-            cfg.aug_cache,
-            s.settings.precision.name(),
+            cfg.options.aug_cache,
+            s.settings.options.precision.name(),
             secs,
             s.train.len() as f64 / secs.max(1e-9)
         )));

@@ -162,6 +162,7 @@ impl Classifier {
 
     /// Forward with the dropout `mask` (`[n, hidden]`, each 0 or 1/(1-p); `None` = no dropout),
     /// mean loss over the batch and backward.
+    // Over 80 lines: the forward and backward of the head share the activations of the batch.
     pub fn train_step(
         &self,
         x: &[f32],

@@ -4,23 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use features::augment::AugmentParams;
-pub use features::extract::Precision as FrozenPrecision;
 use features::manifest::HubOptions;
 use features::runtime::{Device, Engine};
 use serde::{Deserialize, Serialize};
-use train::kernels::TrainPrecision;
-use train::metrics::Keep;
+use train::stage_dir::StageDir;
 
 use crate::error::{Error, Result};
-use crate::rows::Precision;
-use train::optim::SgdConfig;
-
-/// Default learning rate (the tutorial: SGD lr 1e-4, momentum 0.9).
-pub const DEFAULT_LEARNING_RATE: f64 = 1e-4;
-/// Default momentum.
-pub const DEFAULT_MOMENTUM: f64 = 0.9;
-/// Default number of cached augmented draws per training image.
-pub const DEFAULT_AUG_CACHE: usize = 10;
+pub use crate::options::{FrozenPrecision, Options};
 
 /// Everything `bottleneck finetune` needs.
 #[derive(Clone, Debug)]
@@ -40,24 +30,11 @@ pub struct FinetuneConfig {
     pub epochs: usize,
     /// Stop after this many epochs in this session (continue later with `resume`).
     pub stop_after: Option<usize>,
-    pub batch_size: usize,
-    pub sgd: SgdConfig,
+    /// The settings a user chooses (flags, defaults, checkpoint record: [`Options`]).
+    pub options: Options,
     pub augment: AugmentParams,
     /// Seed of augmentation, shuffling and dropout.
     pub seed: u64,
-    /// Augmented draws cached per training image; 0 = augment afresh every epoch (Keras).
-    pub aug_cache: usize,
-    pub cache_precision: Precision,
-    /// Precision of the frozen part: `fp32`, or `int8` (quantized once with calibration photos from
-    /// the training split, cached in `RUN/models/`); the block and the head always train in FP32.
-    pub precision: FrozenPrecision,
-    /// Precision of the block's products in training and validation: `auto` (bf16 products with
-    /// FP32 sums on CPUs with AVX512-BF16, else FP32), `fp32` or `bf16`.
-    pub train_precision: TrainPrecision,
-    /// Folds of the cross-fit that calibrates the final model's temperature (0: none; see
-    /// [`crate::calibrate`]). Costs about one more fine-tuning run.
-    pub calibrate: usize,
-    pub keep: Keep,
     /// Where the stage runs (`accel::engine::select`: Candle on CUDA for `cuda`).
     pub device: Device,
     /// The engine knob (`auto`: the default for `device`; see `accel::engine`).
@@ -84,21 +61,9 @@ impl FinetuneConfig {
             val_split: "validation".into(),
             epochs: 50,
             stop_after: None,
-            batch_size: 16,
-            sgd: SgdConfig {
-                learning_rate: DEFAULT_LEARNING_RATE,
-                momentum: DEFAULT_MOMENTUM,
-                nesterov: false,
-                weight_decay: 0.0,
-            },
+            options: Options::default(),
             augment: AugmentParams::tutorial(),
             seed: runfs::DEFAULT_SEED,
-            aug_cache: DEFAULT_AUG_CACHE,
-            cache_precision: Precision::F16,
-            precision: FrozenPrecision::Fp32,
-            train_precision: TrainPrecision::Auto,
-            calibrate: 0,
-            keep: Keep::Last,
             device: Device::Cpu,
             engine: Engine::Auto,
             threads: None,
@@ -114,9 +79,6 @@ impl FinetuneConfig {
         if self.epochs == 0 {
             return Err(Error::Invalid("--epochs must be at least 1".into()));
         }
-        if self.batch_size == 0 {
-            return Err(Error::Invalid("--batch must be at least 1".into()));
-        }
         if self.stop_after == Some(0) {
             return Err(Error::Invalid("--stop-after must be at least 1".into()));
         }
@@ -125,20 +87,8 @@ impl FinetuneConfig {
                 "--force starts over and --resume continues: pass only one of them".into(),
             ));
         }
-        if self.aug_cache > 1000 {
-            return Err(Error::Invalid(format!(
-                "--aug-cache {} is too large (at most 1000)",
-                self.aug_cache
-            )));
-        }
-        self.sgd.validate()?;
+        self.options.validate()?;
         self.augment.validate()?;
-        if self.calibrate == 1 || self.calibrate > 10 {
-            return Err(Error::Invalid(format!(
-                "--calibrate {} must be 0 (off) or 2 to 10 folds",
-                self.calibrate
-            )));
-        }
         Ok(())
     }
 }
@@ -162,34 +112,14 @@ pub struct Settings {
     pub skipped: Vec<String>,
     /// sha256 of the head file training started from.
     pub head_sha256: String,
-    pub batch_size: usize,
-    pub sgd: SgdConfig,
     pub augment: AugmentParams,
     pub seed: u64,
-    pub aug_cache: usize,
-    pub cache_precision: Precision,
-    pub keep: Keep,
-    /// Precision of the frozen part (checkpoints from before `--precision` are `fp32`).
-    #[serde(default = "fp32")]
-    pub precision: FrozenPrecision,
     /// Cache key of the int8 frozen model ([`features::quantize::Int8Info::key`]) with `int8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_key: Option<String>,
-    /// Precision the block's products ran in (resolved: `fp32` or `bf16`; checkpoints from before
-    /// `--train-precision` are `fp32`).
-    #[serde(default = "fp32_products")]
-    pub train_precision: TrainPrecision,
-    /// Folds of the calibration cross-fit (0: none; absent before `--calibrate`).
-    #[serde(default)]
-    pub calibrate: usize,
-}
-
-fn fp32() -> FrozenPrecision {
-    FrozenPrecision::Fp32
-}
-
-fn fp32_products() -> TrainPrecision {
-    TrainPrecision::Fp32
+    /// The chosen settings, `train_precision` resolved to what the products ran in.
+    #[serde(flatten)]
+    pub options: Options,
 }
 
 impl Settings {
@@ -199,17 +129,13 @@ impl Settings {
     }
 }
 
-/// The files of a fine-tuning run.
+/// The files of a fine-tuning run: the training stage's ([`StageDir`]) and its own.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FinetunePaths {
-    pub dir: PathBuf,
-    pub checkpoint: PathBuf,
+    #[serde(flatten)]
+    pub stage: StageDir,
     pub block: PathBuf,
     pub head: PathBuf,
-    pub metrics: PathBuf,
-    pub confusion: PathBuf,
-    pub curves_png: PathBuf,
-    pub curves_svg: PathBuf,
     pub model: PathBuf,
     /// Frozen-output caches (kept by `--force`; each file is keyed by what it depends on).
     pub cache: PathBuf,
@@ -220,19 +146,14 @@ pub struct FinetunePaths {
 impl FinetunePaths {
     /// The files under `RUN/finetune` (and `RUN/finetune-cache`).
     pub fn new(run: &Path) -> Self {
-        let dir = run.join("finetune");
+        let stage = StageDir::new(run, "finetune");
         FinetunePaths {
-            checkpoint: dir.join("checkpoint.safetensors"),
-            block: dir.join("block.safetensors"),
-            head: dir.join("head.safetensors"),
-            metrics: dir.join("metrics.json"),
-            confusion: dir.join("confusion.json"),
-            curves_png: dir.join("curves.png"),
-            curves_svg: dir.join("curves.svg"),
-            model: dir.join("model.onnx"),
+            block: stage.dir.join("block.safetensors"),
+            head: stage.dir.join("head.safetensors"),
+            model: stage.dir.join("model.onnx"),
             cache: run.join("finetune-cache"),
             input_head: run.join("head").join("head.safetensors"),
-            dir,
+            stage,
         }
     }
 }

@@ -187,6 +187,8 @@ impl train::driver::Learner for Learner<'_, '_> {
 /// produced on a second thread (read from the cache or computed afresh) while this thread runs
 /// the block + head step with dropout and SGD on `compute` (whose weights are written back into
 /// `state` at the end of the pass).
+// Over 80 lines: the producer thread and the training loop live in one `std::thread::scope`, which
+// borrows both.
 pub fn train_pass(
     state: &mut State,
     compute: &mut dyn Compute,

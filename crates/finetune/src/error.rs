@@ -48,9 +48,6 @@ pub enum Error {
     /// The Candle block does not reproduce the ONNX model.
     #[error("{0}")]
     Parity(String),
-    /// The output folder already holds a fine-tuning run.
-    #[error("{} already exists: pass --resume to continue it or --force to start over", path.display())]
-    Exists { path: PathBuf },
     /// A checkpoint or cache file is missing, corrupt or from another run.
     #[error("{}: {reason}", path.display())]
     File { path: PathBuf, reason: String },

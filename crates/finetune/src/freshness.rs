@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 
 use features::provenance::files_digest;
 use runfs::Status;
+use train::stage_dir::Compared;
 
 use crate::checkpoint;
-use crate::config::{FinetuneConfig, FinetunePaths, Settings};
+use crate::config::{FinetuneConfig, FinetunePaths, Options, Settings};
 use crate::error::Result;
 use crate::setup::model_and_head;
 use crate::splits;
@@ -16,54 +17,29 @@ use crate::splits;
 /// The state of `RUN/finetune` for `cfg`.
 pub fn status(cfg: &FinetuneConfig) -> Result<Status> {
     let paths = FinetunePaths::new(&cfg.run);
-    if !runfs::occupied(&paths.dir)? {
-        return Ok(Status::Absent);
-    }
-    if !paths.checkpoint.is_file() {
-        return Ok(Status::Partial(format!(
-            "{} has no checkpoint (interrupted in the first epoch)",
-            paths.dir.display()
-        )));
-    }
-    let there = match checkpoint::read_settings(&paths.checkpoint) {
+    paths.stage.status(cfg.epochs, || Ok(compare(cfg, &paths)))
+}
+
+/// The checkpoint's settings against those `cfg` would run with now.
+fn compare(cfg: &FinetuneConfig, paths: &FinetunePaths) -> Compared {
+    let there = match checkpoint::read_settings(&paths.stage.checkpoint) {
         Ok((s, _)) => s,
-        Err(e) => return Ok(Status::Other(vec![format!("unreadable checkpoint: {e}")])),
+        Err(e) => return Compared::differing(format!("unreadable checkpoint: {e}")),
     };
-    let asked = match asked_settings(cfg, &paths, &there) {
+    let asked = match asked_settings(cfg, paths, &there) {
         Ok(s) => s,
-        Err(e) => return Ok(Status::Other(vec![format!("finetune: {e}")])),
+        Err(e) => return Compared::differing(format!("finetune: {e}")),
     };
-    let mut d: Vec<String> = there
-        .differences(&asked)
-        .into_iter()
-        .map(|x| format!("finetune {x} (there vs asked)"))
-        .collect();
-    let metrics = paths
-        .metrics
-        .is_file()
-        .then(|| train::metrics::read_json(&paths.metrics))
-        .transpose()?;
-    let done = metrics.as_ref().map_or(0, |m| m.epochs.len());
-    if done > cfg.epochs {
-        d.push(format!(
-            "finetune epochs: {done} done there vs {} asked",
-            cfg.epochs
-        ));
+    Compared {
+        differences: there
+            .differences(&asked)
+            .into_iter()
+            .map(|x| format!("finetune {x} (there vs asked)"))
+            .collect(),
+        // Written only when the run finishes.
+        outputs_written: paths.model.is_file(),
+        epochs_asked_then: None,
     }
-    if !d.is_empty() {
-        return Ok(Status::Other(d));
-    }
-    let stopped = metrics.as_ref().is_some_and(|m| m.stopped_early.is_some());
-    Ok(
-        if paths.model.is_file() && (done == cfg.epochs || stopped) {
-            Status::Done
-        } else {
-            Status::Partial(format!(
-                "{done} of {} epochs done: resuming from the checkpoint",
-                cfg.epochs
-            ))
-        },
-    )
 }
 
 /// The settings `cfg` would run with, computed from the files without decoding any image; the
@@ -94,17 +70,13 @@ fn asked_settings(
         val_digest: digest(&chosen.val)?,
         skipped: there.skipped.clone(),
         head_sha256: runfs::sha256_file(&paths.input_head)?,
-        batch_size: cfg.batch_size,
-        sgd: cfg.sgd.clone(),
         augment: cfg.augment.clone(),
         seed: cfg.seed,
-        aug_cache: cfg.aug_cache,
-        cache_precision: cfg.cache_precision,
-        keep: cfg.keep,
-        precision: cfg.precision,
-        train_precision: accel::engine::select(cfg.device, cfg.engine, cfg.threads)?
-            .train_precision(cfg.train_precision)?,
-        calibrate: cfg.calibrate,
+        options: Options {
+            train_precision: accel::engine::select(cfg.device, cfg.engine, cfg.threads)?
+                .train_precision(cfg.options.train_precision)?,
+            ..cfg.options.clone()
+        },
         // The int8 key depends on the calibration images; a changed image changes the digests.
         int8_key: there.int8_key.clone(),
     })

@@ -140,16 +140,16 @@ pub fn check_resume(cfg: &FinetuneConfig, paths: &FinetunePaths) -> Result<()> {
     if !cfg.resume {
         return Ok(());
     }
-    let (stored, _) = checkpoint::read_settings(&paths.checkpoint)?;
-    if stored.precision != cfg.precision {
+    let (stored, _) = checkpoint::read_settings(&paths.stage.checkpoint)?;
+    if stored.options.precision != cfg.options.precision {
         return Err(Error::Mismatch(format!(
             "{} was trained with --precision {} but this run asks for --precision {}: pass --precision {} \
              to resume it, or --force to start over at {} (the caches of both precisions are kept apart)",
-            paths.checkpoint.display(),
-            stored.precision.name(),
-            cfg.precision.name(),
-            stored.precision.name(),
-            cfg.precision.name()
+            paths.stage.checkpoint.display(),
+            stored.options.precision.name(),
+            cfg.options.precision.name(),
+            stored.options.precision.name(),
+            cfg.options.precision.name()
         )));
     }
     Ok(())

@@ -22,6 +22,7 @@ pub mod graph;
 pub mod images;
 pub mod int8;
 pub mod net;
+pub mod options;
 pub mod outputs;
 pub mod pipeline;
 pub mod request;
@@ -33,6 +34,6 @@ pub mod tensors;
 
 pub use config::{FinetuneConfig, FinetunePaths, Settings};
 pub use error::{Error, Result};
+pub use options::Options;
 pub use pipeline::{finetune, Event, Report};
-pub use request::Request;
 pub use setup::load_head;

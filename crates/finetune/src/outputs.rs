@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use features::provenance::Provenance;
 use head::HeadMeta;
-use train::metrics::{write_json, ConfusionMatrix, Metrics};
+use train::metrics::{ConfusionMatrix, Metrics};
 
 use crate::calibrate::Calibration;
 use crate::config::{FinetunePaths, Settings};
@@ -45,7 +45,7 @@ pub fn write_block(
     m.insert("output_tensor".into(), net.block.output_tensor.clone());
     m.insert("nodes".into(), json(&net.block.node_names()));
     m.insert("kept_epoch".into(), kept_epoch.to_string());
-    m.insert("precision".into(), settings.precision.name().into());
+    m.insert("precision".into(), settings.options.precision.name().into());
     if let Some(k) = &settings.int8_key {
         m.insert("int8_key".into(), k.clone());
     }
@@ -71,14 +71,14 @@ pub fn write_head(
                 "{} (fine-tuned {}; see block.safetensors)",
                 base.features.model, net.block.output_tensor
             ),
-            precision: settings.precision.name().into(),
+            precision: settings.options.precision.name().into(),
             ..base.features.clone()
         },
-        optimizer: settings.sgd.to_config(),
+        optimizer: settings.options.sgd.to_config(),
         epochs: metrics.epochs.len(),
-        batch_size: settings.batch_size,
+        batch_size: settings.options.batch_size,
         seed: settings.seed,
-        keep: settings.keep,
+        keep: settings.options.keep,
         epochs_run: metrics.epochs.len(),
         kept_epoch: metrics.kept_epoch,
         val_loss: metrics.kept_val_loss,
@@ -106,29 +106,46 @@ struct MetricsFile<'a> {
     calibration: Option<&'a Calibration>,
 }
 
-/// Writes `metrics.json` and the learning curves.
-pub fn write_metrics(
+impl<'a> MetricsFile<'a> {
+    fn new(
+        metrics: &'a Metrics,
+        settings: &'a Settings,
+        calibration: Option<&'a Calibration>,
+    ) -> Self {
+        MetricsFile {
+            metrics,
+            precision: settings.options.precision.name(),
+            train_precision: settings.options.train_precision.name(),
+            int8_key: settings.int8_key.as_deref(),
+            calibration,
+        }
+    }
+}
+
+/// Writes `metrics.json` and the learning curves of the epochs so far.
+pub fn write_progress(
+    paths: &FinetunePaths,
+    metrics: &Metrics,
+    settings: &Settings,
+    title: &str,
+) -> Result<()> {
+    let file = MetricsFile::new(metrics, settings, None);
+    Ok(paths.stage.write_progress(&file, &metrics.epochs, title)?)
+}
+
+/// Writes the final `metrics.json`, `confusion.json` and learning curves.
+pub fn write_results(
     paths: &FinetunePaths,
     metrics: &Metrics,
     settings: &Settings,
     calibration: Option<&Calibration>,
+    confusion: &ConfusionMatrix,
     title: &str,
 ) -> Result<()> {
-    let file = MetricsFile {
-        metrics,
-        precision: settings.precision.name(),
-        train_precision: settings.train_precision.name(),
-        int8_key: settings.int8_key.as_deref(),
-        calibration,
-    };
-    write_json(&paths.metrics, &file)?;
-    train::plot::write_curves(&metrics.epochs, title, &paths.curves_png, &paths.curves_svg)?;
-    Ok(())
-}
-
-/// Writes `confusion.json`.
-pub fn write_confusion(paths: &FinetunePaths, confusion: &ConfusionMatrix) -> Result<()> {
-    Ok(write_json(&paths.confusion, confusion)?)
+    let file = MetricsFile::new(metrics, settings, calibration);
+    Ok(paths
+        .stage
+        .write_results(&file, &metrics.epochs, confusion, title)?)
 }
 
 /// JSON text of a serialisable value (`null` if it cannot be encoded).

@@ -74,49 +74,20 @@ pub struct Report {
 /// Runs fine-tuning as configured.
 pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<Report> {
     cfg.validate()?;
-    let selected = select(cfg)?;
-    let engine = setup::Engine {
-        train_precision: selected.train_precision(cfg.train_precision)?,
-        frozen: selected.backend.engine(),
-    };
-    if let Some(note) = &selected.note {
-        on_event(Event::Info(note.clone()));
-    }
+    let (selected, engine) = engine(cfg, on_event)?;
     let paths = FinetunePaths::new(&cfg.run);
-    let _lock = runfs::RunLock::acquire(&cfg.run, "finetune")?;
-    setup::check_output(&paths, cfg)?;
-    let (s, block, classifier) = setup::prepare(cfg, &paths, &engine, on_event)?;
-    // The checks compare with ONNX Runtime: on the CPU unless ONNX Runtime is the engine.
-    let opts = SessionOptions {
-        device: if selected.train.is_none() {
-            cfg.device
-        } else {
-            Device::Cpu
-        },
-        threads: cfg.threads,
-    };
-    let mut frozen = Frozen::open(
-        selected.backend.as_ref(),
-        &s.model.bytes,
-        s.int8.as_ref().map_or(&s.cut, |q| &q.cut),
-        s.int8.is_some(),
-        cfg.threads,
-        s.size,
-    )?;
-    let mut block = block;
+    let _lock = paths.stage.lock()?;
+    paths.stage.check_start(cfg.force, cfg.resume)?;
+    let (s, mut block, classifier) = setup::prepare(cfg, &paths, &engine, on_event)?;
+    let (opts, mut frozen) = open_frozen(cfg, &selected, &s)?;
     let mut compute = compute::for_block(
         selected.train.as_ref(),
         &mut block,
         accel::engine::compute_dtype(engine.train_precision),
     );
     let compute = compute.as_mut();
-    announce(
-        &s,
-        &frozen,
-        compute,
-        &block.describe(s.settings.train_precision),
-        on_event,
-    );
+    let described = block.describe(s.settings.options.train_precision);
+    announce(&s, &frozen, compute, &described, on_event);
     let val_reader = caches::validation_maps(&mut frozen, &s, cfg, &paths, on_event)?;
     let checked = check_network(
         &s,
@@ -130,20 +101,14 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let (state, progress, resumed_at) =
         start_or_resume(cfg, &paths, &s, checked.net.clone(), on_event)?;
     let augmenter = Augmenter::new(cfg.augment.clone(), cfg.seed)?;
-    let (readers, draw_seconds) = if progress.history.len() < cfg.epochs || cfg.calibrate > 0 {
-        let [c, h, w] = checked.row_shape;
-        caches::augmented_draws(
-            &mut frozen,
-            &augmenter,
-            c * h * w,
-            &s,
-            cfg,
-            &paths,
-            on_event,
-        )?
-    } else {
-        (Vec::new(), Vec::new())
-    };
+    let (readers, draw_seconds) =
+        if progress.history.len() < cfg.epochs || cfg.options.calibrate > 0 {
+            let [c, h, w] = checked.row_shape;
+            let row_len = c * h * w;
+            caches::augmented_draws(&mut frozen, &augmenter, row_len, &s, cfg, &paths, on_event)?
+        } else {
+            (Vec::new(), Vec::new())
+        };
     let source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
     let (state, fitted) = train_epochs(
         cfg, &paths, &s, &checked, compute, state, progress, source, on_event,
@@ -164,44 +129,8 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     if fitted.history.is_empty() || !report.finished {
         return Ok(report);
     }
-    let mut kept = match &fitted.best {
-        Some((_, n)) => n.clone(),
-        None => state.net.clone(),
-    };
-    if cfg.calibrate > 0 {
-        let plain = caches::train_maps(&mut frozen, &s, cfg, &paths, on_event)?;
-        let cross = CrossFit {
-            initial: &checked.net,
-            plain: &plain,
-            labels: &s.train.labels,
-            classes: s.data.classes.len(),
-            row_shape: checked.row_shape,
-            folds: cfg.calibrate,
-            epochs: cfg.epochs,
-            batch_size: cfg.batch_size,
-            seed: cfg.seed,
-            sgd: cfg.sgd.clone(),
-            precision: s.settings.train_precision,
-        };
-        let mut source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
-        let mut cal = calibrate::cross_fit(&cross, compute, &mut source, on_event)?;
-        let before = epoch::evaluate(
-            compute,
-            &kept,
-            &checked.val,
-            &s.val.labels,
-            checked.row_shape,
-        )?;
-        (cal.val_log_loss_uncalibrated, cal.val_ece_uncalibrated) =
-            (Some(before.loss), Some(before.ece));
-        on_event(Event::Info(format!(
-            "calibration: temperature {:.3} from {} folds (out-of-fold log loss {:.4} → {:.4}, accuracy {:.4}), {:.0} s",
-            cal.temperature, cal.folds, cal.oof_log_loss, cal.oof_log_loss_calibrated, cal.oof_accuracy, cal.seconds
-        )));
-        calibrate::apply(&mut kept, cal.temperature);
-        report.calibration = Some(cal);
-    }
-    let metrics = report.metrics.clone();
+    // The kept epoch's weights: the best one (keep = best), else the last.
+    let mut kept = fitted.best.map_or(state.net, |(_, n)| n);
     let out = Outputs {
         cfg,
         paths: &paths,
@@ -209,14 +138,108 @@ pub fn finetune(cfg: &FinetuneConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         checked: &checked,
         opts: &opts,
     };
+    if cfg.options.calibrate > 0 {
+        let plain = caches::train_maps(&mut frozen, &s, cfg, &paths, on_event)?;
+        let mut source = training_source(cfg, &readers, &mut frozen, &s, &augmenter);
+        let cal = calibrate_kept(&out, &plain, compute, &mut source, &mut kept, on_event)?;
+        report.calibration = Some(cal);
+    }
+    let metrics = report.metrics.clone();
     write_outputs(&out, compute, &kept, metrics, &mut report, on_event)?;
     Ok(report)
+}
+
+/// `--calibrate K`: the temperature of a K-fold cross-fit on the training photos (`plain`: their
+/// frozen outputs without augmentation), applied to `kept`; the validation numbers before it are
+/// recorded beside it.
+fn calibrate_kept(
+    out: &Outputs<'_>,
+    plain: &RowReader,
+    compute: &mut dyn Compute,
+    source: &mut Source<'_>,
+    kept: &mut Net,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Calibration> {
+    let Outputs {
+        cfg, s, checked, ..
+    } = *out;
+    let cross = CrossFit {
+        initial: &checked.net,
+        plain,
+        labels: &s.train.labels,
+        classes: s.data.classes.len(),
+        row_shape: checked.row_shape,
+        folds: cfg.options.calibrate,
+        epochs: cfg.epochs,
+        batch_size: cfg.options.batch_size,
+        seed: cfg.seed,
+        sgd: cfg.options.sgd.clone(),
+        precision: s.settings.options.train_precision,
+    };
+    let mut cal = calibrate::cross_fit(&cross, compute, source, on_event)?;
+    let before = epoch::evaluate(
+        compute,
+        kept,
+        &checked.val,
+        &s.val.labels,
+        checked.row_shape,
+    )?;
+    (cal.val_log_loss_uncalibrated, cal.val_ece_uncalibrated) =
+        (Some(before.loss), Some(before.ece));
+    on_event(Event::Info(format!(
+        "calibration: temperature {:.3} from {} folds (out-of-fold log loss {:.4} → {:.4}, accuracy {:.4}), {:.0} s",
+        cal.temperature, cal.folds, cal.oof_log_loss, cal.oof_log_loss_calibrated, cal.oof_accuracy, cal.seconds
+    )));
+    calibrate::apply(kept, cal.temperature);
+    Ok(cal)
+}
+
+/// Where the run computes (the selection and what the setup needs of it), told to `on_event`.
+fn engine(
+    cfg: &FinetuneConfig,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(Selected, setup::Engine)> {
+    let selected = select(cfg)?;
+    let engine = setup::Engine {
+        train_precision: selected.train_precision(cfg.options.train_precision)?,
+        frozen: selected.backend.engine(),
+    };
+    if let Some(note) = &selected.note {
+        on_event(Event::Info(note.clone()));
+    }
+    Ok((selected, engine))
+}
+
+/// The frozen part (int8 when the run is), and where the parity checks run ONNX Runtime: on the
+/// CPU unless ONNX Runtime is the engine.
+fn open_frozen(
+    cfg: &FinetuneConfig,
+    selected: &Selected,
+    s: &Setup,
+) -> Result<(SessionOptions, Frozen)> {
+    let opts = SessionOptions {
+        device: if selected.train.is_none() {
+            cfg.device
+        } else {
+            Device::Cpu
+        },
+        threads: cfg.threads,
+    };
+    let frozen = Frozen::open(
+        selected.backend.as_ref(),
+        &s.model.bytes,
+        s.int8.as_ref().map_or(&s.cut, |q| &q.cut),
+        s.int8.is_some(),
+        cfg.threads,
+        s.size,
+    )?;
+    Ok((opts, frozen))
 }
 
 /// The engine of this run (`accel::engine::select`); an int8 frozen part only runs in ONNX Runtime.
 fn select(cfg: &FinetuneConfig) -> Result<Selected> {
     let selected = accel::engine::select(cfg.device, cfg.engine, cfg.threads)?;
-    if selected.train.is_some() && cfg.precision == FrozenPrecision::Int8 {
+    if selected.train.is_some() && cfg.options.precision == FrozenPrecision::Int8 {
         return Err(Error::Invalid(format!(
             "--precision int8: the int8 frozen part runs in ONNX Runtime on the CPU only, and this run \
              uses {}: pass --precision fp32 (or --device cpu)",
@@ -235,7 +258,7 @@ fn training_source<'a>(
     s: &'a Setup,
     augmenter: &'a Augmenter,
 ) -> Source<'a> {
-    if cfg.aug_cache > 0 {
+    if cfg.options.aug_cache > 0 {
         Source::Cached(readers)
     } else {
         Source::Online {
@@ -276,7 +299,7 @@ fn announce(
         "model {} → frozen up to {} ({}) on {}, training {} ({block}) + head on {}, {} preprocessing, {} px",
         s.model.name,
         s.settings.split_at,
-        s.settings.precision.name(),
+        s.settings.options.precision.name(),
         frozen.device(),
         s.settings.output_tensor,
         compute.name(),
@@ -377,22 +400,22 @@ fn start_or_resume(
 ) -> Result<(State, Progress<Net>, Option<usize>)> {
     let mut net = net;
     // Checked against ONNX Runtime in FP32; trained (and validated) in the run's precision.
-    net.block.precision = s.settings.train_precision;
+    net.block.precision = s.settings.options.train_precision;
     let names = net.param_names();
     let sizes: Vec<usize> = net.params().iter().map(|p| p.len()).collect();
     let mut state = State {
-        optim: train::optim::Optimizer::new(cfg.sgd.to_config(), &sizes)?,
+        optim: train::optim::Optimizer::new(cfg.options.sgd.to_config(), &sizes)?,
         net,
     };
     let (progress, resumed_at) = if cfg.resume {
-        let ck = checkpoint::load(&paths.checkpoint, &names)?;
+        let ck = checkpoint::load(&paths.stage.checkpoint, &names)?;
         if ck.settings != s.settings {
             return Err(Error::Mismatch(format!(
                 "{} changed while reading it",
-                paths.checkpoint.display()
+                paths.stage.checkpoint.display()
             )));
         }
-        let progress = checkpoint::restore(&mut state, ck, &paths.checkpoint)?;
+        let progress = checkpoint::restore(&mut state, ck, &paths.stage.checkpoint)?;
         let done = progress.history.len();
         if done > cfg.epochs {
             return Err(Error::Invalid(format!(
@@ -405,12 +428,9 @@ fn start_or_resume(
         )));
         (progress, Some(done))
     } else {
-        if cfg.force && paths.dir.exists() {
-            std::fs::remove_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
-        }
         (Progress::default(), None)
     };
-    std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
+    paths.stage.create(cfg.force, cfg.resume)?;
     Ok((state, progress, resumed_at))
 }
 
@@ -420,9 +440,9 @@ fn title(cfg: &FinetuneConfig, s: &Setup) -> String {
         "fine-tuning {} + head ({}, SGD lr {} momentum {}, {} frozen part)",
         s.settings.output_tensor,
         s.data.classes.join("/"),
-        cfg.sgd.learning_rate,
-        cfg.sgd.momentum,
-        s.settings.precision.name()
+        cfg.options.sgd.learning_rate,
+        cfg.options.sgd.momentum,
+        s.settings.options.precision.name()
     )
 }
 
@@ -434,7 +454,7 @@ fn summarize(
 ) -> Result<Metrics> {
     Ok(Metrics::summarize(
         history.to_vec(),
-        cfg.keep,
+        cfg.options.keep,
         stopped,
         s.train.len(),
         s.val.len(),
@@ -459,12 +479,11 @@ fn train_epochs(
     let title = title(cfg, s);
     let mut on_end = |state: &State, end: &driver::EpochEnd<'_, Net>| -> Result<()> {
         let ck = checkpoint::of_state(state, end.history, end.best, &s.settings, cfg.epochs);
-        checkpoint::save(&paths.checkpoint, &names, &ck)?;
-        outputs::write_metrics(
+        checkpoint::save(&paths.stage.checkpoint, &names, &ck)?;
+        outputs::write_progress(
             paths,
             &summarize(cfg, s, end.history, None)?,
             &s.settings,
-            None,
             &title,
         )
     };
@@ -477,7 +496,7 @@ fn train_epochs(
             labels: &s.train.labels,
             rows: &all,
             row_shape: checked.row_shape,
-            batch_size: cfg.batch_size,
+            batch_size: cfg.options.batch_size,
             seed: cfg.seed,
             val: &checked.val,
             val_labels: &s.val.labels,
@@ -487,7 +506,7 @@ fn train_epochs(
     let plan = Plan {
         epochs: cfg.epochs,
         stop_after: cfg.stop_after,
-        keep: cfg.keep,
+        keep: cfg.options.keep,
     };
     let fitted = driver::fit(&mut learner, &plan, progress, on_event)?;
     if let Some(why) = &fitted.stopped_early {
@@ -514,14 +533,14 @@ fn report(
     let plan = Plan {
         epochs: cfg.epochs,
         stop_after: cfg.stop_after,
-        keep: cfg.keep,
+        keep: cfg.options.keep,
     };
     Report {
         paths: paths.clone(),
         settings: s.settings.clone(),
-        precision: s.settings.precision,
+        precision: s.settings.options.precision,
         int8: checked.int8.clone(),
-        export_note: match s.settings.precision {
+        export_note: match s.settings.options.precision {
             FrozenPrecision::Fp32 => {
                 "model.onnx: the FP32 model with the fine-tuned block and head".into()
             }
@@ -570,6 +589,44 @@ struct Outputs<'a> {
     opts: &'a SessionOptions,
 }
 
+/// `model.onnx` of `kept`, and its parity with the Candle forward on a few validation images.
+fn export_checked(out: &Outputs<'_>, kept: &Net) -> Result<(Vec<u8>, CheckResult)> {
+    let Outputs {
+        cfg,
+        s,
+        checked,
+        opts,
+        ..
+    } = *out;
+    let info = ExportInfo {
+        classes: s.data.classes.clone(),
+        preprocess: s.spec.preprocess.name().into(),
+        image_size: s.size,
+    };
+    let frozen_part = s.int8.as_ref().map(|q| q.cut.bytes.as_slice());
+    let onnx = export::export_onnx(&s.model.bytes, frozen_part, kept, &info)?;
+    let mut probe = Probe {
+        set: &s.val,
+        rows: &checked.check_rows,
+        row_shape: checked.row_shape,
+        spec: s.spec,
+        size: s.size,
+        opts,
+        images: cfg.check_images,
+    };
+    // (int8: model.onnx runs the int8 frozen part, so the Candle forward gets its outputs.)
+    let int8_rows = s
+        .int8
+        .as_ref()
+        .map(|q| checks::frozen_rows(&q.cut, &probe))
+        .transpose()?;
+    if let Some(rows) = &int8_rows {
+        probe.rows = rows;
+    }
+    let export_check = checks::export_parity(&onnx, kept, &probe)?;
+    Ok((onnx, export_check))
+}
+
 /// The kept epoch's weights, metrics, confusion matrix and `model.onnx` (checked against the
 /// Candle forward on the frozen part it was trained with).
 fn write_outputs(
@@ -585,7 +642,7 @@ fn write_outputs(
         paths,
         s,
         checked,
-        opts,
+        ..
     } = *out;
     let Some(mut metrics) = metrics else {
         return Err(Error::Invalid("no metrics to write".into()));
@@ -613,32 +670,7 @@ fn write_outputs(
         metrics.kept_val_loss = eval.loss;
     }
     let confusion = ConfusionMatrix::new(&s.data.classes, &s.val.labels, &eval.predictions)?;
-    let info = ExportInfo {
-        classes: s.data.classes.clone(),
-        preprocess: s.spec.preprocess.name().into(),
-        image_size: s.size,
-    };
-    let frozen_part = s.int8.as_ref().map(|q| q.cut.bytes.as_slice());
-    let onnx = export::export_onnx(&s.model.bytes, frozen_part, kept, &info)?;
-    let mut probe = Probe {
-        set: &s.val,
-        rows: &checked.check_rows,
-        row_shape: checked.row_shape,
-        spec: s.spec,
-        size: s.size,
-        opts,
-        images: cfg.check_images,
-    };
-    // (int8: model.onnx runs the int8 frozen part, so the Candle forward gets its outputs.)
-    let int8_rows = s
-        .int8
-        .as_ref()
-        .map(|q| checks::frozen_rows(&q.cut, &probe))
-        .transpose()?;
-    if let Some(rows) = &int8_rows {
-        probe.rows = rows;
-    }
-    let export_check = checks::export_parity(&onnx, kept, &probe)?;
+    let (onnx, export_check) = export_checked(out, kept)?;
     // The head records model.onnx's digest, which readers verify (a replaced model is refused).
     let model_sha256 = runfs::digest::sha256_hex(&onnx);
     outputs::write_block(paths, kept, &s.settings, metrics.kept_epoch)?;
@@ -650,14 +682,14 @@ fn write_outputs(
         &metrics,
         &model_sha256,
     )?;
-    outputs::write_metrics(
+    outputs::write_results(
         paths,
         &metrics,
         &s.settings,
         report.calibration.as_ref(),
+        &confusion,
         &title(cfg, s),
     )?;
-    outputs::write_confusion(paths, &confusion)?;
     runfs::write_atomic(&paths.model, &onnx)?;
     on_event(Event::Info(format!(
         "model.onnx matches the Candle forward on {} validation images (max probability difference {:.1e})",

@@ -14,7 +14,7 @@ use train::kernels::TrainPrecision;
 use crate::block::Block;
 use crate::checkpoint;
 use crate::classifier::Classifier;
-use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Settings};
+use crate::config::{FinetuneConfig, FinetunePaths, FrozenPrecision, Options, Settings};
 use crate::error::{Error, Result};
 use crate::graph;
 use crate::images::{self, ImageSet, InputSpec};
@@ -57,23 +57,6 @@ pub struct Engine {
 pub fn load_head(path: &Path) -> Result<(Classifier, HeadMeta)> {
     let (model, meta) = head::load(path)?;
     Ok((Classifier::from_head(&model)?, meta))
-}
-
-/// Refuses to overwrite a fine-tuning run without `--force` or `--resume`.
-pub fn check_output(paths: &FinetunePaths, cfg: &FinetuneConfig) -> Result<()> {
-    let occupied = runfs::occupied(&paths.dir)?;
-    if cfg.resume && !paths.checkpoint.is_file() {
-        return Err(Error::file(
-            &paths.checkpoint,
-            "nothing to resume: there is no checkpoint; run without --resume to start",
-        ));
-    }
-    if occupied && !cfg.force && !cfg.resume {
-        return Err(Error::Exists {
-            path: paths.dir.clone(),
-        });
-    }
-    Ok(())
 }
 
 pub(crate) fn find_split<'a>(data: &'a Dataset, name: &str, flag: &str) -> Result<&'a Split> {
@@ -192,6 +175,49 @@ pub(crate) fn scan_data(
     Ok(data)
 }
 
+/// How the head's features were computed from a photo: preprocessing, resize rule, side.
+fn input_rule(head_meta: &HeadMeta) -> Result<(Preprocess, Resize, u32)> {
+    let f = &head_meta.features;
+    Ok((f.preprocess.parse()?, f.resize.parse()?, f.image_size))
+}
+
+/// The data folder must have the head's classes.
+fn check_classes(cfg: &FinetuneConfig, data: &Dataset, head_meta: &HeadMeta) -> Result<()> {
+    if data.classes != head_meta.classes {
+        return Err(Error::Mismatch(format!(
+            "{} has classes {:?} but the head was trained on {:?}; point --data at the data the head was trained on",
+            cfg.data.display(),
+            data.classes,
+            head_meta.classes
+        )));
+    }
+    Ok(())
+}
+
+/// The photos of either split that could not be decoded (left out of the run).
+fn skipped_files(train: &ImageSet, val: &ImageSet) -> Vec<String> {
+    train
+        .skipped
+        .iter()
+        .chain(&val.skipped)
+        .map(|s| s.file.clone())
+        .collect()
+}
+
+/// A resumed run must have the checkpoint's settings.
+fn check_resumed_settings(paths: &FinetunePaths, settings: &Settings) -> Result<()> {
+    let (stored, _) = checkpoint::read_settings(&paths.stage.checkpoint)?;
+    let diff = stored.differences(settings);
+    if !diff.is_empty() {
+        return Err(Error::Mismatch(format!(
+            "{} was made with other settings ({}); pass the same flags as the first run, or --force to start over",
+            paths.stage.checkpoint.display(),
+            diff.join("; ")
+        )));
+    }
+    Ok(())
+}
+
 /// Checks every input and decodes the images; returns them with the block and the head to train.
 pub fn prepare(
     cfg: &FinetuneConfig,
@@ -204,23 +230,13 @@ pub fn prepare(
     let cut = features::onnx::cut_at(&model.bytes, &split_at)
         .map_err(|e| Error::Invalid(format!("--split-at {split_at}: {e}")))?;
     let block = graph::block_from_onnx(&model.bytes, &split_at, &head_meta.features.output_tensor)?;
-    let preprocess: Preprocess = head_meta.features.preprocess.parse()?;
-    let resize: Resize = head_meta.features.resize.parse()?;
-    let size = head_meta.features.image_size;
-
+    let (preprocess, resize, size) = input_rule(&head_meta)?;
     let data = scan_data(cfg, on_event)?;
-    if data.classes != head_meta.classes {
-        return Err(Error::Mismatch(format!(
-            "{} has classes {:?} but the head was trained on {:?}; point --data at the data the head was trained on",
-            cfg.data.display(),
-            data.classes,
-            head_meta.classes
-        )));
-    }
+    check_classes(cfg, &data, &head_meta)?;
     let chosen = splits::choose(&data, cfg, &head_meta)?;
     let train = load_images(&chosen.train, size, resize, on_event)?;
     let val = load_images(&chosen.val, size, resize, on_event)?;
-    let int8 = match cfg.precision {
+    let int8 = match cfg.options.precision {
         FrozenPrecision::Fp32 => None,
         FrozenPrecision::Int8 => {
             on_event(Event::Info(format!(
@@ -250,35 +266,18 @@ pub fn prepare(
         classes: data.classes.clone(),
         train_digest: train.digest.clone(),
         val_digest: val.digest.clone(),
-        skipped: train
-            .skipped
-            .iter()
-            .chain(&val.skipped)
-            .map(|s| s.file.clone())
-            .collect(),
+        skipped: skipped_files(&train, &val),
         head_sha256: runfs::sha256_file(&paths.input_head)?,
-        batch_size: cfg.batch_size,
-        sgd: cfg.sgd.clone(),
         augment: cfg.augment.clone(),
         seed: cfg.seed,
-        aug_cache: cfg.aug_cache,
-        cache_precision: cfg.cache_precision,
-        keep: cfg.keep,
-        precision: cfg.precision,
-        train_precision: engine.train_precision,
-        calibrate: cfg.calibrate,
+        options: Options {
+            train_precision: engine.train_precision,
+            ..cfg.options.clone()
+        },
         int8_key: int8.as_ref().map(|q| q.info.key.clone()),
     };
     if cfg.resume {
-        let (stored, _) = checkpoint::read_settings(&paths.checkpoint)?;
-        let diff = stored.differences(&settings);
-        if !diff.is_empty() {
-            return Err(Error::Mismatch(format!(
-                "{} was made with other settings ({}); pass the same flags as the first run, or --force to start over",
-                paths.checkpoint.display(),
-                diff.join("; ")
-            )));
-        }
+        check_resumed_settings(paths, &settings)?;
     }
     let setup = Setup {
         head_meta,

@@ -16,6 +16,8 @@ fn nonempty(names: &[String]) -> impl Iterator<Item = &String> {
 /// Replaces the nodes of `m` that `tensor` depends on by the graph of `part`, a model with the
 /// same image input whose only output is `tensor`. Initializers and value infos only the removed
 /// nodes used go too; `part`'s initializers, opsets (highest version wins) and metadata come in.
+// Over 80 lines: one graph edit: the removed nodes, their now-unused initializers and value infos,
+// and what comes in must agree.
 pub fn splice_frozen(m: &mut ModelProto, part: &[u8], tensor: &str) -> Result<()> {
     let p = decode(part)?;
     let pg = p

@@ -106,13 +106,15 @@ fn an_existing_run_needs_force_or_resume_and_resume_keeps_the_settings() {
     finetune(&cfg, &mut |_| {}).expect("first run");
     let (e, msg) = fails(&cfg);
     assert!(
-        matches!(e, Error::Exists { .. }) && msg.contains("--resume") && msg.contains("--force"),
+        matches!(e, Error::Train(train::Error::Exists { .. }))
+            && msg.contains("--resume")
+            && msg.contains("--force"),
         "{msg}"
     );
 
     let mut changed = resume.clone();
     changed.epochs = 2;
-    changed.sgd.learning_rate = 0.5;
+    changed.options.sgd.learning_rate = 0.5;
     let (e, msg) = fails(&changed);
     assert!(
         matches!(e, Error::Mismatch(_)) && msg.contains("learning_rate"),
@@ -135,8 +137,8 @@ fn a_diverging_loss_stops_without_writing_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let p = synthetic(dir.path());
     let mut cfg = synthetic_config(&p, &p.run);
-    cfg.sgd.learning_rate = 1e6;
-    cfg.sgd.momentum = 0.0;
+    cfg.options.sgd.learning_rate = 1e6;
+    cfg.options.sgd.momentum = 0.0;
     let (e, msg) = fails(&cfg);
     assert!(matches!(e, Error::Diverged(_)), "{e:?}");
     assert!(msg.contains("--lr"), "{msg}");

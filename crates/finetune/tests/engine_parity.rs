@@ -33,8 +33,8 @@ fn two_epochs_on_the_candle_cpu_device_equal_the_cpu_kernels() {
     let config = |run: &std::path::Path, engine: Engine| {
         let mut cfg = synthetic_config(&p, run);
         cfg.epochs = 2;
-        cfg.cache_precision = Precision::F32;
-        cfg.train_precision = TrainPrecision::Fp32;
+        cfg.options.cache_precision = Precision::F32;
+        cfg.options.train_precision = TrainPrecision::Fp32;
         cfg.engine = engine;
         cfg
     };

@@ -247,7 +247,7 @@ fn calibrate_divides_the_saved_logits_by_a_cross_fitted_temperature() {
     common::copy_run(&p.run, &calibrated_run);
     let plain = finetune(&synthetic_config(&p, &p.run), &mut |_| {}).expect("fine-tuning");
     let mut cfg = synthetic_config(&p, &calibrated_run);
-    cfg.calibrate = 2;
+    cfg.options.calibrate = 2;
     let cal = finetune(&cfg, &mut |_| {}).expect("fine-tuning with --calibrate 2");
     assert!(plain.calibration.is_none());
     let c = cal.calibration.as_ref().expect("the cross-fit ran");
@@ -282,7 +282,7 @@ fn calibrate_divides_the_saved_logits_by_a_cross_fitted_temperature() {
     let (pm, cm) = (plain.metrics.unwrap(), cal.metrics.unwrap());
     assert_eq!(pm.kept_val_accuracy, cm.kept_val_accuracy);
     let file: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cal.paths.metrics).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(&cal.paths.stage.metrics).unwrap()).unwrap();
     assert_eq!(file["calibration"]["folds"], 2);
     assert_eq!(file["kept_val_loss"].as_f64(), Some(cm.kept_val_loss));
     assert!(cal

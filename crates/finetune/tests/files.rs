@@ -5,7 +5,6 @@ use finetune::checkpoint::{self, Checkpoint};
 use finetune::config::Settings;
 use finetune::rows::{Precision, RowReader, RowWriter};
 use train::metrics::{EpochMetrics, Keep};
-use train::optim::SgdConfig;
 
 fn rows(n: usize, len: usize) -> Vec<Vec<f32>> {
     (0..n)
@@ -105,22 +104,16 @@ fn settings() -> Settings {
         val_digest: "v".into(),
         skipped: vec![],
         head_sha256: "h".into(),
-        batch_size: 16,
-        sgd: SgdConfig {
-            learning_rate: 1e-4,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
         augment: features::augment::AugmentParams::tutorial(),
         seed: 1337,
-        aug_cache: 10,
-        cache_precision: Precision::F16,
-        keep: Keep::Best,
-        precision: finetune::config::FrozenPrecision::Int8,
         int8_key: Some("abc".into()),
-        train_precision: train::kernels::TrainPrecision::Bf16,
-        calibrate: 2,
+        options: finetune::Options {
+            keep: Keep::Best,
+            precision: finetune::config::FrozenPrecision::Int8,
+            train_precision: train::kernels::TrainPrecision::Bf16,
+            calibrate: 2,
+            ..finetune::Options::default()
+        },
     }
 }
 
@@ -133,7 +126,10 @@ fn settings_from_before_precision_read_as_fp32() {
     o.remove("precision");
     o.remove("int8_key");
     let old: Settings = serde_json::from_value(v).unwrap();
-    assert_eq!(old.precision, finetune::config::FrozenPrecision::Fp32);
+    assert_eq!(
+        old.options.precision,
+        finetune::config::FrozenPrecision::Fp32
+    );
     assert_eq!(old.int8_key, None);
     let diff = old.differences(&settings());
     assert!(diff.iter().any(|d| d.starts_with("precision:")), "{diff:?}");
@@ -177,7 +173,7 @@ fn settings_differences_name_the_changed_fields() {
     let a = settings();
     let mut b = settings();
     b.seed = 7;
-    b.sgd.learning_rate = 1e-3;
+    b.options.sgd.learning_rate = 1e-3;
     let d = a.differences(&b);
     assert_eq!(d.len(), 2, "{d:?}");
     assert!(d.iter().any(|s| s.starts_with("seed: 1337 vs 7")), "{d:?}");

@@ -14,9 +14,9 @@ use finetune::{finetune, Error, FinetuneConfig};
 
 fn int8_config(p: &Prepared, run: &Path) -> FinetuneConfig {
     let mut cfg = synthetic_config(p, run);
-    cfg.precision = FrozenPrecision::Int8;
+    cfg.options.precision = FrozenPrecision::Int8;
     cfg.epochs = 1;
-    cfg.aug_cache = 1;
+    cfg.options.aug_cache = 1;
     cfg
 }
 
@@ -43,7 +43,7 @@ fn int8_finetune_trains_one_epoch_and_records_the_precision() {
     let r = finetune(&cfg, &mut |_| {}).expect("int8 fine-tuning");
     assert!(r.finished && r.epochs_done == 1);
     assert_eq!(r.precision, FrozenPrecision::Int8);
-    assert_eq!(r.settings.precision, FrozenPrecision::Int8);
+    assert_eq!(r.settings.options.precision, FrozenPrecision::Int8);
     let q = r.int8.as_ref().expect("int8 report");
     assert_eq!(r.settings.int8_key.as_deref(), Some(q.key.as_str()));
     assert!(q.quantized_convs > 0, "no conv runs in int8");
@@ -105,7 +105,7 @@ fn fp32_and_int8_caches_are_keyed_and_kept_apart() {
     assert_eq!(a.draw_seconds.len(), 1, "the int8 draw is built");
 
     let mut fp32 = int8.clone();
-    fp32.precision = FrozenPrecision::Fp32;
+    fp32.options.precision = FrozenPrecision::Fp32;
     fp32.force = true;
     let b = finetune(&fp32, &mut |_| {}).expect("fp32 run");
     assert_eq!(b.precision, FrozenPrecision::Fp32);
@@ -151,13 +151,13 @@ fn resume_refuses_another_precision() {
     // An fp32 checkpoint does not resume as int8 ...
     let mut fp32 = synthetic_config(&p, &p.run);
     fp32.epochs = 2;
-    fp32.aug_cache = 1;
+    fp32.options.aug_cache = 1;
     fp32.stop_after = Some(1);
     let a = finetune(&fp32, &mut |_| {}).expect("fp32 first session");
     assert!(!a.finished && a.epochs_done == 1);
     let mut wrong = fp32.clone();
     wrong.resume = true;
-    wrong.precision = FrozenPrecision::Int8;
+    wrong.options.precision = FrozenPrecision::Int8;
     let e = finetune(&wrong, &mut |_| {}).expect_err("resumed at int8");
     assert!(matches!(e, Error::Mismatch(_)), "{e}");
     let msg = e.to_string();
@@ -174,7 +174,7 @@ fn resume_refuses_another_precision() {
     finetune(&int8, &mut |_| {}).expect("int8 first session");
     let mut wrong = int8.clone();
     wrong.resume = true;
-    wrong.precision = FrozenPrecision::Fp32;
+    wrong.options.precision = FrozenPrecision::Fp32;
     let msg = finetune(&wrong, &mut |_| {})
         .expect_err("resumed at fp32")
         .to_string();

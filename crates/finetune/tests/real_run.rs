@@ -21,7 +21,7 @@ fn short_real_run_keeps_the_heads_validation_accuracy() {
 
     let mut cfg = FinetuneConfig::new(&run, &data);
     cfg.epochs = 2;
-    cfg.aug_cache = 2;
+    cfg.options.aug_cache = 2;
     let mut lines = Vec::new();
     let report = finetune(&cfg, &mut |e| match e {
         finetune::Event::Info(s) => lines.push(s),

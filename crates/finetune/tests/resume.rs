@@ -22,14 +22,14 @@ fn resume_equals_uninterrupted(aug_cache: usize) {
     let p = synthetic(dir.path());
 
     let mut full = synthetic_config(&p, &p.run);
-    full.aug_cache = aug_cache;
+    full.options.aug_cache = aug_cache;
     let a = finetune(&full, &mut |_| {}).expect("uninterrupted run");
     assert!(a.finished && a.epochs_done == 3);
 
     let run_b = dir.path().join("run_b");
     copy_run(&p.run, &run_b);
     let mut first = synthetic_config(&p, &run_b);
-    first.aug_cache = aug_cache;
+    first.options.aug_cache = aug_cache;
     first.stop_after = Some(1);
     let b1 = finetune(&first, &mut |_| {}).expect("first session");
     assert!(!b1.finished && b1.epochs_done == 1);
@@ -38,7 +38,7 @@ fn resume_equals_uninterrupted(aug_cache: usize) {
         "a paused run writes no final outputs"
     );
     let mut second = synthetic_config(&p, &run_b);
-    second.aug_cache = aug_cache;
+    second.options.aug_cache = aug_cache;
     second.stop_after = Some(1);
     second.resume = true;
     let b2 = finetune(&second, &mut |_| {}).expect("second session");

@@ -52,6 +52,7 @@ fn main() -> head::Result<()> {
             momentum: if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 },
             ..OptimizerConfig::new(kind)
         },
+        recipe: head::recipe::Recipe::Keras2016,
         ..TrainConfig::default()
     };
     println!(

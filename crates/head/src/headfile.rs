@@ -55,7 +55,7 @@ pub struct HeadMeta {
     /// Where the validation samples came from.
     pub validation: String,
     /// Which head this is (files without the field are tutorial heads).
-    #[serde(default)]
+    #[serde(default = "tutorial_head")]
     pub recipe: Recipe,
     /// The probe's settings, and what it chose (for [`Recipe::Probe`]).
     #[serde(default)]
@@ -83,6 +83,11 @@ const TEXT_FIELDS: [&str; 9] = [
     "validation",
     "recipe",
 ];
+
+/// The recipe of head files from before the probe: the tutorial's.
+fn tutorial_head() -> Recipe {
+    Recipe::Keras2016
+}
 
 impl HeadMeta {
     /// The settings this head was trained with.

@@ -46,11 +46,12 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// The tutorial's settings: 50 epochs, batch 16, 256 hidden units, dropout 0.5, RMSprop; the
-    /// last epoch is kept (a fixed schedule: validation is never used to pick weights).
+    /// The command line's: the calibrated probe; for `--keras2016`, the tutorial's settings: 50
+    /// epochs, batch 16, 256 hidden units, dropout 0.5, RMSprop; the last epoch is kept (a fixed
+    /// schedule: validation is never used to pick weights).
     fn default() -> Self {
         TrainConfig {
-            recipe: Recipe::Keras2016,
+            recipe: Recipe::default(),
             probe: ProbeConfig::default(),
             epochs: 50,
             batch_size: 16,

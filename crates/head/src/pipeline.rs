@@ -192,6 +192,7 @@ pub fn status(run: &Path, config: &TrainConfig) -> Result<Status> {
 }
 
 /// Trains the head of `opts.run` and writes every output file.
+// Over 80 lines: the stage's steps share the lock, the opened features and the chosen recipe.
 pub fn train_head(
     opts: &TrainHeadOptions,
     on_event: &mut dyn FnMut(StageEvent<'_>),

@@ -17,10 +17,11 @@ features::choices! {
     #[derive(Default)]
     pub enum Recipe("head recipe") {
         /// L2 logistic regression on the flattened features, C by 5-fold cross-validation on
-        /// train, temperature-calibrated, balanced class weights.
+        /// train, temperature-calibrated, balanced class weights (the default, as on the command
+        /// line).
+        #[default]
         Probe = "probe",
         /// The 2016 tutorial: Dense(256, ReLU), dropout 0.5, RMSprop 1e-4, 50 epochs.
-        #[default]
         Keras2016 = "keras2016",
     }
 }

@@ -164,6 +164,7 @@ pub fn load_run(run: &Path, val_split: Option<f64>, seed: u64) -> Result<Dataset
 
 /// Checks that the splits fit together and builds the [`Dataset`]; `val = None` requires
 /// `val_split` and holds out that fraction of `train`.
+// Over 80 lines: one check per way two splits can disagree, each with its own message.
 pub fn combine(
     train: SplitData,
     val: Option<SplitData>,

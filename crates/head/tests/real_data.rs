@@ -70,6 +70,7 @@ fn real_photos_reach_an_accuracy_floor() {
         run: run.clone(),
         config: TrainConfig {
             epochs: 30,
+            recipe: head::recipe::Recipe::Keras2016,
             ..TrainConfig::default()
         },
         val_split: None,

@@ -25,6 +25,7 @@ fn real_vgg16_head_stage_equals_the_head_on_extracted_features() {
         config: TrainConfig {
             epochs: 3,
             seed: 1,
+            recipe: head::recipe::Recipe::Keras2016,
             ..TrainConfig::default()
         },
         val_split: None,

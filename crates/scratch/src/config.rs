@@ -11,6 +11,7 @@ use train::kernels::TrainPrecision;
 use train::metrics::Keep;
 use train::optim::OptimizerConfig;
 use train::schedule::LrSchedule;
+use train::stage_dir::StageDir;
 
 use crate::error::{Error, Result};
 
@@ -157,53 +158,21 @@ impl ScratchConfig {
     }
 }
 
-/// The files under `RUN/scratch`.
+/// The files under `RUN/scratch`: the training stage's ([`StageDir`]) and the saved model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ScratchPaths {
-    pub dir: PathBuf,
+    #[serde(flatten)]
+    pub stage: StageDir,
     pub model: PathBuf,
-    pub checkpoint: PathBuf,
-    pub metrics: PathBuf,
-    pub confusion: PathBuf,
-    pub curves_png: PathBuf,
-    pub curves_svg: PathBuf,
 }
 
 impl ScratchPaths {
     /// The files of `run`.
     pub fn new(run: &Path) -> Self {
-        let dir = run.join("scratch");
+        let stage = StageDir::new(run, "scratch");
         ScratchPaths {
-            model: dir.join("model.safetensors"),
-            checkpoint: dir.join("checkpoint.safetensors"),
-            metrics: dir.join("metrics.json"),
-            confusion: dir.join("confusion.json"),
-            curves_png: dir.join("curves.png"),
-            curves_svg: dir.join("curves.svg"),
-            dir,
+            model: stage.dir.join("model.safetensors"),
+            stage,
         }
-    }
-
-    /// Prepares the folder: refuses to clobber results unless `force` (which deletes them) or
-    /// `resume` (which needs the checkpoint).
-    pub fn prepare(&self, force: bool, resume: bool) -> Result<()> {
-        let occupied = runfs::occupied(&self.dir)?;
-        if resume {
-            if !self.checkpoint.is_file() {
-                return Err(Error::Invalid(format!(
-                    "--resume: no checkpoint at {}; start a new run without --resume",
-                    self.checkpoint.display()
-                )));
-            }
-        } else if occupied {
-            if !force {
-                return Err(Error::Exists {
-                    path: self.dir.clone(),
-                    resumable: self.checkpoint.is_file(),
-                });
-            }
-            std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        }
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
     }
 }

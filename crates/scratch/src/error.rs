@@ -36,9 +36,6 @@ pub enum Error {
     /// The data folder cannot be trained on (missing split, one class, no readable image, …).
     #[error("{0}")]
     Data(String),
-    /// `RUN/scratch` already holds results.
-    #[error("{} already exists: pass --force to start over{}", path.display(), if *resumable { " or --resume to continue it" } else { "" })]
-    Exists { path: PathBuf, resumable: bool },
     /// A model or checkpoint file is missing, corrupt or does not match the configuration.
     #[error("{}: {reason}", path.display())]
     ModelFile { path: PathBuf, reason: String },

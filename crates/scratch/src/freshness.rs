@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use features::provenance::{differences, files_digest};
 use runfs::Status;
 
-use crate::checkpoint::read_checkpoint;
+use features::dataset::Split;
+use train::stage_dir::Compared;
+
+use crate::checkpoint::{read_checkpoint, Training};
 use crate::config::{ScratchConfig, ScratchPaths};
 use crate::error::Result;
 use crate::pipeline::Settings;
@@ -14,18 +17,14 @@ use crate::pipeline::Settings;
 /// The state of `RUN/scratch` for `cfg`.
 pub fn status(cfg: &ScratchConfig) -> Result<Status> {
     let paths = ScratchPaths::new(&cfg.run);
-    if !runfs::occupied(&paths.dir)? {
-        return Ok(Status::Absent);
-    }
-    if !paths.checkpoint.is_file() {
-        return Ok(Status::Partial(format!(
-            "{} has no checkpoint (interrupted in the first epoch)",
-            paths.dir.display()
-        )));
-    }
-    let (_, meta, t) = match read_checkpoint(&paths.checkpoint) {
+    paths.stage.status(cfg.epochs, || compare(cfg, &paths))
+}
+
+/// The checkpoint's classes, image size, settings and images against `cfg`'s.
+fn compare(cfg: &ScratchConfig, paths: &ScratchPaths) -> Result<Compared> {
+    let (_, meta, t) = match read_checkpoint(&paths.stage.checkpoint) {
         Ok(x) => x,
-        Err(e) => return Ok(Status::Other(vec![format!("unreadable checkpoint: {e}")])),
+        Err(e) => return Ok(Compared::differing(format!("unreadable checkpoint: {e}"))),
     };
     let ds = features::dataset::scan(&cfg.data)?;
     let mut d = Vec::new();
@@ -49,24 +48,29 @@ pub fn status(cfg: &ScratchConfig) -> Result<Status> {
         .into_iter()
         .map(|x| format!("scratch {x} (there vs asked)")),
     );
-    let (train_split, val_split) = match crate::splits::choose(&ds, cfg) {
-        Ok(pair) => pair,
-        Err(e) => {
-            d.push(format!("the data folder: {e}"));
-            return Ok(Status::Other(d));
-        }
-    };
+    match crate::splits::choose(&ds, cfg) {
+        Ok((train, val)) => d.extend(other_images(cfg, &t, &train, &val)?),
+        Err(e) => d.push(format!("the data folder: {e}")),
+    }
+    Ok(Compared {
+        differences: d,
+        outputs_written: paths.stage.curves_png.is_file() && paths.stage.confusion.is_file(),
+        // Written at every stop, also a pause before the last epoch.
+        epochs_asked_then: Some(t.epochs),
+    })
+}
+
+/// The splits whose images are not those the checkpoint was trained and validated on.
+fn other_images(
+    cfg: &ScratchConfig,
+    t: &Training,
+    train: &Split,
+    val: &Split,
+) -> Result<Vec<String>> {
+    let mut d = Vec::new();
     for (split, n, digest) in [
-        (
-            &train_split,
-            t.train_images,
-            t.data.as_ref().map(|x| &x.train),
-        ),
-        (
-            &val_split,
-            t.val_images,
-            t.data.as_ref().map(|x| &x.validation),
-        ),
+        (train, t.train_images, t.data.as_ref().map(|x| &x.train)),
+        (val, t.val_images, t.data.as_ref().map(|x| &x.validation)),
     ] {
         let items = &split.items[..];
         let same = match (&t.data, digest) {
@@ -85,32 +89,5 @@ pub fn status(cfg: &ScratchConfig) -> Result<Status> {
             ));
         }
     }
-    let metrics = paths
-        .metrics
-        .is_file()
-        .then(|| train::metrics::read_json(&paths.metrics))
-        .transpose()?;
-    let done = metrics.as_ref().map_or(0, |m| m.epochs.len());
-    if done > cfg.epochs {
-        d.push(format!(
-            "scratch epochs: {done} done there vs {} asked",
-            cfg.epochs
-        ));
-    }
-    if !d.is_empty() {
-        return Ok(Status::Other(d));
-    }
-    let stopped = metrics.as_ref().is_some_and(|m| m.stopped_early.is_some());
-    let finished = paths.curves_png.is_file()
-        && paths.confusion.is_file()
-        && (done == cfg.epochs || stopped)
-        && (t.epochs == cfg.epochs || stopped);
-    Ok(if finished {
-        Status::Done
-    } else {
-        Status::Partial(format!(
-            "{done} of {} epochs done: resuming from the checkpoint",
-            cfg.epochs
-        ))
-    })
+    Ok(d)
 }

@@ -189,7 +189,12 @@ impl Learner for ScratchLearner<'_> {
         if let Some(avg) = &self.snapshot.average {
             state.extend(avg.to_extra());
         }
-        model::save_with(&run.paths.checkpoint, &self.snapshot.params, &meta, &state)?;
+        model::save_with(
+            &run.paths.stage.checkpoint,
+            &self.snapshot.params,
+            &meta,
+            &state,
+        )?;
         let partial = Metrics::summarize(
             end.history.to_vec(),
             run.cfg.keep,
@@ -198,7 +203,7 @@ impl Learner for ScratchLearner<'_> {
             run.val.len(),
             crate::splits::describe(&run.val.name),
         )?;
-        write_json(&run.paths.metrics, &partial)?;
+        write_json(&run.paths.stage.metrics, &partial)?;
         Ok(())
     }
 

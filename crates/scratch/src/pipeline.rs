@@ -11,9 +11,8 @@ use features::preprocess::Resize;
 use serde::{Deserialize, Serialize};
 use train::driver::{self, Plan};
 use train::kernels::TrainPrecision;
-use train::metrics::{write_json, ConfusionMatrix, EpochMetrics, Keep, Metrics};
+use train::metrics::{ConfusionMatrix, EpochMetrics, Keep, Metrics};
 use train::optim::{Optimizer, OptimizerConfig};
-use train::plot::write_curves;
 use train::schedule::LrSchedule;
 
 use crate::checkpoint::{meta, read_checkpoint, restore_optimizer, DataDigest, Training};
@@ -225,28 +224,16 @@ fn load_data(
 /// Trains the network described by `cfg` and writes every output file under `RUN/scratch/`.
 pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<ScratchReport> {
     cfg.validate()?;
-    let engine = accel::engine::select(cfg.device, cfg.engine, None)?;
-    engine.train_precision(cfg.train_precision)?;
-    if let Some(note) = &engine.note {
-        on_event(Event::Info(note.clone()));
-    }
+    let engine = engine(cfg, on_event)?;
     let paths = ScratchPaths::new(&cfg.run);
-    let _lock = runfs::RunLock::acquire(&cfg.run, "scratch")?;
+    let _lock = paths.stage.lock()?;
     // Check the output folder before the (slow) decoding, but only create it afterwards.
+    paths.stage.check_start(cfg.force, cfg.resume)?;
     let resumed = if cfg.resume {
-        if !paths.checkpoint.is_file() {
-            return Err(Error::Invalid(format!(
-                "--resume: no checkpoint at {}; start a new run without --resume",
-                paths.checkpoint.display()
-            )));
-        }
-        Some(read_checkpoint(&paths.checkpoint)?)
+        Some(read_checkpoint(&paths.stage.checkpoint)?)
     } else {
         None
     };
-    if !cfg.resume && !cfg.force && paths.dir.is_dir() {
-        paths.prepare(false, false)?;
-    }
     let (cfg, settings) = effective_config(
         cfg,
         &engine,
@@ -259,16 +246,9 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
     let (ds, train, val) = load_data(cfg, on_event)?;
     let load_seconds = t_load.elapsed().as_secs_f64();
     let classes = ds.classes.clone();
-    let arch = Arch {
-        size: cfg.size as usize,
-        filters: cfg.filters.clone(),
-        hidden: cfg.hidden,
-        dropout: cfg.dropout,
-        outputs: Arch::outputs_for(classes.len()),
-    };
-    arch.validate()?;
+    let arch = arch_of(cfg, classes.len())?;
     let data = data_digest(&ds, cfg, &train, &val)?;
-    paths.prepare(cfg.force, cfg.resume)?;
+    paths.stage.create(cfg.force, cfg.resume)?;
     let run = Run {
         data: &data,
         cfg,
@@ -279,13 +259,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         train: &train,
         val: &val,
     };
-    let compute: Box<dyn Compute> = match &engine.train {
-        None => Box::new(compute::Cpu),
-        Some(d) => Box::new(compute::OnDevice::new(
-            d.clone(),
-            accel::engine::compute_dtype(settings.train_precision),
-        )),
-    };
+    let compute = compute_on(&engine, settings.train_precision);
     let (mut learner, progress) = start_or_resume(&run, resumed, compute, on_event)?;
     let parameters: usize = learner.snapshot.params.tensors.iter().map(Vec::len).sum();
     let plan = Plan {
@@ -302,12 +276,7 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         ));
     }
     let finished = fitted.finished(&plan);
-    let session = &fitted.history[fitted.history.len() - fitted.session_epochs..];
-    let mean_epoch_seconds = if session.is_empty() {
-        0.0
-    } else {
-        session.iter().map(|e| e.seconds).sum::<f64>() / session.len() as f64
-    };
+    let mean_epoch_seconds = mean_session_seconds(&fitted);
     let (metrics, confusion) = write_outputs(&run, &mut learner, &fitted)?;
     let device = learner.compute.name();
     drop(learner);
@@ -330,6 +299,50 @@ pub fn train(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Scr
         device,
         settings,
     })
+}
+
+/// Where the run computes (`accel::engine::select`), told to `on_event`.
+fn engine(cfg: &ScratchConfig, on_event: &mut dyn FnMut(Event)) -> Result<Selected> {
+    let engine = accel::engine::select(cfg.device, cfg.engine, None)?;
+    engine.train_precision(cfg.train_precision)?;
+    if let Some(note) = &engine.note {
+        on_event(Event::Info(note.clone()));
+    }
+    Ok(engine)
+}
+
+/// The network `cfg` describes for `classes` classes.
+fn arch_of(cfg: &ScratchConfig, classes: usize) -> Result<Arch> {
+    let arch = Arch {
+        size: cfg.size as usize,
+        filters: cfg.filters.clone(),
+        hidden: cfg.hidden,
+        dropout: cfg.dropout,
+        outputs: Arch::outputs_for(classes),
+    };
+    arch.validate()?;
+    Ok(arch)
+}
+
+/// The training step on the CPU kernels, or in Candle on the engine's device.
+fn compute_on(engine: &Selected, precision: TrainPrecision) -> Box<dyn Compute> {
+    match &engine.train {
+        None => Box::new(compute::Cpu),
+        Some(d) => Box::new(compute::OnDevice::new(
+            d.clone(),
+            accel::engine::compute_dtype(precision),
+        )),
+    }
+}
+
+/// Mean seconds of the epochs run in this call (0 when none).
+fn mean_session_seconds<S>(fitted: &driver::Fitted<S>) -> f64 {
+    let session = &fitted.history[fitted.history.len() - fitted.session_epochs..];
+    if session.is_empty() {
+        0.0
+    } else {
+        session.iter().map(|e| e.seconds).sum::<f64>() / session.len() as f64
+    }
 }
 
 /// The digests of the images the run trains and validates on.
@@ -411,7 +424,7 @@ fn start_or_resume<'a>(
         Some((p, m, t)) => {
             if m.classes != run.classes || m.arch != *arch {
                 return Err(Error::ModelFile {
-                    path: paths.checkpoint.clone(),
+                    path: paths.stage.checkpoint.clone(),
                     reason: format!(
                         "the checkpoint was trained on classes {:?} with {}; the data has {:?}: start over with --force",
                         m.classes, m.architecture, run.classes
@@ -438,7 +451,7 @@ fn start_or_resume<'a>(
     let sizes: Vec<usize> = params.tensors.iter().map(Vec::len).collect();
     let mut optim = Optimizer::new(cfg.optimizer.clone(), &sizes)?;
     if !history.is_empty() {
-        let restored = restore_optimizer(&mut optim, &paths.checkpoint, resumed_steps)?;
+        let restored = restore_optimizer(&mut optim, &paths.stage.checkpoint, resumed_steps)?;
         on_event(Event::Info(format!(
             "resuming after epoch {} of {} ({})",
             history.len(),
@@ -454,10 +467,10 @@ fn start_or_resume<'a>(
         None => None,
         Some(m) if history.is_empty() => Some(WeightAverage::new(m, &params)),
         Some(m) => {
-            let extra = model::load_extra(&paths.checkpoint, ema::PREFIX)?;
+            let extra = model::load_extra(&paths.stage.checkpoint, ema::PREFIX)?;
             Some(
                 WeightAverage::from_extra(m, extra, &params).map_err(|e| Error::ModelFile {
-                    path: paths.checkpoint.clone(),
+                    path: paths.stage.checkpoint.clone(),
                     reason: format!("{e}; start over with --force"),
                 })?,
             )
@@ -528,8 +541,6 @@ fn write_outputs(
         run.settings.train_precision,
     )?;
     let confusion = ConfusionMatrix::new(run.classes, &run.val.labels, &ev.predictions)?;
-    write_json(&paths.metrics, &metrics)?;
-    write_json(&paths.confusion, &confusion)?;
     let title = format!(
         "small convnet from scratch, {} ({}, lr {}{}, batch {})",
         run.classes.join("/"),
@@ -541,11 +552,8 @@ fn write_outputs(
         },
         cfg.batch_size
     );
-    write_curves(
-        &metrics.epochs,
-        &title,
-        &paths.curves_png,
-        &paths.curves_svg,
-    )?;
+    paths
+        .stage
+        .write_results(&metrics, &metrics.epochs, &confusion, &title)?;
     Ok((metrics, confusion))
 }

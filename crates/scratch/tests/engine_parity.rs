@@ -72,7 +72,10 @@ fn case(ema: Option<f64>) {
             );
         }
     }
-    let (ta, tb) = (tensors(&a.paths.checkpoint), tensors(&b.paths.checkpoint));
+    let (ta, tb) = (
+        tensors(&a.paths.stage.checkpoint),
+        tensors(&b.paths.stage.checkpoint),
+    );
     assert_eq!(
         ta.iter().map(|t| &t.0).collect::<Vec<_>>(),
         tb.iter().map(|t| &t.0).collect::<Vec<_>>()

@@ -57,16 +57,17 @@ fn learns_synthetic_data_and_writes_every_file() {
     );
     for p in [
         &report.paths.model,
-        &report.paths.metrics,
-        &report.paths.confusion,
-        &report.paths.curves_png,
-        &report.paths.curves_svg,
-        &report.paths.checkpoint,
+        &report.paths.stage.metrics,
+        &report.paths.stage.confusion,
+        &report.paths.stage.curves_png,
+        &report.paths.stage.curves_svg,
+        &report.paths.stage.checkpoint,
     ] {
         assert!(p.is_file(), "{} was not written", p.display());
     }
     let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report.paths.metrics).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&report.paths.stage.metrics).unwrap())
+            .unwrap();
     assert_eq!(metrics["epochs"].as_array().unwrap().len(), 4);
     assert_eq!(metrics["final_val_accuracy"], m.final_val_accuracy);
     // The saved model reproduces the kept epoch's validation accuracy.
@@ -97,7 +98,10 @@ fn learns_synthetic_data_and_writes_every_file() {
 
     // An existing RUN/scratch is refused without --force, replaced with it.
     let err = train(&cfg, &mut |_| {}).unwrap_err();
-    assert!(matches!(err, Error::Exists { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Train(train::Error::Exists { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("--force"), "{err}");
     let mut forced = cfg.clone();
     forced.force = true;

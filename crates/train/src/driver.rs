@@ -122,6 +122,8 @@ impl<S> Fitted<S> {
 }
 
 /// Trains `learner` through the epochs of `plan` not yet in `progress.history`.
+// Over 80 lines: the epoch loop, kept whole so that rollback, keep-rule and checkpoint order are
+// read in one place.
 pub fn fit<L: Learner>(
     learner: &mut L,
     plan: &Plan,

@@ -17,6 +17,12 @@ pub enum Error {
     /// Drawing the learning curves failed.
     #[error("plot {}: {reason}", path.display())]
     Plot { path: PathBuf, reason: String },
+    /// A stage's folder already holds results.
+    #[error("{} already exists: pass {}--force to start over", path.display(), if *resumable { "--resume to continue it or " } else { "" })]
+    Exists { path: PathBuf, resumable: bool },
+    /// `--resume` without a checkpoint.
+    #[error("{}: nothing to resume (there is no checkpoint); run without --resume to start", path.display())]
+    NoCheckpoint { path: PathBuf },
     /// Writing an output file failed.
     #[error(transparent)]
     File(#[from] runfs::Error),

@@ -15,5 +15,6 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod stage;
+pub mod stage_dir;
 
 pub use error::{Error, Result};

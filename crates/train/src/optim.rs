@@ -686,14 +686,39 @@ impl Optimizer {
     }
 }
 
-/// SGD with (Nesterov) momentum and decoupled weight decay: the settings fine-tuning records.
+/// SGD with (Nesterov) momentum and decoupled weight decay: the settings fine-tuning records,
+/// and (under the `clap` feature) its flags.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct SgdConfig {
+    /// SGD learning rate.
+    #[cfg_attr(feature = "clap", arg(long = "lr", value_name = "LR", default_value_t = SgdConfig::default().learning_rate))]
     pub learning_rate: f64,
+    /// SGD momentum.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = SgdConfig::default().momentum))]
     pub momentum: f64,
+    /// Nesterov momentum.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, action = clap::ArgAction::Set, num_args = 0..=1, default_value_t = false,
+            default_missing_value = "true", value_name = "BOOL")
+    )]
     pub nesterov: bool,
-    /// Decoupled weight decay: `w -= w·wd·lr` before each update.
+    /// Decoupled weight decay (w -= w·wd·lr before each update).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0.0))]
     pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    /// The tutorial's fine-tuning optimizer: SGD, learning rate 1e-4, momentum 0.9.
+    fn default() -> Self {
+        SgdConfig {
+            learning_rate: 1e-4,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
 }
 
 impl SgdConfig {

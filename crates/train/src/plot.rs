@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use runfs::{write_atomic, TempFile};
+use runfs::write_atomic;
 
 use crate::error::{Error, Result};
 use crate::metrics::EpochMetrics;
@@ -23,18 +23,18 @@ pub fn write_curves(epochs: &[EpochMetrics], title: &str, png: &Path, svg: &Path
             reason: "no epochs to plot".into(),
         });
     }
-    let tmp = TempFile::new(png);
-    let drawn = {
-        let root = BitMapBackend::new(tmp.path(), SIZE).into_drawing_area();
-        draw(&root, epochs, title).and_then(|()| root.present().map_err(|e| e.to_string()))
-    };
-    if let Err(reason) = drawn {
-        return Err(Error::Plot {
-            path: png.to_path_buf(),
-            reason,
-        });
+    let (w, h) = SIZE;
+    let mut pixels = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+        draw(&root, epochs, title)
+            .and_then(|()| root.present().map_err(|e| e.to_string()))
+            .map_err(|reason| Error::Plot {
+                path: png.to_path_buf(),
+                reason,
+            })?;
     }
-    tmp.commit()?;
+    write_atomic(png, &encode_png(&pixels, SIZE, png)?)?;
 
     let mut text = String::new();
     {
@@ -47,6 +47,22 @@ pub fn write_curves(epochs: &[EpochMetrics], title: &str, png: &Path, svg: &Path
             })?;
     }
     Ok(write_atomic(svg, text.as_bytes())?)
+}
+
+/// An RGB picture of `size` as PNG bytes.
+fn encode_png(rgb: &[u8], (w, h): (u32, u32), path: &Path) -> Result<Vec<u8>> {
+    let fail = |e: png::EncodingError| Error::Plot {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(fail)?;
+    writer.write_image_data(rgb).map_err(fail)?;
+    writer.finish().map_err(fail)?;
+    Ok(bytes)
 }
 
 fn draw<DB: DrawingBackend>(

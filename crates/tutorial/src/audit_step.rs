@@ -45,6 +45,8 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(StageEvent<'_>)) -> Ou
 const ROWS: usize = 10;
 
 /// The section as HTML (`md` false) or Markdown; table cells are escaped either way.
+// Over 80 lines: one template of the report's audit section, HTML and Markdown side by side in page
+// order.
 fn section(o: &Outcome, run: &Path, md: bool) -> String {
     let cell = |s: &str| {
         if md {

@@ -323,8 +323,8 @@ impl TutorialConfig {
         self.scratch_epochs = 50;
         self.head_epochs = 50;
         self.finetune_epochs = 50;
-        self.finetune_lr = finetune::config::DEFAULT_LEARNING_RATE;
-        self.aug_cache = finetune::config::DEFAULT_AUG_CACHE;
+        self.finetune_lr = finetune::Options::default().sgd.learning_rate;
+        self.aug_cache = finetune::Options::default().aug_cache;
         self.scratch_recipe = false;
         self
     }

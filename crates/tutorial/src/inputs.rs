@@ -80,6 +80,8 @@ pub struct Prepared {
 }
 
 /// Resolves the model, links the `--limit` subset, scans and hashes the data.
+// Over 80 lines: the inputs are resolved in dependency order (model, subset, scan, digests) and
+// each step needs the last.
 pub fn prepare(cfg: &TutorialConfig) -> Result<Prepared> {
     let data_abs = std::fs::canonicalize(&cfg.data).map_err(|e| {
         Error::Invalid(format!(

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::config::Stage;
 
 /// The settings line of `stage` in `run`, or `None` when its files are missing or unreadable.
+// Over 80 lines: one match arm per stage, each one sentence of that stage's settings.
 pub fn line(run: &Path, stage: Stage) -> Option<String> {
     let dir = run.join(stage.dir());
     match stage {
@@ -77,16 +78,16 @@ pub fn line(run: &Path, stage: Stage) -> Option<String> {
                  --aug-cache {}, augmentation: {}{}",
                 s.split_at,
                 s.output_tensor,
-                s.train_precision.name(),
+                s.options.train_precision.name(),
                 s.image_size,
-                s.precision.name(),
-                s.sgd.learning_rate,
-                s.sgd.momentum,
-                s.batch_size,
+                s.options.precision.name(),
+                s.options.sgd.learning_rate,
+                s.options.sgd.momentum,
+                s.options.batch_size,
                 epochs,
-                s.aug_cache,
+                s.options.aug_cache,
                 s.augment.summary(),
-                match s.calibrate {
+                match s.options.calibrate {
                     0 => String::new(),
                     k => format!(", probabilities calibrated by a {k}-fold cross-fitted temperature"),
                 }

@@ -163,26 +163,77 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
     };
     let prep = inputs::prepare(cfg)?;
     let mut record = Record::load(&cfg.run)?;
-    let mut inputs_changed = false;
-    if let Some(prev) = &record.inputs {
-        let diff = prev.differences(&prep.inputs);
-        if !diff.is_empty() {
-            if !cfg.force {
-                return Err(Error::Mismatch(format!(
-                    "{} holds a tutorial run of other inputs ({}); use another --run, or pass --force to replace its outputs",
-                    cfg.run.display(),
-                    diff.join("; ")
-                )));
-            }
-            inputs_changed = true;
-            record.stages.clear();
-        }
+    let inputs_changed = inputs_changed(cfg, &prep, &mut record)?;
+    let plan = plan(cfg, &prep, inputs_changed)?;
+    record.inputs = Some(prep.inputs.clone());
+    record.save(&cfg.run)?;
+    if cfg.candidates.len() > 1 && cfg.runs(Stage::Extract) {
+        select::adopt_features(cfg, &cfg.model)?;
     }
+    for (stage, action, why, _) in &plan {
+        on_event(Event::Plan {
+            stage: *stage,
+            action: *action,
+            why: why.clone(),
+        });
+    }
+    let did = run_plan(cfg, &prep, plan, &mut record, on_event)?;
+    let audited = audit_step::run(cfg, &mut |e| on_event(Event::Audit(e)));
+    if let audit_step::Outcome::Failed(e) = &audited {
+        on_event(Event::Info(format!("warning: the audit failed: {e}")));
+    }
+    let written = report::write(&cfg.run, &record, &prep.inputs, &did, &audited)?;
+    Ok(Summary {
+        run: cfg.run.clone(),
+        report_md: written.md,
+        report_html: written.html,
+        record: crate::record::path(&cfg.run),
+        inputs: prep.inputs,
+        stages: written.rows,
+        audit: match audited {
+            audit_step::Outcome::Done(a) => Some(AuditBrief {
+                mislabeled: a.mislabeled.len(),
+                duplicates: a.duplicates.len(),
+                leaks: a.leaks(),
+                outliers: a.outliers.len(),
+                csv: cfg.run.join("audit").join("audit.csv"),
+            }),
+            _ => None,
+        },
+    })
+}
 
+/// Whether the run folder holds a tutorial of other inputs: an error, or with `--force` true (and
+/// the record's stages forgotten).
+fn inputs_changed(cfg: &TutorialConfig, prep: &Prepared, record: &mut Record) -> Result<bool> {
+    let Some(prev) = &record.inputs else {
+        return Ok(false);
+    };
+    let diff = prev.differences(&prep.inputs);
+    if diff.is_empty() {
+        return Ok(false);
+    }
+    if !cfg.force {
+        return Err(Error::Mismatch(format!(
+            "{} holds a tutorial run of other inputs ({}); use another --run, or pass --force to replace its outputs",
+            cfg.run.display(),
+            diff.join("; ")
+        )));
+    }
+    record.stages.clear();
+    Ok(true)
+}
+
+/// One stage of the plan: what to do, why, and what its outputs said.
+type Planned = (Stage, Action, String, Found);
+
+/// What to do with each stage, from what its outputs say; outputs of other inputs or settings
+/// are an error naming them all, unless `--force`.
+fn plan(cfg: &TutorialConfig, prep: &Prepared, inputs_changed: bool) -> Result<Vec<Planned>> {
     let mut plan = Vec::new();
     let mut refusals = Vec::new();
     for stage in Stage::ALL {
-        let found = check::stage(stage, cfg, &prep)?;
+        let found = check::stage(stage, cfg, prep)?;
         let (action, why) = if !cfg.runs(stage) {
             (Action::Skip, "not among --stages".to_string())
         } else if let (Stage::Finetune, Some(why)) = (stage, &prep.no_finetune) {
@@ -217,19 +268,18 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
             refusals.join("\n  ")
         )));
     }
-    record.inputs = Some(prep.inputs.clone());
-    record.save(&cfg.run)?;
-    if cfg.candidates.len() > 1 && cfg.runs(Stage::Extract) {
-        select::adopt_features(cfg, &cfg.model)?;
-    }
-    for (stage, action, why, _) in &plan {
-        on_event(Event::Plan {
-            stage: *stage,
-            action: *action,
-            why: why.clone(),
-        });
-    }
+    Ok(plan)
+}
 
+/// Runs the planned stages in order (a stage after one that wrote new outputs is rerun, not
+/// reused), recording each; returns what became of every stage.
+fn run_plan(
+    cfg: &TutorialConfig,
+    prep: &Prepared,
+    plan: Vec<Planned>,
+    record: &mut Record,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Vec<(Stage, Action, Found)>> {
     let mut stale = false; // an earlier stage of the transfer chain wrote new outputs now
     let mut did = Vec::new();
     for (stage, mut action, _, found) in plan {
@@ -244,43 +294,20 @@ pub fn run(cfg: &TutorialConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<
             continue;
         }
         on_event(Event::StageStart { stage, action });
-        let clock = Clock::start(&record, stage, action);
-        clock.mark(&mut record, &cfg.run, Status::Running, None)?;
+        let clock = Clock::start(record, stage, action);
+        clock.mark(record, &cfg.run, Status::Running, None)?;
         let (device, wrote) = match stage {
-            Stage::Scratch => run_scratch(cfg, &prep, action, &clock, &mut record, on_event)?,
-            Stage::Extract => run_extract(cfg, &prep, &clock, &mut record, on_event)?,
+            Stage::Scratch => run_scratch(cfg, prep, action, &clock, record, on_event)?,
+            Stage::Extract => run_extract(cfg, prep, &clock, record, on_event)?,
             Stage::TrainHead => run_head(cfg, action, on_event)?,
-            Stage::Finetune => run_finetune(cfg, &prep, action, &clock, &mut record, on_event)?,
+            Stage::Finetune => run_finetune(cfg, prep, action, &clock, record, on_event)?,
         };
         stale |= wrote;
-        let seconds = clock.mark(&mut record, &cfg.run, Status::Done, device)?;
+        let seconds = clock.mark(record, &cfg.run, Status::Done, device)?;
         on_event(Event::StageDone { stage, seconds });
         did.push((stage, action, Found::Done));
     }
-
-    let audited = audit_step::run(cfg, &mut |e| on_event(Event::Audit(e)));
-    if let audit_step::Outcome::Failed(e) = &audited {
-        on_event(Event::Info(format!("warning: the audit failed: {e}")));
-    }
-    let written = report::write(&cfg.run, &record, &prep.inputs, &did, &audited)?;
-    Ok(Summary {
-        run: cfg.run.clone(),
-        report_md: written.md,
-        report_html: written.html,
-        record: crate::record::path(&cfg.run),
-        inputs: prep.inputs,
-        stages: written.rows,
-        audit: match audited {
-            audit_step::Outcome::Done(a) => Some(AuditBrief {
-                mislabeled: a.mislabeled.len(),
-                duplicates: a.duplicates.len(),
-                leaks: a.leaks(),
-                outliers: a.outliers.len(),
-                csv: cfg.run.join("audit").join("audit.csv"),
-            }),
-            _ => None,
-        },
-    })
+    Ok(did)
 }
 
 /// Stage 1; continues from the checkpoint when there is one.
@@ -292,8 +319,11 @@ fn run_scratch(
     record: &mut Record,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(Option<String>, bool)> {
-    let resume =
-        action == Action::Continue && scratch::ScratchPaths::new(&cfg.run).checkpoint.is_file();
+    let resume = action == Action::Continue
+        && scratch::ScratchPaths::new(&cfg.run)
+            .stage
+            .checkpoint
+            .is_file();
     let report = stage1::run(cfg, prep, resume, action != Action::Run, &mut |ev| {
         if let scratch::Event::Epoch { .. } = ev {
             let _ = clock.mark(record, &cfg.run, Status::Running, None);
@@ -349,12 +379,12 @@ fn run_finetune(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<(Option<String>, bool)> {
     let paths = finetune::FinetunePaths::new(&cfg.run);
-    let resume = action == Action::Continue && paths.checkpoint.is_file();
+    let resume = action == Action::Continue && paths.stage.checkpoint.is_file();
     let mut fcfg = check::finetune_config(cfg, prep);
     if resume {
         // The checkpoint's model name (same sha256, checked) and split tensor: resuming needs
         // the settings exactly as they were written.
-        let (s, _) = finetune::checkpoint::read_settings(&paths.checkpoint)?;
+        let (s, _) = finetune::checkpoint::read_settings(&paths.stage.checkpoint)?;
         fcfg.model = Some(s.model);
         fcfg.split_at = cfg.split_at.clone().or(Some(s.split_at));
     }

@@ -83,6 +83,7 @@ fn outputs_of_the_stage_commands_are_reused_with_their_own_time() {
         run: s.run.clone(),
         config: TrainConfig {
             epochs: 5,
+            recipe: head::recipe::Recipe::Keras2016,
             ..TrainConfig::default()
         },
         val_split: None,

@@ -3,13 +3,10 @@
 
 use std::path::PathBuf;
 
-use finetune::config::FrozenPrecision;
-use finetune::rows::Precision;
-use finetune::{finetune, FinetuneConfig, Report, Request};
-use train::kernels::TrainPrecision;
+use finetune::{finetune, FinetuneConfig, Report};
 use train::metrics::Keep;
 
-use crate::args::{Global, HubFlags, RuntimeFlags};
+use crate::args::{Given, Global, HubFlags, RuntimeFlags};
 use crate::commands::augment_preview::AugmentFlags;
 use crate::progress;
 
@@ -48,46 +45,9 @@ pub struct FinetuneArgs {
     /// Stop after N epochs of this session (a checkpoint is written after every epoch); continue with --resume.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
-    /// Images per step [default: 16].
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// SGD learning rate [default: 1e-4].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// SGD momentum [default: 0.9].
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Nesterov momentum.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub nesterov: Option<bool>,
-    /// Decoupled weight decay [default: 0].
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-    /// Augmented draws per training image computed once through the frozen part and cached; 0 augments
-    /// afresh every epoch like Keras (slow: the frozen part runs on every image every epoch) [default: 10].
-    #[arg(long, value_name = "K")]
-    pub aug_cache: Option<usize>,
-    /// Precision of the cached draws: f16 or f32 [default: f16].
-    #[arg(long)]
-    pub cache_precision: Option<Precision>,
-    /// Precision of the frozen part below the trained block: fp32, or int8 (quantized in Rust on first use
-    /// with 64 training photos, cached in RUN/models/; the block and the head still train in FP32, and
-    /// model.onnx carries that int8 frozen part) [default: fp32, or the checkpoint's].
-    #[arg(long)]
-    pub precision: Option<FrozenPrecision>,
-    /// Precision of the trained block's products: auto (bf16 products with FP32 sums on CPUs with
-    /// AVX512-BF16, else fp32), fp32 or bf16; weights, gradients and sums stay FP32 [default: auto, or
-    /// the checkpoint's].
-    #[arg(long)]
-    pub train_precision: Option<TrainPrecision>,
-    /// Calibrate the saved model's probabilities: a temperature fitted on out-of-fold predictions of
-    /// K cross-fitted runs of this recipe on the training photos (about one more fine-tuning run;
-    /// validation photos are never used); 0 = off [default: 0, or the checkpoint's].
-    #[arg(long, value_name = "K")]
-    pub calibrate: Option<usize>,
-    /// Weights to save: last (a fixed schedule) or best (lowest validation loss: picked on the split it is then scored on) [default: last].
-    #[arg(long)]
-    pub keep: Option<Keep>,
+    /// The settings a checkpoint records (batch, SGD, caches, precisions, calibration, keep).
+    #[command(flatten)]
+    pub options: finetune::Options,
     /// Where ONNX Runtime runs the frozen part (Candle follows RAYON_NUM_THREADS).
     #[command(flatten)]
     pub runtime: RuntimeFlags,
@@ -120,47 +80,39 @@ fn augment_flags_given(a: &AugmentFlags) -> bool {
 }
 
 impl FinetuneArgs {
-    /// The library configuration; with `--resume`, unset flags come from the checkpoint
-    /// ([`Request::resolve`]).
-    pub fn config(&self) -> anyhow::Result<FinetuneConfig> {
-        let request = Request {
-            run: self.run.clone(),
-            data: self.data.clone(),
+    /// The library configuration; with `--resume`, the settings `given` says were left out come
+    /// from the checkpoint ([`finetune::request::resolve`]).
+    pub fn config(&self, given: &Given) -> anyhow::Result<FinetuneConfig> {
+        let defaults = FinetuneConfig::new(&self.run, &self.data);
+        let cfg = FinetuneConfig {
             model: self.model.clone(),
             split_at: self.split_at.clone(),
             size: self.size,
             train_split: self.train_split.clone(),
             val_split: self.val_split.clone(),
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or(defaults.epochs),
             stop_after: self.stop_after,
-            batch_size: self.batch,
-            learning_rate: self.lr,
-            momentum: self.momentum,
-            nesterov: self.nesterov,
-            weight_decay: self.weight_decay,
-            augment: augment_flags_given(&self.augment)
-                .then(|| self.augment.to_params())
-                .transpose()?,
-            seed: self.augment.seed,
-            aug_cache: self.aug_cache,
-            cache_precision: self.cache_precision,
-            precision: self.precision,
-            train_precision: self.train_precision,
-            calibrate: self.calibrate,
-            keep: self.keep,
+            options: self.options.clone(),
+            augment: self.augment.to_params()?,
+            seed: self.augment.seed.unwrap_or(defaults.seed),
             device: self.runtime.device,
             engine: self.runtime.engine.get(),
             threads: self.runtime.threads,
             force: self.force,
             resume: self.resume,
             hub: self.hub.options(),
+            ..defaults
         };
-        Ok(request.resolve()?)
+        let given = |name: &str| match name {
+            "augment" => augment_flags_given(&self.augment),
+            name => given.flag(name),
+        };
+        Ok(finetune::request::resolve(cfg, &given)?)
     }
 }
 
-pub fn run(args: &FinetuneArgs, global: &Global) -> anyhow::Result<()> {
-    let cfg = args.config()?;
+pub fn run(args: &FinetuneArgs, given: &Given, global: &Global) -> anyhow::Result<()> {
+    let cfg = args.config(given)?;
     let mut out = progress::Phases::new(global);
     let report = finetune(&cfg, &mut |ev| out.stage_event(ev, ""));
     out.end();
@@ -187,7 +139,7 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
         r.settings.output_tensor,
         r.train_images,
         r.val_images,
-        r.settings.train_precision.name(),
+        r.settings.options.train_precision.name(),
         r.train_device,
         r.precision.name(),
         r.device
@@ -267,7 +219,7 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
     }
     println!(
         "wrote {} (model.onnx: image batch → class probabilities)",
-        r.paths.dir.display()
+        r.paths.stage.dir.display()
     );
     println!("{}", r.export_note);
 }
@@ -275,9 +227,12 @@ fn print_summary(r: &Report, cfg: &FinetuneConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, FromArgMatches, Parser};
     use finetune::checkpoint::{save, Checkpoint};
-    use finetune::{FinetunePaths, Settings};
+    use finetune::config::FrozenPrecision;
+    use finetune::rows::Precision;
+    use finetune::{FinetunePaths, Options, Settings};
+    use train::kernels::TrainPrecision;
 
     #[derive(Debug, Parser)]
     struct Harness {
@@ -285,40 +240,58 @@ mod tests {
         args: FinetuneArgs,
     }
 
-    fn parse(args: &[&str]) -> FinetuneArgs {
-        Harness::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
-            .expect("arguments parse")
+    /// The configuration of a command line, the way `main` parses it.
+    fn config(args: &[&str]) -> anyhow::Result<FinetuneConfig> {
+        let m = Harness::command()
+            .try_get_matches_from(std::iter::once("x").chain(args.iter().copied()))?;
+        Harness::from_arg_matches(&m)?
             .args
+            .config(&Given::of(Some(&m)))
     }
 
     #[test]
     fn defaults_are_the_tutorials() {
-        let cfg = parse(&["--run", "r", "--data", "d"]).config().unwrap();
-        assert_eq!((cfg.epochs, cfg.batch_size, cfg.aug_cache), (50, 16, 10));
-        assert_eq!((cfg.sgd.learning_rate, cfg.sgd.momentum), (1e-4, 0.9));
+        let cfg = config(&["--run", "r", "--data", "d"]).unwrap();
+        assert_eq!(cfg.options, Options::default());
+        let o = &cfg.options;
+        assert_eq!((cfg.epochs, o.batch_size, o.aug_cache), (50, 16, 10));
+        assert_eq!((o.sgd.learning_rate, o.sgd.momentum), (1e-4, 0.9));
         assert_eq!(cfg.augment, features::augment::AugmentParams::tutorial());
         assert_eq!(
-            (cfg.seed, cfg.keep, cfg.cache_precision),
+            (cfg.seed, o.keep, o.cache_precision),
             (1337, Keep::Last, Precision::F16)
         );
-        assert_eq!(cfg.precision, FrozenPrecision::Fp32);
-        let int8 = parse(&["--run", "r", "--data", "d", "--precision", "int8"])
-            .config()
-            .unwrap();
-        assert_eq!(int8.precision, FrozenPrecision::Int8);
-        assert!(
-            Harness::try_parse_from(["x", "--run", "r", "--data", "d", "--precision", "fp16"])
-                .is_err()
-        );
+        assert_eq!(o.precision, FrozenPrecision::Fp32);
+        let int8 = config(&["--run", "r", "--data", "d", "--precision", "int8"]).unwrap();
+        assert_eq!(int8.options.precision, FrozenPrecision::Int8);
+        assert!(config(&["--run", "r", "--data", "d", "--precision", "fp16"]).is_err());
+        let nesterov = config(&["--run", "r", "--data", "d", "--nesterov"]).unwrap();
+        assert!(nesterov.options.sgd.nesterov);
+    }
+
+    #[test]
+    fn every_setting_the_resume_asks_about_is_an_argument() {
+        let cmd = Harness::command();
+        for name in Options::names()
+            .iter()
+            .map(String::as_str)
+            .chain(["model", "split_at", "epochs", "seed"])
+        {
+            assert!(
+                cmd.get_arguments().any(|a| a.get_id() == name),
+                "{name} is no argument id of finetune"
+            );
+        }
     }
 
     #[test]
     fn resume_takes_left_out_flags_from_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
-        let first = parse(&[
+        let run_s = run.to_str().unwrap();
+        let first = config(&[
             "--run",
-            run.to_str().unwrap(),
+            run_s,
             "--data",
             "d",
             "--lr",
@@ -332,9 +305,10 @@ mod tests {
             "--rotation",
             "10",
             "--keep",
-            "last",
+            "best",
+            "--batch",
+            "8",
         ])
-        .config()
         .unwrap();
         let settings = Settings {
             model: "m.onnx".into(),
@@ -349,17 +323,14 @@ mod tests {
             val_digest: String::new(),
             skipped: vec![],
             head_sha256: String::new(),
-            batch_size: first.batch_size,
-            sgd: first.sgd.clone(),
             augment: first.augment.clone(),
             seed: first.seed,
-            aug_cache: first.aug_cache,
-            cache_precision: first.cache_precision,
-            keep: first.keep,
-            precision: FrozenPrecision::Int8,
             int8_key: Some("k".into()),
-            train_precision: TrainPrecision::Bf16,
-            calibrate: 0,
+            options: Options {
+                precision: FrozenPrecision::Int8,
+                train_precision: TrainPrecision::Bf16,
+                ..first.options.clone()
+            },
         };
         let ck = Checkpoint {
             settings,
@@ -370,34 +341,30 @@ mod tests {
             iterations: 0,
             best: None,
         };
-        save(&FinetunePaths::new(&run).checkpoint, &[], &ck).unwrap();
-        let resumed = parse(&["--run", run.to_str().unwrap(), "--data", "d", "--resume"])
-            .config()
-            .unwrap();
-        assert_eq!(resumed.sgd, first.sgd);
+        save(&FinetunePaths::new(&run).stage.checkpoint, &[], &ck).unwrap();
+        let resumed = config(&["--run", run_s, "--data", "d", "--resume"]).unwrap();
+        assert_eq!(resumed.options.sgd, first.options.sgd);
         assert_eq!(resumed.augment, first.augment);
         assert_eq!(
-            (
-                resumed.epochs,
-                resumed.aug_cache,
-                resumed.seed,
-                resumed.keep
-            ),
-            (20, 4, 9, Keep::Last)
+            (resumed.epochs, resumed.options.aug_cache, resumed.seed),
+            (20, 4, 9)
+        );
+        assert_eq!(
+            (resumed.options.keep, resumed.options.batch_size),
+            (Keep::Best, 8)
         );
         assert_eq!(resumed.split_at.as_deref(), Some("block4_pool"));
-        assert_eq!(resumed.precision, FrozenPrecision::Int8);
-        let longer = parse(&[
-            "--run",
-            run.to_str().unwrap(),
-            "--data",
-            "d",
-            "--resume",
-            "--epochs",
-            "50",
+        assert_eq!(resumed.options.precision, FrozenPrecision::Int8);
+        assert_eq!(resumed.options.train_precision, TrainPrecision::Bf16);
+        let longer = config(&[
+            "--run", run_s, "--data", "d", "--resume", "--epochs", "50", "--batch", "16",
         ])
-        .config()
         .unwrap();
-        assert_eq!((longer.epochs, longer.sgd.learning_rate), (50, 3e-4));
+        assert_eq!(
+            (longer.epochs, longer.options.sgd.learning_rate),
+            (50, 3e-4)
+        );
+        // A flag typed with its default value still counts as given.
+        assert_eq!(longer.options.batch_size, 16);
     }
 }

@@ -17,14 +17,15 @@ pub mod serve;
 pub mod train_head;
 pub mod tutorial;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, Given};
 
-/// Runs the subcommand the user asked for.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the subcommand the user asked for (`given`: the subcommand's arguments typed, not
+/// defaulted).
+pub fn run(cli: Cli, given: &Given) -> anyhow::Result<()> {
     match cli.command {
         Command::Extract(a) => extract::run(&a, &cli.global),
         Command::TrainHead(a) => train_head::run(&a, &cli.global),
-        Command::Finetune(a) => finetune::run(&a, &cli.global),
+        Command::Finetune(a) => finetune::run(&a, given, &cli.global),
         Command::AugmentPreview(a) => augment_preview::run(&a, &cli.global),
         Command::Bench(a) => bench::run(&a, &cli.global),
         Command::Quantize(a) => quantize::run(&a, &cli.global),

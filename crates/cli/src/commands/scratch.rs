@@ -184,5 +184,5 @@ fn print_summary(r: &ScratchReport, cfg: &ScratchConfig) {
             cfg.run.display()
         );
     }
-    println!("wrote {}", r.paths.dir.display());
+    println!("wrote {}", r.paths.stage.dir.display());
 }

@@ -283,6 +283,8 @@ fn prepare(
 
 /// Runs the FP32 `cut` model over the calibration images and returns each tensor's min/max.
 /// Unreadable images are skipped and listed; fewer than [`MIN_CALIB_IMAGES`] usable ones is an error.
+// Over 80 lines: one pass over the calibration photos with the session, the running min/max and the
+// skipped list it updates.
 pub fn calibrate(
     cut: &CutModel,
     tensors: &[String],

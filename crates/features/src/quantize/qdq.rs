@@ -122,6 +122,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<ModelProto> {
 }
 
 /// Plans the rewrite of `m` (see the module docs).
+// Over 80 lines: one pass over the graph's nodes in order; every arm reads and extends the same
+// maps of tensors seen.
 pub(crate) fn plan(m: &ModelProto) -> Result<Plan> {
     let g = m
         .graph

@@ -30,6 +30,7 @@ pub fn extract_and_train_head(data: &Path, model: &str, run: &Path, size: u32, h
         config: TrainConfig {
             epochs: head_epochs,
             seed: 3,
+            recipe: head::recipe::Recipe::Keras2016,
             ..TrainConfig::default()
         },
         val_split: None,
@@ -67,9 +68,9 @@ pub fn synthetic_config(p: &Prepared, run: &Path) -> FinetuneConfig {
     let mut cfg = FinetuneConfig::new(run, &p.data);
     cfg.split_at = Some("block4_pool".into());
     cfg.epochs = 3;
-    cfg.batch_size = 4;
-    cfg.sgd.learning_rate = 1e-3;
-    cfg.aug_cache = 2;
+    cfg.options.batch_size = 4;
+    cfg.options.sgd.learning_rate = 1e-3;
+    cfg.options.aug_cache = 2;
     cfg.threads = Some(1);
     cfg
 }

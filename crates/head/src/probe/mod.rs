@@ -244,6 +244,8 @@ fn unit_scale(train: &Samples) -> Result<f64> {
 
 /// The dual fit: `folds`-fold cross-validation of C on the Gram matrix, temperature on the
 /// out-of-fold logits, the best C refitted on every row.
+// Over 80 lines: the dual solver's cross-validation, temperature and refit share the Gram matrix
+// and its fold views.
 fn fit_dual(
     train: &Samples,
     cfg: &ProbeConfig,
@@ -350,6 +352,8 @@ fn fit_dual(
     })
 }
 
+// Over 80 lines: the streamed solver's choice of C, temperature and refit share the fold assignment
+// and the row stream.
 /// The primal fit for many rows: C and the temperature chosen on fold 0 of `fold_of`.
 fn fit_primal(
     train: &Samples,

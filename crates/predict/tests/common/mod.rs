@@ -41,6 +41,7 @@ pub fn synthetic(dir: &Path) -> Prepared {
         config: TrainConfig {
             epochs: 4,
             seed: 3,
+            recipe: head::recipe::Recipe::Keras2016,
             ..TrainConfig::default()
         },
         val_split: None,
@@ -55,9 +56,9 @@ pub fn run_finetune(p: &Prepared) {
     let mut cfg = finetune::FinetuneConfig::new(&p.run, &p.data);
     cfg.split_at = Some("block4_pool".into());
     cfg.epochs = 2;
-    cfg.batch_size = 4;
-    cfg.sgd.learning_rate = 1e-3;
-    cfg.aug_cache = 1;
+    cfg.options.batch_size = 4;
+    cfg.options.sgd.learning_rate = 1e-3;
+    cfg.options.aug_cache = 1;
     cfg.threads = Some(1);
     finetune::finetune(&cfg, &mut |_| {}).expect("finetune");
 }
