@@ -11,10 +11,10 @@
 //! kernels `[in, out]` with the head's `w1` rows in NHWC order.
 
 pub mod classifier;
-pub mod depthwise;
+pub(crate) mod depthwise;
 pub mod device;
 pub mod engine;
-pub mod error;
+pub(crate) mod error;
 pub mod graph;
 pub mod nodes;
 pub mod ops;

@@ -5,14 +5,14 @@
 //! most confused; written to `RUN/audit/` ([`output`], [`sheets`]). It never moves or changes a
 //! photo: `extract`/`fit --exclude audit.csv` retrain without the ones a user agrees with.
 
-pub mod dupes;
-pub mod error;
-pub mod fingerprint;
-pub mod labels;
-pub mod outliers;
-pub mod output;
-pub mod rows;
-pub mod sheets;
+pub(crate) mod dupes;
+pub(crate) mod error;
+pub(crate) mod fingerprint;
+pub(crate) mod labels;
+pub(crate) mod outliers;
+pub(crate) mod output;
+pub(crate) mod rows;
+pub(crate) mod sheets;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

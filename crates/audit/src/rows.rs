@@ -186,11 +186,6 @@ impl Rows {
         self.files.len()
     }
 
-    /// True when there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
     /// The out-of-fold probabilities of row `i`, when it has them.
     pub fn probabilities(&self, i: usize) -> Option<&[f32]> {
         let k = self.classes.len();

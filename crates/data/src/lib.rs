@@ -3,9 +3,9 @@
 
 pub mod dogs_vs_cats;
 pub mod download;
-pub mod error;
-pub mod locate;
-pub mod source;
+pub(crate) mod error;
+pub(crate) mod locate;
+pub(crate) mod source;
 
 pub use dogs_vs_cats::{build, Config, Counts, Event, Summary};
 pub use error::{Error, Result};

@@ -183,10 +183,6 @@ impl Source {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn kind(&self) -> SourceKind {
         self.kind
     }

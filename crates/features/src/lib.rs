@@ -5,7 +5,7 @@ pub mod augment;
 pub mod bench;
 pub mod dataset;
 pub mod engine;
-pub mod error;
+pub(crate) mod error;
 pub mod exclude;
 pub mod extract;
 pub mod freshness;

@@ -5,32 +5,32 @@
 //! `accel::engine`).
 
 pub mod block;
-pub mod caches;
-pub mod calibrate;
+pub(crate) mod caches;
+pub(crate) mod calibrate;
 pub mod checkpoint;
 pub mod checks;
 pub mod classifier;
 pub mod compute;
 pub mod config;
-pub mod data;
+pub(crate) mod data;
 pub mod epoch;
-pub mod error;
+pub(crate) mod error;
 pub mod export;
 pub mod freshness;
 pub mod frozen;
 pub mod graph;
-pub mod images;
-pub mod int8;
+pub(crate) mod images;
+pub(crate) mod int8;
 pub mod net;
-pub mod options;
-pub mod outputs;
-pub mod pipeline;
+pub(crate) mod options;
+pub(crate) mod outputs;
+pub(crate) mod pipeline;
 pub mod request;
 pub mod rows;
-pub mod setup;
-pub mod splice;
-pub mod splits;
-pub mod tensors;
+pub(crate) mod setup;
+pub(crate) mod splice;
+pub(crate) mod splits;
+pub(crate) mod tensors;
 
 pub use config::{FinetuneConfig, FinetunePaths, Settings};
 pub use error::{Error, Result};

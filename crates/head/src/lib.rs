@@ -6,7 +6,7 @@
 //! images or which backbone made the features: it trains on feature rows and labels only.
 
 pub mod data;
-pub mod error;
+pub(crate) mod error;
 pub mod headfile;
 pub mod mlp;
 pub mod model;
@@ -15,7 +15,7 @@ pub mod oof;
 pub mod pipeline;
 pub mod probe;
 pub mod recipe;
-pub mod source;
+pub(crate) mod source;
 
 pub use error::{Error, Result};
 pub use headfile::{load, load_on, read_meta, save, HeadMeta};

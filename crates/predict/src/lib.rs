@@ -4,15 +4,15 @@
 //! sheet of them), and export that one self-contained ONNX classifier with its preprocessing
 //! documented in the metadata.
 
-pub mod classifier;
-pub mod error;
+pub(crate) mod classifier;
+pub(crate) mod error;
 pub mod evaluate;
 pub mod export;
 pub mod format;
 pub mod inputs;
 pub mod metadata;
 pub mod run;
-pub mod sheet;
+pub(crate) mod sheet;
 
 pub use classifier::{load, Classifier, LoadOptions, Stage};
 pub use error::{Error, Result};

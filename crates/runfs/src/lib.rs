@@ -7,11 +7,11 @@
 
 pub mod atomic;
 pub mod digest;
-pub mod error;
+pub(crate) mod error;
 pub mod links;
 pub mod lock;
 pub mod seed;
-pub mod status;
+pub(crate) mod status;
 
 pub use atomic::{copy_atomic, link_or_copy, occupied, write_atomic, TempFile};
 pub use digest::{sha256_file, Digest};

@@ -11,17 +11,17 @@
 //! equals an uninterrupted one.
 
 pub mod checkpoint;
-pub mod compute;
-pub mod config;
+pub(crate) mod compute;
+pub(crate) mod config;
 pub mod data;
-pub mod ema;
-pub mod error;
+pub(crate) mod ema;
+pub(crate) mod error;
 pub mod freshness;
-pub mod learner;
+pub(crate) mod learner;
 pub mod model;
 pub mod net;
-pub mod pipeline;
-pub mod splits;
+pub(crate) mod pipeline;
+pub(crate) mod splits;
 
 pub use config::{ScratchConfig, ScratchPaths, DEFAULT_SEED, RECIPE_EPOCHS};
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@
 //! images, backbones, heads or run-folder layouts (the stage crates bring those).
 
 pub mod driver;
-pub mod error;
+pub(crate) mod error;
 pub mod finite;
 pub mod kernels;
 pub mod loss;

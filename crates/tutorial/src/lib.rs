@@ -8,16 +8,16 @@
 //! interrupted, and refused when `RUN` holds outputs of other inputs (unless `force`). Stage times
 //! accumulate in `RUN/tutorial.json` across sittings.
 
-pub mod audit_step;
-pub mod check;
+pub(crate) mod audit_step;
+pub(crate) mod check;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod inputs;
-pub mod machine;
+pub(crate) mod machine;
 pub mod record;
 pub mod report;
-pub mod select;
-pub mod settings;
+pub(crate) mod select;
+pub(crate) mod settings;
 mod stage1;
 mod stages;
 
