@@ -50,11 +50,11 @@ pub fn finetune_config(cfg: &TutorialConfig, prep: &Prepared) -> FinetuneConfig 
     f.model = Some(prep.model.clone());
     f.split_at = cfg.split_at.clone();
     f.epochs = cfg.finetune_epochs;
-    f.options.sgd.learning_rate = cfg.finetune_lr;
-    f.options.aug_cache = cfg.aug_cache;
-    f.options.precision = prep.finetune_precision;
-    f.options.train_precision = cfg.train_precision;
-    f.options.calibrate = cfg.finetune_calibrate;
+    f.options = finetune::Options {
+        precision: prep.finetune_precision,
+        train_precision: cfg.train_precision,
+        ..cfg.finetune.clone()
+    };
     f.device = cfg.device;
     f.engine = cfg.engine;
     f.threads = cfg.threads;

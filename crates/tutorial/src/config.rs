@@ -195,8 +195,6 @@ pub struct TutorialConfig {
     /// Precision of the training products of stage 1 and of fine-tuning's block (`auto`: bf16
     /// products with FP32 sums on CPUs with AVX512-BF16).
     pub train_precision: train::kernels::TrainPrecision,
-    /// Folds of fine-tuning's temperature cross-fit (`finetune --calibrate`; 0: none).
-    pub finetune_calibrate: usize,
     /// Where every stage runs (`accel::engine::select`: on `cuda`, Candle on the GPU for
     /// extraction, stage 1 and fine-tuning; the head always trains on the CPU).
     pub device: Device,
@@ -207,9 +205,10 @@ pub struct TutorialConfig {
     pub scratch_epochs: usize,
     pub head_epochs: usize,
     pub finetune_epochs: usize,
-    pub finetune_lr: f64,
-    /// Augmented draws per training image cached for fine-tuning (0: augment afresh every epoch).
-    pub aug_cache: usize,
+    /// Fine-tuning's settings (learning rate, cached augmented draws, calibration folds, …); its
+    /// frozen part's precision is [`TutorialConfig::finetune_precision`], its products'
+    /// `train_precision` above.
+    pub finetune: finetune::Options,
     /// Stage 1 with [`scratch::ScratchConfig::recipe`] (else the tutorial's own settings).
     pub scratch_recipe: bool,
     /// Input tensor of the block to fine-tune; default: the model manifest's.
@@ -256,15 +255,20 @@ impl TutorialConfig {
             precision: Precision::Fp32,
             finetune_precision: None,
             train_precision: train::kernels::TrainPrecision::Auto,
-            finetune_calibrate: 0,
             device: Device::Cpu,
             engine: Engine::Auto,
             threads: None,
             scratch_epochs: scratch::RECIPE_EPOCHS,
             head_epochs: 50,
             finetune_epochs: 10,
-            finetune_lr: 1e-5,
-            aug_cache: 5,
+            finetune: finetune::Options {
+                sgd: train::optim::SgdConfig {
+                    learning_rate: 1e-5,
+                    ..train::optim::SgdConfig::default()
+                },
+                aug_cache: 5,
+                ..finetune::Options::default()
+            },
             scratch_recipe: true,
             split_at: None,
             candidates: Vec::new(),
@@ -282,8 +286,8 @@ impl TutorialConfig {
     pub fn own_photos(mut self) -> Self {
         self.stages = vec![Stage::Extract, Stage::TrainHead, Stage::Finetune];
         self.head_recipe = Recipe::Probe;
-        self.finetune_lr = OWN_PHOTOS_FINETUNE_LR;
-        self.finetune_calibrate = OWN_PHOTOS_CALIBRATION_FOLDS;
+        self.finetune.sgd.learning_rate = OWN_PHOTOS_FINETUNE_LR;
+        self.finetune.calibrate = OWN_PHOTOS_CALIBRATION_FOLDS;
         self
     }
 
@@ -323,8 +327,9 @@ impl TutorialConfig {
         self.scratch_epochs = 50;
         self.head_epochs = 50;
         self.finetune_epochs = 50;
-        self.finetune_lr = finetune::Options::default().sgd.learning_rate;
-        self.aug_cache = finetune::Options::default().aug_cache;
+        let tutorial = finetune::Options::default();
+        self.finetune.sgd.learning_rate = tutorial.sgd.learning_rate;
+        self.finetune.aug_cache = tutorial.aug_cache;
         self.scratch_recipe = false;
         self
     }
@@ -351,7 +356,7 @@ impl TutorialConfig {
         self.scratch_epochs = 2;
         self.head_epochs = 5;
         self.finetune_epochs = 2;
-        self.aug_cache = 1;
+        self.finetune.aug_cache = 1;
         self
     }
 
@@ -369,10 +374,10 @@ impl TutorialConfig {
         if self.limit == Some(0) {
             return Err(Error::Invalid("--limit must be at least 1".into()));
         }
-        if !(self.finetune_lr > 0.0 && self.finetune_lr.is_finite()) {
+        if !(self.finetune.sgd.learning_rate > 0.0 && self.finetune.sgd.learning_rate.is_finite()) {
             return Err(Error::Invalid(format!(
                 "--finetune-lr {} must be a positive number",
-                self.finetune_lr
+                self.finetune.sgd.learning_rate
             )));
         }
         if self.stages.is_empty() {

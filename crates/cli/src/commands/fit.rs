@@ -99,9 +99,9 @@ impl FitArgs {
         cfg.size = self.size;
         cfg.resize = self.resize;
         cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
-        cfg.finetune_lr = self.finetune_lr.unwrap_or(cfg.finetune_lr);
-        cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
-        cfg.finetune_calibrate = self.calibrate;
+        cfg.finetune.sgd.learning_rate = self.finetune_lr.unwrap_or(cfg.finetune.sgd.learning_rate);
+        cfg.finetune.aug_cache = self.aug_cache.unwrap_or(cfg.finetune.aug_cache);
+        cfg.finetune.calibrate = self.calibrate;
         cfg.split_at = self.split_at.clone();
         cfg.set_device(self.runtime.device, None);
         cfg.engine = self.runtime.engine.get();

@@ -111,8 +111,8 @@ impl TutorialArgs {
         cfg.scratch_epochs = self.scratch_epochs.unwrap_or(cfg.scratch_epochs);
         cfg.head_epochs = self.head_epochs.unwrap_or(cfg.head_epochs);
         cfg.finetune_epochs = self.finetune_epochs.unwrap_or(cfg.finetune_epochs);
-        cfg.finetune_lr = self.finetune_lr.unwrap_or(cfg.finetune_lr);
-        cfg.aug_cache = self.aug_cache.unwrap_or(cfg.aug_cache);
+        cfg.finetune.sgd.learning_rate = self.finetune_lr.unwrap_or(cfg.finetune.sgd.learning_rate);
+        cfg.finetune.aug_cache = self.aug_cache.unwrap_or(cfg.finetune.aug_cache);
         cfg.split_at = self.split_at.clone();
         cfg.precision = self.precision;
         cfg.set_device(self.runtime.device, self.finetune_precision);
@@ -269,10 +269,15 @@ mod tests {
             (100, 50, 10)
         );
         assert_eq!(
-            (full.limit, full.aug_cache, full.size, full.scratch_size),
+            (
+                full.limit,
+                full.finetune.aug_cache,
+                full.size,
+                full.scratch_size
+            ),
             (None, 5, None, 150)
         );
-        assert_eq!(full.finetune_lr, 1e-5);
+        assert_eq!(full.finetune.sgd.learning_rate, 1e-5);
         assert_eq!(
             (full.precision, full.finetune_precision),
             (Precision::Fp32, None)
@@ -300,11 +305,14 @@ mod tests {
             (k.scratch_epochs, k.head_epochs, k.finetune_epochs),
             (50, 50, 50)
         );
-        assert_eq!((k.aug_cache, k.size, k.finetune_lr), (10, Some(150), 1e-4));
+        assert_eq!(
+            (k.finetune.aug_cache, k.size, k.finetune.sgd.learning_rate),
+            (10, Some(150), 1e-4)
+        );
         assert_eq!(k.finetune_precision_for(vgg.as_ref()), Precision::Fp32);
         assert!(!k.scratch_recipe);
         let s = config(&["--keras2016", "--size", "224", "--finetune-lr", "3e-5"]);
-        assert_eq!((s.size, s.finetune_lr), (Some(224), 3e-5));
+        assert_eq!((s.size, s.finetune.sgd.learning_rate), (Some(224), 3e-5));
 
         let quick = config(&["--quick", "--head-epochs", "7", "--stages", "extract,head"]);
         assert_eq!(
@@ -315,9 +323,9 @@ mod tests {
             ),
             (2, 7, 2)
         );
-        assert_eq!((quick.limit, quick.aug_cache), (Some(16), 1));
+        assert_eq!((quick.limit, quick.finetune.aug_cache), (Some(16), 1));
         assert_eq!(quick.stages, vec![Stage::Extract, Stage::TrainHead]);
         let limited = config(&["--quick", "--limit", "40", "--aug-cache", "3"]);
-        assert_eq!((limited.limit, limited.aug_cache), (Some(40), 3));
+        assert_eq!((limited.limit, limited.finetune.aug_cache), (Some(40), 3));
     }
 }
