@@ -177,13 +177,7 @@ fn calibrate_kept(
         precision: s.settings.options.train_precision,
     };
     let mut cal = calibrate::cross_fit(&cross, compute, source, on_event)?;
-    let before = epoch::evaluate(
-        compute,
-        kept,
-        &checked.val,
-        &s.val.labels,
-        checked.row_shape,
-    )?;
+    let before = checked.score(compute, kept, s)?;
     (cal.val_log_loss_uncalibrated, cal.val_ece_uncalibrated) =
         (Some(before.loss), Some(before.ece));
     on_event(Event::Info(format!(
@@ -319,6 +313,13 @@ struct Checked {
     block_check: CheckResult,
     int8: Option<Int8Report>,
     initial: epoch::Evaluation,
+}
+
+impl Checked {
+    /// `net` scored on the validation photos.
+    fn score(&self, compute: &mut dyn Compute, net: &Net, s: &Setup) -> Result<epoch::Evaluation> {
+        epoch::evaluate(compute, net, &self.val, &s.val.labels, self.row_shape)
+    }
 }
 
 /// Builds the network, checks the Candle block against ONNX Runtime on a few validation images
@@ -657,13 +658,7 @@ fn write_outputs(
              --force (and a lower --lr)"
         )));
     }
-    let eval = epoch::evaluate(
-        compute,
-        kept,
-        &checked.val,
-        &s.val.labels,
-        checked.row_shape,
-    )?;
+    let eval = checked.score(compute, kept, s)?;
     metrics.kept_val_ece = Some(eval.ece);
     if report.calibration.is_some() {
         // The saved model's numbers: the temperature changes the loss, not the predictions.

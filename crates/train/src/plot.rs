@@ -25,28 +25,32 @@ pub fn write_curves(epochs: &[EpochMetrics], title: &str, png: &Path, svg: &Path
     }
     let (w, h) = SIZE;
     let mut pixels = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
-        draw(&root, epochs, title)
-            .and_then(|()| root.present().map_err(|e| e.to_string()))
-            .map_err(|reason| Error::Plot {
-                path: png.to_path_buf(),
-                reason,
-            })?;
-    }
+    render(
+        BitMapBackend::with_buffer(&mut pixels, SIZE),
+        epochs,
+        title,
+        png,
+    )?;
     write_atomic(png, &encode_png(&pixels, SIZE, png)?)?;
-
     let mut text = String::new();
-    {
-        let root = SVGBackend::with_string(&mut text, SIZE).into_drawing_area();
-        draw(&root, epochs, title)
-            .and_then(|()| root.present().map_err(|e| e.to_string()))
-            .map_err(|reason| Error::Plot {
-                path: svg.to_path_buf(),
-                reason,
-            })?;
-    }
+    render(SVGBackend::with_string(&mut text, SIZE), epochs, title, svg)?;
     Ok(write_atomic(svg, text.as_bytes())?)
+}
+
+/// Draws the curves on `backend` (errors name `path`, the file it is for).
+fn render<DB: DrawingBackend>(
+    backend: DB,
+    epochs: &[EpochMetrics],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
+    let root = backend.into_drawing_area();
+    draw(&root, epochs, title)
+        .and_then(|()| root.present().map_err(|e| e.to_string()))
+        .map_err(|reason| Error::Plot {
+            path: path.to_path_buf(),
+            reason,
+        })
 }
 
 /// An RGB picture of `size` as PNG bytes.
