@@ -624,17 +624,6 @@ fn write_rows(writer: &mut Option<FeatureWriter>, path: &Path, out: &BatchOut) -
     Ok(())
 }
 
-/// The error of a split none of whose photos could be read.
-fn none_read(split: &str, total: usize, skipped: &[Skipped]) -> Error {
-    Error::Dataset(format!(
-        "split '{split}': none of its {total} images could be read (first: {}); fix or remove them",
-        skipped
-            .first()
-            .map(|s| format!("{}: {}", s.file, s.reason))
-            .unwrap_or_default()
-    ))
-}
-
 /// What the network opened for the first split to extract announces.
 fn ready<'a>(device: &'a str, backbone: &'a Backbone) -> Event<'a> {
     Event::Ready {
@@ -881,7 +870,7 @@ fn extract_split(
         (None, None) => None,
     };
     let Some(writer) = writer else {
-        return Err(none_read(&split.name, total, &skipped));
+        return Err(crate::photos::none_read(&split.name, total, &skipped));
     };
     let rows = writer.rows();
     let path = writer.finish(split_meta(job, cfg, skipped.clone()))?;

@@ -9,6 +9,7 @@ use image::RgbImage;
 use crate::dataset::Split;
 use crate::preprocess::{self, Resize};
 use crate::store::Skipped;
+use crate::{Error, Result};
 
 /// Photos decoded per parallel chunk; progress is reported after each.
 const CHUNK: usize = 32;
@@ -27,13 +28,14 @@ pub struct Photos {
 }
 
 /// Reads, decodes and frames every photo of `split` (`Resize::Nearest` is Keras' `load_img`);
-/// unreadable files are skipped and listed. `on_progress(done)` is called after each chunk.
+/// unreadable files are skipped and listed, a split of which none can be read is an error.
+/// `on_progress(done)` is called after each chunk.
 pub fn load_split(
     split: &Split,
     size: u32,
     resize: Resize,
     on_progress: &mut dyn FnMut(usize),
-) -> Photos {
+) -> Result<Photos> {
     let mut photos = Photos {
         files: Vec::new(),
         labels: Vec::new(),
@@ -43,7 +45,7 @@ pub fn load_split(
     };
     let mut done = 0;
     for chunk in split.items.chunks(CHUNK) {
-        let decoded: Vec<Result<(RgbImage, [u8; 32]), String>> = chunk
+        let decoded: Vec<std::result::Result<(RgbImage, [u8; 32]), String>> = chunk
             .par_iter()
             .map(|item| one(&item.path, size, resize))
             .collect();
@@ -64,10 +66,28 @@ pub fn load_split(
         done += chunk.len();
         on_progress(done);
     }
-    photos
+    if photos.files.is_empty() {
+        return Err(none_read(&split.name, split.items.len(), &photos.skipped));
+    }
+    Ok(photos)
 }
 
-fn one(path: &std::path::Path, size: u32, resize: Resize) -> Result<(RgbImage, [u8; 32]), String> {
+/// The error of a split none of whose `total` photos could be read (extraction's and training's).
+pub fn none_read(split: &str, total: usize, skipped: &[Skipped]) -> Error {
+    Error::Dataset(format!(
+        "split '{split}': none of its {total} images could be read (first: {}); fix or remove them",
+        skipped
+            .first()
+            .map(|s| format!("{}: {}", s.file, s.reason))
+            .unwrap_or_default()
+    ))
+}
+
+fn one(
+    path: &std::path::Path,
+    size: u32,
+    resize: Resize,
+) -> std::result::Result<(RgbImage, [u8; 32]), String> {
     let bytes = crate::image_io::read_photo(path).map_err(crate::Error::skip_reason)?;
     let content = runfs::digest::sha256(&bytes);
     let decoded = crate::image_io::decode_rgb8(&bytes, path).map_err(crate::Error::skip_reason)?;

@@ -10,7 +10,7 @@ use features::store::Skipped;
 use image::RgbImage;
 use rand::Rng;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The usable images of one split.
 pub struct ImageSet {
@@ -45,7 +45,7 @@ pub fn load_split(
     resize: Resize,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<ImageSet> {
-    let photos = features::photos::load_split(split, size, resize, on_progress);
+    let photos = features::photos::load_split(split, size, resize, on_progress)?;
     let mut h = runfs::Digest::new();
     for ((file, label), content) in photos
         .files
@@ -64,17 +64,6 @@ pub fn load_split(
         skipped: photos.skipped,
         digest: h.hex(),
     };
-    if set.is_empty() {
-        return Err(Error::Features(features::Error::Dataset(format!(
-            "split '{}': none of its {} images could be read (first: {}); fix or remove them",
-            split.name,
-            split.items.len(),
-            set.skipped
-                .first()
-                .map(|s| format!("{}: {}", s.file, s.reason))
-                .unwrap_or_default()
-        ))));
-    }
     Ok(set)
 }
 

@@ -56,7 +56,7 @@ pub fn load_split(
     resize: Resize,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<ImageSet> {
-    let photos = features::photos::load_split(split, size, resize, on_progress);
+    let photos = features::photos::load_split(split, size, resize, on_progress)?;
     let set = ImageSet {
         name: split.name.clone(),
         size: size as usize,
@@ -69,17 +69,6 @@ pub fn load_split(
             .map(|s| (s.file, s.reason))
             .collect(),
     };
-    if set.is_empty() {
-        return Err(Error::Data(format!(
-            "split '{}': none of its {} images could be read{}; fix or remove them",
-            split.name,
-            split.items.len(),
-            set.skipped
-                .first()
-                .map(|(f, r)| format!(" (first: {f}: {r})"))
-                .unwrap_or_default()
-        )));
-    }
     Ok(set)
 }
 

@@ -167,9 +167,8 @@ impl StageDir {
         confusion: &ConfusionMatrix,
         title: &str,
     ) -> Result<()> {
-        write_json(&self.metrics, metrics)?;
         write_json(&self.confusion, confusion)?;
-        crate::plot::write_curves(epochs, title, &self.curves_png, &self.curves_svg)
+        self.write_progress(metrics, epochs, title)
     }
 }
 
